@@ -1,0 +1,1 @@
+"""Implicit Heatmap Learning for human pose estimation."""

@@ -1,0 +1,1 @@
+"""Datasets, keypoint metadata and transforms."""
