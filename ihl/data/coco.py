@@ -1,0 +1,390 @@
+"""COCO keypoints as a top-down dataset: one sample per person box.
+
+Layout (ihl-method.md section 8): ``annotations/person_keypoints_<split>.json``
+with images under ``<split>/`` (the samples in ../shared/data use ``images/``)
+and detector boxes in ``person_detection_results/*.json``.
+
+Annotations are checked when the dataset is built (cheap: keys, lengths,
+boxes), images when a sample is loaded; every failure is a ``DatasetError``
+naming the file, the record and the key.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import DatasetError
+from .keypoints import COCO, KeypointSpec
+from .transforms import (
+    Size,
+    TopDownAugment,
+    TopDownPipeline,
+    box_to_center_scale,
+    coords_to_image,
+    read_image_bgr,
+    sample_rng,
+)
+
+__all__ = ["CocoKeypoints", "DatasetError", "coco_split_paths", "coords_to_image", "validate_coco"]
+
+_IMAGE_KEYS = ("id", "file_name")
+_ANNOTATION_KEYS = (
+    "id", "image_id", "category_id", "bbox", "keypoints", "num_keypoints", "iscrowd", "area",
+)
+_DETECTION_KEYS = ("image_id", "category_id", "bbox", "score")
+
+
+def load_json(path: str | Path) -> Any:
+    """Read a JSON file, turning every way it can fail into a DatasetError."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: file not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DatasetError(f"{path}: cannot read JSON: {err}") from err
+
+
+def coco_split_paths(root: str | Path, split: str) -> tuple[Path, Path]:
+    """(annotation file, image folder) of a split in the standard COCO layout."""
+    root = Path(root)
+    image_dir = root / split
+    if not image_dir.is_dir() and (root / "images").is_dir():
+        image_dir = root / "images"
+    return root / "annotations" / f"person_keypoints_{split}.json", image_dir
+
+
+def _require(record: dict, keys: tuple[str, ...], where: str) -> None:
+    if not isinstance(record, dict):
+        raise DatasetError(f"{where}: expected an object, got {type(record).__name__}")
+    for key in keys:
+        if key not in record:
+            raise DatasetError(f"{where}: missing key {key!r}")
+
+
+def _box(value: Any, where: str) -> np.ndarray:
+    """A finite (x, y, w, h) box with positive size, or a DatasetError."""
+    try:
+        box = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise DatasetError(f"{where}: key 'bbox' is not a list of 4 numbers") from None
+    if box.shape != (4,):
+        raise DatasetError(f"{where}: key 'bbox' must have 4 numbers, got shape {box.shape}")
+    if not np.all(np.isfinite(box)):
+        raise DatasetError(f"{where}: key 'bbox' is not finite: {value}")
+    if box[2] <= 0 or box[3] <= 0:
+        raise DatasetError(f"{where}: key 'bbox' has zero or negative size: {value}")
+    return box
+
+
+def _person_category(data: dict, path: Path) -> int:
+    categories = data.get("categories")
+    for category in categories if isinstance(categories, list) else []:
+        if isinstance(category, dict) and category.get("name") == "person" and "id" in category:
+            return int(category["id"])
+    return 1
+
+
+def _images(data: dict, path: Path) -> dict[int, dict]:
+    for key in ("images", "annotations"):
+        if key not in data:
+            raise DatasetError(f"{path}: missing top-level key {key!r}")
+        if not isinstance(data[key], list):
+            raise DatasetError(f"{path}: top-level key {key!r} must be a list")
+    images = {}
+    for index, image in enumerate(data["images"]):
+        _require(image, _IMAGE_KEYS, f"{path}: image #{index}")
+        images[int(image["id"])] = image
+    return images
+
+
+def _parse_annotation(
+    ann: dict, index: int, path: Path, images: dict[int, dict], spec: KeypointSpec
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """(box clipped to the image, keypoints (K, 3)) of a usable person, else None.
+
+    None means "not a sample" (crowd, no keypoints); malformed records raise.
+    """
+    where = f"{path}: annotation #{index}"
+    if isinstance(ann, dict) and "id" in ann:
+        where = f"{path}: annotation id {ann['id']}"
+    _require(ann, _ANNOTATION_KEYS, where)
+    if int(ann["image_id"]) not in images:
+        raise DatasetError(f"{where}: key 'image_id' {ann['image_id']} is not in 'images'")
+    try:
+        keypoints = np.asarray(ann["keypoints"], dtype=np.float64)
+    except (TypeError, ValueError):
+        raise DatasetError(f"{where}: key 'keypoints' is not a list of numbers") from None
+    if keypoints.shape != (3 * spec.num_joints,):
+        raise DatasetError(
+            f"{where}: key 'keypoints' must have {3 * spec.num_joints} numbers "
+            f"({spec.num_joints} joints x 3), got {keypoints.size}"
+        )
+    if ann["iscrowd"] or ann["num_keypoints"] <= 0:
+        return None
+    box = _box(ann["bbox"], where)
+    image = images[int(ann["image_id"])]
+    if "width" in image and "height" in image:
+        x0, y0 = max(box[0], 0.0), max(box[1], 0.0)
+        x1 = min(box[0] + box[2], float(image["width"]))
+        y1 = min(box[1] + box[3], float(image["height"]))
+        if x1 <= x0 or y1 <= y0:
+            raise DatasetError(f"{where}: key 'bbox' lies outside its image: {ann['bbox']}")
+        box = np.array([x0, y0, x1 - x0, y1 - y0])
+    return box, keypoints.reshape(spec.num_joints, 3)
+
+
+def _parse_detection(det: Any, index: int, images: dict[int, dict] | None, category: int):
+    """(image id, box, score) of a usable person detection; None for another class.
+
+    Raises DatasetError for a bad box (the caller counts and skips those) so
+    the reason is at hand for ``validate_coco``.
+    """
+    where = f"detection #{index}"
+    _require(det, _DETECTION_KEYS, where)
+    if int(det["category_id"]) != category:
+        return None
+    box = _box(det["bbox"], where)
+    score = float(det["score"])
+    if not math.isfinite(score):
+        raise DatasetError(f"{where}: key 'score' is not finite")
+    if images is not None and int(det["image_id"]) not in images:
+        raise DatasetError(f"{where}: key 'image_id' {det['image_id']} is not in the annotations")
+    return int(det["image_id"]), box, score
+
+
+class CocoKeypoints(torch.utils.data.Dataset):
+    """Person crops from a COCO keypoint file, for training or evaluation.
+
+    Train: one sample per non-crowd annotation with keypoints, ground-truth
+    box (clipped to the image), augmented. Eval: the same ground-truth boxes,
+    or, with ``detections``, the person boxes of a COCO detection-results
+    file (bad ones are skipped and counted in ``num_bad_boxes``).
+
+    Samples are dicts: ``image`` (3, H, W) uint8 RGB, ``coords`` (K, 2),
+    ``weights`` (K,), ``heatmaps`` (K, h, w) when ``heatmap_size`` is set,
+    and ``center``, ``scale``, ``rotation``, ``flipped`` (the crop geometry,
+    for ``coords_to_image``), ``image_id``, ``box_score`` (1 for ground
+    truth) and ``area`` (annotation area, or w * h of a detection box).
+    Detection samples have no ground truth: zero coords and weights.
+
+    ``augment``: True for the default recipe, False for none, or a
+    ``TopDownAugment``; only used when ``train``. Augmentation is seeded by
+    (``seed``, epoch, index): call ``set_epoch`` before each epoch.
+    """
+
+    def __init__(
+        self,
+        ann_file: str | Path,
+        image_dir: str | Path,
+        *,
+        train: bool = False,
+        input_size: Size = (256, 192),
+        heatmap_size: Size | None = None,
+        sigma: float = 2.0,
+        detections: str | Path | None = None,
+        min_box_score: float = 0.0,
+        padding: float = 1.25,
+        augment: bool | TopDownAugment = True,
+        seed: int = 0,
+        spec: KeypointSpec = COCO,
+    ) -> None:
+        if train and detections is not None:
+            raise ValueError("training uses ground-truth boxes; detections are for evaluation")
+        self.ann_file = Path(ann_file)
+        self.image_dir = Path(image_dir)
+        self.train = train
+        self.spec = spec
+        self.seed = seed
+        self.epoch = 0
+        self.num_bad_boxes = 0
+        if not train or augment is False:
+            augmenter = None
+        elif augment is True:
+            augmenter = TopDownAugment(spec, input_size)
+        else:
+            augmenter = augment
+        self.pipeline = TopDownPipeline(spec, input_size, heatmap_size, sigma, augmenter)
+
+        data = load_json(self.ann_file)
+        if not isinstance(data, dict):
+            raise DatasetError(f"{self.ann_file}: expected a JSON object at the top level")
+        images = _images(data, self.ann_file)
+        self._file_names = {image_id: str(image["file_name"]) for image_id, image in images.items()}
+        if detections is None:
+            self._load_ground_truth(data, images)
+        else:
+            self._load_detections(Path(detections), images, _person_category(data, self.ann_file),
+                                  min_box_score)
+        if len(self) == 0:
+            source = self.ann_file if detections is None else detections
+            raise DatasetError(f"{source}: no usable person boxes: the split is empty")
+        aspect = self.pipeline.aspect_ratio
+        centers, scales = zip(*(box_to_center_scale(b, aspect, padding) for b in self.boxes),
+                              strict=True)
+        self.centers, self.scales = np.stack(centers), np.stack(scales)
+
+    def _load_ground_truth(self, data: dict, images: dict[int, dict]) -> None:
+        category = _person_category(data, self.ann_file)
+        image_ids, ann_ids, boxes, keypoints, areas = [], [], [], [], []
+        for index, ann in enumerate(data["annotations"]):
+            if isinstance(ann, dict) and ann.get("category_id", category) != category:
+                continue
+            parsed = _parse_annotation(ann, index, self.ann_file, images, self.spec)
+            if parsed is None:
+                continue
+            image_ids.append(int(ann["image_id"]))
+            ann_ids.append(int(ann["id"]))
+            boxes.append(parsed[0])
+            keypoints.append(parsed[1])
+            areas.append(float(ann["area"]))
+        k = self.spec.num_joints
+        self.image_ids = np.asarray(image_ids, dtype=np.int64)
+        self.ann_ids = np.asarray(ann_ids, dtype=np.int64)
+        self.boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        self.keypoints = np.asarray(keypoints, dtype=np.float64).reshape(-1, k, 3)
+        self.areas = np.asarray(areas, dtype=np.float64)
+        self.box_scores = np.ones(len(self.image_ids))
+
+    def _load_detections(
+        self, path: Path, images: dict[int, dict], category: int, min_score: float
+    ) -> None:
+        records = load_json(path)
+        if not isinstance(records, list):
+            raise DatasetError(f"{path}: expected a JSON list of detections")
+        image_ids, boxes, scores = [], [], []
+        for index, det in enumerate(records):
+            try:
+                parsed = _parse_detection(det, index, images, category)
+            except DatasetError:
+                self.num_bad_boxes += 1
+                continue
+            if parsed is None or parsed[2] < min_score:
+                continue
+            image_ids.append(parsed[0])
+            boxes.append(parsed[1])
+            scores.append(parsed[2])
+        self.image_ids = np.asarray(image_ids, dtype=np.int64)
+        self.ann_ids = np.full(len(image_ids), -1, dtype=np.int64)
+        self.boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        self.keypoints = np.zeros((len(image_ids), self.spec.num_joints, 3))
+        self.areas = self.boxes[:, 2] * self.boxes[:, 3]
+        self.box_scores = np.asarray(scores, dtype=np.float64)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def image_path(self, index: int) -> Path:
+        return self.image_dir / self._file_names[int(self.image_ids[index])]
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def __getitem__(self, index: int) -> dict:
+        record = f"annotation id {self.ann_ids[index]}" if self.ann_ids[index] >= 0 else (
+            f"detection sample {index}")
+        image = read_image_bgr(self.image_path(index), record)
+        keypoints = self.keypoints[index]
+        rng = sample_rng(self.seed, self.epoch, index) if self.pipeline.augment else None
+        sample = self.pipeline(
+            image, self.centers[index], self.scales[index], keypoints[:, :2], keypoints[:, 2], rng
+        )
+        sample["image_id"] = int(self.image_ids[index])
+        sample["box_score"] = float(self.box_scores[index])
+        sample["area"] = float(self.areas[index])
+        return sample
+
+
+def _discover(root: Path) -> tuple[list[tuple[Path, Path]], list[Path]]:
+    pairs = []
+    for ann_file in sorted((root / "annotations").glob("person_keypoints_*.json")):
+        split = ann_file.stem.removeprefix("person_keypoints_")
+        pairs.append(coco_split_paths(root, split))
+    detections = sorted((root / "person_detection_results").glob("*.json"))
+    return pairs, detections
+
+
+def validate_coco(
+    root: str | Path | None = None,
+    *,
+    ann_file: str | Path | None = None,
+    image_dir: str | Path | None = None,
+    detections: str | Path | None = None,
+    decode_images: bool = True,
+    spec: KeypointSpec = COCO,
+) -> list[str]:
+    """Scan a COCO keypoint dataset and list every problem found (empty: all good).
+
+    Give a ``root`` in the standard layout, or ``ann_file`` and ``image_dir``
+    (and optionally ``detections``). Every image listed is checked to exist
+    and, with ``decode_images``, to decode completely.
+    """
+    if root is not None:
+        pairs, detection_files = _discover(Path(root))
+        if not pairs:
+            return [f"{Path(root) / 'annotations'}: no person_keypoints_*.json files found"]
+    elif ann_file is not None and image_dir is not None:
+        pairs, detection_files = [(Path(ann_file), Path(image_dir))], []
+    else:
+        raise ValueError("give a dataset root, or both ann_file and image_dir")
+    if detections is not None:
+        detection_files.append(Path(detections))
+
+    problems: list[str] = []
+    all_images: dict[int, dict] = {}
+    category = 1
+    for ann_path, img_dir in pairs:
+        try:
+            data = load_json(ann_path)
+            if not isinstance(data, dict):
+                raise DatasetError(f"{ann_path}: expected a JSON object at the top level")
+            images = _images(data, ann_path)
+        except DatasetError as err:
+            problems.append(str(err))
+            continue
+        all_images.update(images)
+        category = _person_category(data, ann_path)
+        samples = 0
+        for index, ann in enumerate(data["annotations"]):
+            if isinstance(ann, dict) and ann.get("category_id", category) != category:
+                continue
+            try:
+                samples += _parse_annotation(ann, index, ann_path, images, spec) is not None
+            except DatasetError as err:
+                problems.append(str(err))
+        if samples == 0:
+            problems.append(f"{ann_path}: no usable person annotations: the split is empty")
+        if not img_dir.is_dir():
+            problems.append(f"{img_dir}: image folder not found")
+            continue
+        for image in images.values():
+            path = img_dir / str(image["file_name"])
+            if not decode_images:
+                if not path.is_file():
+                    problems.append(f"{path}: image file not found (image id {image['id']})")
+                continue
+            try:
+                read_image_bgr(path, f"image id {image['id']}")
+            except DatasetError as err:
+                problems.append(str(err))
+
+    for det_path in detection_files:
+        try:
+            records = load_json(det_path)
+            if not isinstance(records, list):
+                raise DatasetError(f"{det_path}: expected a JSON list of detections")
+        except DatasetError as err:
+            problems.append(str(err))
+            continue
+        for index, det in enumerate(records):
+            try:
+                _parse_detection(det, index, all_images or None, category)
+            except DatasetError as err:
+                problems.append(f"{det_path}: {err}")
+    return problems

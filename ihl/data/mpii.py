@@ -1,0 +1,284 @@
+"""MPII as a top-down dataset, and the ground truth its PCKh evaluation reads.
+
+Layout (ihl-method.md section 8): ``annotations/mpii_<split>.json`` (HRNet's
+format: entries {image, center, scale, joints, joints_vis}), images in
+``images/``, and ``annotations/mpii_gt_val.mat``.
+
+MPII coordinates are 1-based (Matlab); everything here is converted to the
+0-based pixels of the rest of the pipeline, the ``.mat`` ground truth
+included, so predictions mapped back with ``coords_to_image`` compare to it
+directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.io
+import torch
+
+from .coco import load_json
+from .errors import DatasetError
+from .keypoints import MPII, KeypointSpec
+from .transforms import (
+    Size,
+    TopDownAugment,
+    TopDownPipeline,
+    fix_aspect_ratio,
+    read_image_bgr,
+    sample_rng,
+)
+
+__all__ = ["MpiiGroundTruth", "MpiiKeypoints", "load_mpii_gt", "mpii_center_scale",
+           "validate_mpii"]
+
+_ENTRY_KEYS = ("image", "center", "scale", "joints", "joints_vis")
+_GT_KEYS = ("pos_gt_src", "jnt_missing", "headboxes_src")
+
+
+def mpii_center_scale(
+    center: Any, scale: float, aspect_ratio: float, padding: float = 1.25
+) -> tuple[np.ndarray, np.ndarray]:
+    """Centre and (w, h) pixel scale, 0-based, from an MPII annotation.
+
+    MPII's ``scale`` is the person height / 200. The annotated box tends to
+    cut limbs, so like the HRNet pose code we move the centre down by
+    15 * scale pixels and pad the box by 1.25 (a square of 250 * scale px);
+    it then grows to the input's aspect ratio.
+    """
+    center = np.asarray(center, dtype=np.float64).copy()
+    center[1] += 15.0 * scale
+    center -= 1.0
+    side = 200.0 * scale * padding
+    return center, fix_aspect_ratio(np.array([side, side]), aspect_ratio)
+
+
+def _parse_entry(entry: Any, index: int, path: Path, spec: KeypointSpec):
+    """(center (2,), scale, joints (K, 2) 0-based, visible (K,)) of one entry."""
+    where = f"{path}: entry #{index}"
+    if not isinstance(entry, dict):
+        raise DatasetError(f"{where}: expected an object, got {type(entry).__name__}")
+    if "image" in entry:
+        where = f"{where} ({entry['image']})"
+    for key in _ENTRY_KEYS:
+        if key not in entry:
+            raise DatasetError(f"{where}: missing key {key!r}")
+    k = spec.num_joints
+    try:
+        joints = np.asarray(entry["joints"], dtype=np.float64)
+        visible = np.asarray(entry["joints_vis"], dtype=np.float64)
+        center = np.asarray(entry["center"], dtype=np.float64)
+        scale = float(entry["scale"])
+    except (TypeError, ValueError) as err:
+        raise DatasetError(f"{where}: non-numeric value: {err}") from None
+    if joints.shape != (k, 2):
+        raise DatasetError(f"{where}: key 'joints' must be {k} x 2, got shape {joints.shape}")
+    if visible.shape != (k,):
+        raise DatasetError(f"{where}: key 'joints_vis' must have {k} values, got {visible.size}")
+    if center.shape != (2,) or not np.all(np.isfinite(center)):
+        raise DatasetError(f"{where}: key 'center' must be 2 finite numbers")
+    if not np.isfinite(scale) or scale <= 0:
+        raise DatasetError(f"{where}: key 'scale' must be positive, got {entry['scale']}")
+    return center, scale, joints - 1.0, visible
+
+
+class MpiiKeypoints(torch.utils.data.Dataset):
+    """Person crops from an MPII json (HRNet format); samples as ``CocoKeypoints``.
+
+    Boxes come from the annotation (centre, scale); 256x256 input and 64x64
+    maps are the usual sizes. ``image_id`` is the entry's index in the file,
+    which is the row of the same person in ``mpii_gt_val.mat`` for the
+    validation split.
+    """
+
+    def __init__(
+        self,
+        ann_file: str | Path,
+        image_dir: str | Path,
+        *,
+        train: bool = False,
+        input_size: Size = (256, 256),
+        heatmap_size: Size | None = None,
+        sigma: float = 2.0,
+        padding: float = 1.25,
+        augment: bool | TopDownAugment = True,
+        seed: int = 0,
+        spec: KeypointSpec = MPII,
+    ) -> None:
+        self.ann_file = Path(ann_file)
+        self.image_dir = Path(image_dir)
+        self.train = train
+        self.spec = spec
+        self.seed = seed
+        self.epoch = 0
+        if not train or augment is False:
+            augmenter = None
+        elif augment is True:
+            augmenter = TopDownAugment(spec, input_size)
+        else:
+            augmenter = augment
+        self.pipeline = TopDownPipeline(spec, input_size, heatmap_size, sigma, augmenter)
+
+        entries = load_json(self.ann_file)
+        if not isinstance(entries, list):
+            raise DatasetError(f"{self.ann_file}: expected a JSON list of entries")
+        if not entries:
+            raise DatasetError(f"{self.ann_file}: no entries: the split is empty")
+        parsed = [_parse_entry(e, i, self.ann_file, spec) for i, e in enumerate(entries)]
+        aspect = self.pipeline.aspect_ratio
+        boxes = [mpii_center_scale(c, s, aspect, padding) for c, s, _, _ in parsed]
+        self.file_names = [str(e["image"]) for e in entries]
+        self.centers = np.stack([b[0] for b in boxes])
+        self.scales = np.stack([b[1] for b in boxes])
+        self.joints = np.stack([p[2] for p in parsed])
+        self.visible = np.stack([p[3] for p in parsed])
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.file_names)
+
+    def __getitem__(self, index: int) -> dict:
+        image = read_image_bgr(self.image_dir / self.file_names[index], f"entry #{index}")
+        rng = sample_rng(self.seed, self.epoch, index) if self.pipeline.augment else None
+        sample = self.pipeline(
+            image, self.centers[index], self.scales[index], self.joints[index],
+            self.visible[index], rng,
+        )
+        sample["image_id"] = int(index)
+        sample["box_score"] = 1.0
+        sample["area"] = float(np.prod(self.scales[index]))
+        return sample
+
+
+@dataclass(frozen=True)
+class MpiiGroundTruth:
+    """MPII validation ground truth, person-first and 0-based.
+
+    ``joints`` (N, 16, 2) pixels; ``missing`` (N, 16) bool, True where the
+    joint is not annotated; ``head_boxes`` (N, 2, 2) as [[x1, y1], [x2, y2]].
+    """
+
+    joints: np.ndarray
+    missing: np.ndarray
+    head_boxes: np.ndarray
+
+    @property
+    def head_sizes(self) -> np.ndarray:
+        """0.6 x the head box diagonal: the PCKh normaliser (N,)."""
+        return 0.6 * np.linalg.norm(self.head_boxes[:, 1] - self.head_boxes[:, 0], axis=1)
+
+
+def load_mpii_gt(path: str | Path) -> MpiiGroundTruth:
+    """Read ``mpii_gt_val.mat`` (pos_gt_src 16x2xN, jnt_missing 16xN, headboxes_src 2x2xN)."""
+    path = Path(path)
+    try:
+        mat = scipy.io.loadmat(str(path))
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: file not found") from None
+    except (OSError, ValueError, TypeError) as err:
+        raise DatasetError(f"{path}: cannot read .mat file: {err}") from err
+    for key in _GT_KEYS:
+        if key not in mat:
+            raise DatasetError(f"{path}: missing key {key!r}")
+    k = MPII.num_joints
+    joints = np.asarray(mat["pos_gt_src"], dtype=np.float64)
+    if joints.shape[:2] != (k, 2) or joints.ndim not in (2, 3):
+        raise DatasetError(f"{path}: key 'pos_gt_src' must be {k} x 2 x N, got {joints.shape}")
+    # MATLAB drops a trailing singleton axis: a one-person file comes back 2-D.
+    joints = joints.reshape(k, 2, -1)
+    n = joints.shape[2]
+    missing = np.asarray(mat["jnt_missing"])
+    heads = np.asarray(mat["headboxes_src"], dtype=np.float64)
+    if missing.size != k * n or missing.shape[0] != k:
+        raise DatasetError(f"{path}: key 'jnt_missing' must be {k} x {n}, got {missing.shape}")
+    if heads.size != 4 * n or heads.shape[:2] != (2, 2):
+        raise DatasetError(f"{path}: key 'headboxes_src' must be 2 x 2 x {n}, got {heads.shape}")
+    missing, heads = missing.reshape(k, n), heads.reshape(2, 2, n)
+    return MpiiGroundTruth(
+        joints=joints.transpose(2, 0, 1) - 1.0,
+        missing=missing.T.astype(bool),
+        head_boxes=heads.transpose(2, 0, 1) - 1.0,
+    )
+
+
+def validate_mpii(
+    root: str | Path | None = None,
+    *,
+    ann_file: str | Path | None = None,
+    image_dir: str | Path | None = None,
+    gt_file: str | Path | None = None,
+    decode_images: bool = True,
+    spec: KeypointSpec = MPII,
+) -> list[str]:
+    """Scan an MPII dataset and list every problem found (empty: all good).
+
+    Give a ``root`` in the standard layout (every ``annotations/*.json``,
+    ``images/``, ``annotations/mpii_gt_val.mat`` when present) or explicit
+    paths. The ``.mat`` file must describe as many people as ``mpii_val.json``.
+    """
+    if root is not None:
+        root = Path(root)
+        ann_files = sorted((root / "annotations").glob("*.json"))
+        image_dir = root / "images"
+        gt_default = root / "annotations" / "mpii_gt_val.mat"
+        gt_file = gt_default if gt_file is None and gt_default.exists() else gt_file
+        if not ann_files:
+            return [f"{root / 'annotations'}: no MPII annotation files (*.json) found"]
+    elif ann_file is not None and image_dir is not None:
+        ann_files = [Path(ann_file)]
+    else:
+        raise ValueError("give a dataset root, or both ann_file and image_dir")
+    image_dir = Path(image_dir)
+
+    problems: list[str] = []
+    val_entries = None
+    if not image_dir.is_dir():
+        problems.append(f"{image_dir}: image folder not found")
+    checked: set[str] = set()
+    for path in ann_files:
+        try:
+            entries = load_json(path)
+            if not isinstance(entries, list):
+                raise DatasetError(f"{path}: expected a JSON list of entries")
+        except DatasetError as err:
+            problems.append(str(err))
+            continue
+        if not entries:
+            problems.append(f"{path}: no entries: the split is empty")
+        if path.stem.endswith("val"):
+            val_entries = len(entries)
+        for index, entry in enumerate(entries):
+            try:
+                _parse_entry(entry, index, path, spec)
+            except DatasetError as err:
+                problems.append(str(err))
+                continue
+            name = str(entry["image"])
+            if name in checked or not image_dir.is_dir():
+                continue
+            checked.add(name)
+            image = image_dir / name
+            if not decode_images:
+                if not image.is_file():
+                    problems.append(f"{image}: image file not found ({path.name} entry #{index})")
+                continue
+            try:
+                read_image_bgr(image, f"{path.name} entry #{index}")
+            except DatasetError as err:
+                problems.append(str(err))
+
+    if gt_file is not None:
+        try:
+            gt = load_mpii_gt(gt_file)
+            if val_entries is not None and len(gt.joints) != val_entries:
+                problems.append(
+                    f"{gt_file}: {len(gt.joints)} people, but the validation json has {val_entries}"
+                )
+        except DatasetError as err:
+            problems.append(str(err))
+    return problems
