@@ -35,7 +35,14 @@ __all__ = ["CocoKeypoints", "DatasetError", "coco_split_paths", "coords_to_image
 
 _IMAGE_KEYS = ("id", "file_name")
 _ANNOTATION_KEYS = (
-    "id", "image_id", "category_id", "bbox", "keypoints", "num_keypoints", "iscrowd", "area",
+    "id",
+    "image_id",
+    "category_id",
+    "bbox",
+    "keypoints",
+    "num_keypoints",
+    "iscrowd",
+    "area",
 )
 _DETECTION_KEYS = ("image_id", "category_id", "bbox", "score")
 
@@ -220,14 +227,16 @@ class CocoKeypoints(torch.utils.data.Dataset):
         if detections is None:
             self._load_ground_truth(data, images)
         else:
-            self._load_detections(Path(detections), images, _person_category(data, self.ann_file),
-                                  min_box_score)
+            self._load_detections(
+                Path(detections), images, _person_category(data, self.ann_file), min_box_score
+            )
         if len(self) == 0:
             source = self.ann_file if detections is None else detections
             raise DatasetError(f"{source}: no usable person boxes: the split is empty")
         aspect = self.pipeline.aspect_ratio
-        centers, scales = zip(*(box_to_center_scale(b, aspect, padding) for b in self.boxes),
-                              strict=True)
+        centers, scales = zip(
+            *(box_to_center_scale(b, aspect, padding) for b in self.boxes), strict=True
+        )
         self.centers, self.scales = np.stack(centers), np.stack(scales)
 
     def _load_ground_truth(self, data: dict, images: dict[int, dict]) -> None:
@@ -287,8 +296,11 @@ class CocoKeypoints(torch.utils.data.Dataset):
         return len(self.image_ids)
 
     def __getitem__(self, index: int) -> dict:
-        record = f"annotation id {self.ann_ids[index]}" if self.ann_ids[index] >= 0 else (
-            f"detection sample {index}")
+        record = (
+            f"annotation id {self.ann_ids[index]}"
+            if self.ann_ids[index] >= 0
+            else (f"detection sample {index}")
+        )
         image = read_image_bgr(self.image_path(index), record)
         keypoints = self.keypoints[index]
         rng = sample_rng(self.seed, self.epoch, index) if self.pipeline.augment else None

@@ -32,8 +32,7 @@ from .transforms import (
     sample_rng,
 )
 
-__all__ = ["MpiiGroundTruth", "MpiiKeypoints", "load_mpii_gt", "mpii_center_scale",
-           "validate_mpii"]
+__all__ = ["MpiiGroundTruth", "MpiiKeypoints", "load_mpii_gt", "mpii_center_scale", "validate_mpii"]
 
 _ENTRY_KEYS = ("image", "center", "scale", "joints", "joints_vis")
 _GT_KEYS = ("pos_gt_src", "jnt_missing", "headboxes_src")
@@ -146,8 +145,12 @@ class MpiiKeypoints(torch.utils.data.Dataset):
         image = read_image_bgr(self.image_dir / self.file_names[index], f"entry #{index}")
         rng = sample_rng(self.seed, self.epoch, index) if self.pipeline.augment else None
         sample = self.pipeline(
-            image, self.centers[index], self.scales[index], self.joints[index],
-            self.visible[index], rng,
+            image,
+            self.centers[index],
+            self.scales[index],
+            self.joints[index],
+            self.visible[index],
+            rng,
         )
         sample["image_id"] = int(index)
         sample["box_score"] = 1.0

@@ -56,11 +56,21 @@ _ONE = 1 << _SHIFT
 _PERSON_BITS = 6
 
 _PARTS = (
-    "torso", "neck", "head",
-    "left_upper_arm", "left_forearm", "left_hand",
-    "right_upper_arm", "right_forearm", "right_hand",
-    "left_thigh", "left_shin", "left_foot",
-    "right_thigh", "right_shin", "right_foot",
+    "torso",
+    "neck",
+    "head",
+    "left_upper_arm",
+    "left_forearm",
+    "left_hand",
+    "right_upper_arm",
+    "right_forearm",
+    "right_hand",
+    "left_thigh",
+    "left_shin",
+    "left_foot",
+    "right_thigh",
+    "right_shin",
+    "right_foot",
 )
 PART = {name: i + 1 for i, name in enumerate(_PARTS)}
 """Part codes in the label map (0 is background)."""
@@ -71,9 +81,12 @@ def _joint_parts() -> dict[str, tuple[int, ...]]:
     out = {name: (PART["head"],) for name in COCO.joints[:5]}
     for side in ("left", "right"):
         for joint, parts in {
-            "shoulder": ("torso", "upper_arm"), "elbow": ("upper_arm", "forearm"),
-            "wrist": ("forearm", "hand"), "hip": ("torso", "thigh"),
-            "knee": ("thigh", "shin"), "ankle": ("shin", "foot"),
+            "shoulder": ("torso", "upper_arm"),
+            "elbow": ("upper_arm", "forearm"),
+            "wrist": ("forearm", "hand"),
+            "hip": ("torso", "thigh"),
+            "knee": ("thigh", "shin"),
+            "ankle": ("shin", "foot"),
         }.items():
             out[f"{side}_{joint}"] = tuple(
                 PART[p if p == "torso" else f"{side}_{p}"] for p in parts
@@ -83,13 +96,30 @@ def _joint_parts() -> dict[str, tuple[int, ...]]:
 
 _JOINT_PARTS = _joint_parts()
 _MPII_FROM_NAMED = tuple(
-    j.replace("r_", "right_", 1) if j.startswith("r_")
-    else j.replace("l_", "left_", 1) if j.startswith("l_") else j
+    j.replace("r_", "right_", 1)
+    if j.startswith("r_")
+    else j.replace("l_", "left_", 1)
+    if j.startswith("l_")
+    else j
     for j in MPII.joints
 )
 _MPII_EVAL_NAMES = (
-    "rank", "rkne", "rhip", "lhip", "lkne", "lank", "pelv", "thor",
-    "neck", "head", "rwri", "relb", "rsho", "lsho", "lelb", "lwri",
+    "rank",
+    "rkne",
+    "rhip",
+    "lhip",
+    "lkne",
+    "lank",
+    "pelv",
+    "thor",
+    "neck",
+    "head",
+    "rwri",
+    "relb",
+    "rsho",
+    "lsho",
+    "lelb",
+    "lwri",
 )
 """``dataset_joints`` of the official MPII gt file, which the HRNet evaluator reads."""
 
@@ -189,8 +219,10 @@ def _sample_pose(rng: np.random.Generator) -> dict:
     """Joint angles and proportions of one figure (lengths in units of body height)."""
     mode = list(_LEG_MODES)[rng.choice(len(_LEG_MODES), p=_LEG_MODE_P)]
     thigh_s, thigh_l, knee, lean = _LEG_MODES[mode]
-    legs = {side: (rng.uniform(*thigh_s), rng.uniform(*thigh_l), rng.uniform(*knee))
-            for side in ("left", "right")}
+    legs = {
+        side: (rng.uniform(*thigh_s), rng.uniform(*thigh_l), rng.uniform(*knee))
+        for side in ("left", "right")
+    }
     arms = {}
     for side in ("left", "right"):
         if rng.random() < 0.35:
@@ -200,22 +232,31 @@ def _sample_pose(rng: np.random.Generator) -> dict:
     yaw = rng.uniform(-np.pi, np.pi) if rng.random() < 0.6 else rng.normal(0, 0.5)
     roll = rng.normal(0, 0.12) if rng.random() < 0.9 else rng.uniform(-1.0, 1.0)
     return {
-        "legs": legs, "arms": arms, "yaw": yaw, "roll": roll,
-        "lean": np.radians(rng.uniform(*lean)), "bend": np.radians(rng.uniform(-10, 10)),
+        "legs": legs,
+        "arms": arms,
+        "yaw": yaw,
+        "roll": roll,
+        "lean": np.radians(rng.uniform(*lean)),
+        "bend": np.radians(rng.uniform(-10, 10)),
         "twist": np.radians(rng.uniform(-20, 20)),
         "head_yaw": np.radians(rng.uniform(-40, 40)),
         "head_pitch": np.radians(rng.uniform(-25, 20)),
-        "width": rng.uniform(0.8, 1.3), "arm_len": rng.uniform(0.9, 1.1),
-        "leg_len": rng.uniform(0.9, 1.1), "head_r": 0.062 * rng.uniform(0.9, 1.15),
+        "width": rng.uniform(0.8, 1.3),
+        "arm_len": rng.uniform(0.9, 1.1),
+        "leg_len": rng.uniform(0.9, 1.1),
+        "head_r": 0.062 * rng.uniform(0.9, 1.15),
     }
 
 
 def _sample_colors(rng: np.random.Generator) -> dict[str, np.ndarray]:
     skin = _SKIN[rng.integers(len(_SKIN))] + rng.uniform(-12, 12, 3)
     return {
-        "skin": skin, "shirt": rng.uniform(20, 235, 3), "pants": rng.uniform(15, 200, 3),
+        "skin": skin,
+        "shirt": rng.uniform(20, 235, 3),
+        "pants": rng.uniform(15, 200, 3),
         "hair": rng.uniform(10, 110, 3) * rng.uniform(0.4, 1.0),
-        "shoe": rng.uniform(10, 90, 3), "tint": rng.uniform(0.5, 0.7),
+        "shoe": rng.uniform(10, 90, 3),
+        "tint": rng.uniform(0.5, 0.7),
     }
 
 
@@ -236,8 +277,10 @@ class _Figure:
         pts["head_top"] = pts["head"] + head @ [0, -r, 0]
         normals = {
             "nose": head @ [0, 0.15, 1.0],
-            "left_eye": head @ [0.38, -0.12, 0.9], "right_eye": head @ [-0.38, -0.12, 0.9],
-            "left_ear": head @ [1.0, 0.05, -0.05], "right_ear": head @ [-1.0, 0.05, -0.05],
+            "left_eye": head @ [0.38, -0.12, 0.9],
+            "right_eye": head @ [-0.38, -0.12, 0.9],
+            "left_ear": head @ [1.0, 0.05, -0.05],
+            "right_ear": head @ [-1.0, 0.05, -0.05],
         }
         for name, n in normals.items():
             pts[name] = pts["head"] + n * r * (1.05 if name == "nose" else 0.95)
@@ -245,24 +288,26 @@ class _Figure:
         for side, sgn in (("left", 1), ("right", -1)):
             s, t, e = p["arms"][side]
             pts[f"{side}_shoulder"] = pts["thorax"] + lat * sgn * 0.115 * w
-            pts[f"{side}_elbow"] = pts[f"{side}_shoulder"] + torso @ _direction(
-                s, t, sgn) * 0.175 * p["arm_len"]
+            pts[f"{side}_elbow"] = (
+                pts[f"{side}_shoulder"] + torso @ _direction(s, t, sgn) * 0.175 * p["arm_len"]
+            )
             forearm = torso @ _direction(min(s + e, 200), t * rng.uniform(0.2, 1), sgn)
             pts[f"{side}_wrist"] = pts[f"{side}_elbow"] + forearm * 0.155 * p["arm_len"]
             pts[f"{side}_hand"] = pts[f"{side}_wrist"] + forearm * 0.025
             s, t, e = p["legs"][side]
             pts[f"{side}_hip"] = np.array([sgn * 0.08 * w, 0, 0])
             pts[f"{side}_knee"] = pts[f"{side}_hip"] + _direction(s, t, sgn) * 0.24 * p["leg_len"]
-            pts[f"{side}_ankle"] = pts[f"{side}_knee"] + _direction(
-                s - e, t * 0.5, sgn) * 0.235 * p["leg_len"]
+            pts[f"{side}_ankle"] = (
+                pts[f"{side}_knee"] + _direction(s - e, t * 0.5, sgn) * 0.235 * p["leg_len"]
+            )
             pts[f"{side}_toe"] = pts[f"{side}_ankle"] + np.array([sgn * 0.012, 0.025, 0.065])
 
         # Torso box corners, so the torso keeps its depth when seen from the side.
         corners = [
             base + lat * a * half + fwd * d * 0.065 * w
-            for base, half in ((pts["thorax"] + up * 0.015, 0.13 * w),
-                               (pts["pelvis"], 0.115 * w))
-            for a in (-1, 1) for d in (-1, 1)
+            for base, half in ((pts["thorax"] + up * 0.015, 0.13 * w), (pts["pelvis"], 0.115 * w))
+            for a in (-1, 1)
+            for d in (-1, 1)
         ]
         names = list(pts)
         world = np.array([pts[n] for n in names] + corners)
@@ -271,7 +316,7 @@ class _Figure:
         uv = world[:, :2] @ np.array([[cr, sr], [-sr, cr]]) * height_px
         self.uv = {n: uv[i] for i, n in enumerate(names)}
         self.depth = {n: world[i, 2] for i, n in enumerate(names)}
-        self.corners = uv[len(names):]
+        self.corners = uv[len(names) :]
         self.torso_depth = 0.5 * (self.depth["thorax"] + self.depth["pelvis"])
         yaw = _ry(p["yaw"])
         # Ears and nose stick out, so they still show when turned a little away.
@@ -311,8 +356,14 @@ class _Figure:
             return _color(col * (0.82 if depth < self.torso_depth else 1.0))
 
         add(self.torso_depth - 1, "line", ("thorax", "head"), 0.05 * w, _color(c["skin"]), "neck")
-        add(self.torso_depth, "poly", list(self.corners + self.offset), 0, _color(c["shirt"]),
-            "torso")
+        add(
+            self.torso_depth,
+            "poly",
+            list(self.corners + self.offset),
+            0,
+            _color(c["shirt"]),
+            "torso",
+        )
         for side in ("left", "right"):
             tint = _LEFT_TINT if side == "left" else _RIGHT_TINT
             arm = _mix(c["shirt"], tint, c["tint"])
@@ -327,8 +378,14 @@ class _Figure:
             )
             for part, a, b, size, col in limbs:
                 depth = 0.5 * (self.depth[f"{side}_{a}"] + self.depth[f"{side}_{b}"])
-                add(depth, "line", (f"{side}_{a}", f"{side}_{b}"), size, shade(col, depth),
-                    f"{side}_{part}")
+                add(
+                    depth,
+                    "line",
+                    (f"{side}_{a}", f"{side}_{b}"),
+                    size,
+                    shade(col, depth),
+                    f"{side}_{part}",
+                )
 
         hd = self.depth["head"]
         add(hd, "circle", ("head",), r, _color(c["hair"]), "head")
@@ -387,8 +444,17 @@ def _background(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
         if shape == 0:
             cv2.rectangle(img, (x, y), (x + sx, y + sy), color, -1)
         elif shape == 1:
-            cv2.ellipse(img, (x, y), (sx // 2, sy // 2), float(rng.uniform(0, 180)), 0, 360,
-                        color, -1, cv2.LINE_AA)
+            cv2.ellipse(
+                img,
+                (x, y),
+                (sx // 2, sy // 2),
+                float(rng.uniform(0, 180)),
+                0,
+                360,
+                color,
+                -1,
+                cv2.LINE_AA,
+            )
         elif shape == 2:
             cv2.line(img, (x, y), (x + sx, y + sy), color, int(rng.integers(1, 12)), cv2.LINE_AA)
         else:
@@ -537,9 +603,14 @@ def _coco_annotation(person: Person, image_id: int) -> dict:
         flat += [round(float(x), 2), round(float(y), 2), int(v)] if v else [0, 0, 0]
     x, y, w, h = person.bbox
     return {
-        "id": image_id * 100 + person.index + 1, "image_id": image_id, "category_id": 1,
-        "bbox": [x, y, w, h], "area": person.area, "iscrowd": 0,
-        "num_keypoints": int((kps[:, 2] > 0).sum()), "keypoints": flat,
+        "id": image_id * 100 + person.index + 1,
+        "image_id": image_id,
+        "category_id": 1,
+        "bbox": [x, y, w, h],
+        "area": person.area,
+        "iscrowd": 0,
+        "num_keypoints": int((kps[:, 2] > 0).sum()),
+        "keypoints": flat,
         "segmentation": [[x, y, x + w, y, x + w, y + h, x, y + h]],
     }
 
@@ -554,8 +625,9 @@ def _jitter_box(rng: np.random.Generator, box, pos: float, size: float, w: int, 
     return (x0, y0, x1 - x0, y1 - y0) if x1 - x0 >= 2 and y1 - y0 >= 2 else None
 
 
-def _detections(rng: np.random.Generator, people: list[Person], image_id: int,
-                size: tuple[int, int]) -> list[dict]:
+def _detections(
+    rng: np.random.Generator, people: list[Person], image_id: int, size: tuple[int, int]
+) -> list[dict]:
     """Boxes as a person detector would give them: jittered, duplicated, sometimes wrong.
 
     Small people are missed more often and score lower; each found person may get
@@ -570,8 +642,9 @@ def _detections(rng: np.random.Generator, people: list[Person], image_id: int,
         score = float(np.clip(rng.normal(0.95, 0.03) - 0.4 * np.exp(-side / 20), 0.2, 0.999))
         found.append((_jitter_box(rng, p.bbox, 0.04, 0.06, w, h), score))
         for _ in range(rng.poisson(0.6)):
-            found.append((_jitter_box(rng, p.bbox, 0.15, 0.2, w, h),
-                          score * rng.uniform(0.05, 0.45)))
+            found.append(
+                (_jitter_box(rng, p.bbox, 0.15, 0.2, w, h), score * rng.uniform(0.05, 0.45))
+            )
     for _ in range(rng.poisson(1.5)):
         bw = float(np.exp(rng.uniform(np.log(12), np.log(0.6 * w))))
         bh = bw * rng.uniform(1.0, 3.0)
@@ -579,17 +652,22 @@ def _detections(rng: np.random.Generator, people: list[Person], image_id: int,
         found.append((_jitter_box(rng, box, 0, 0, w, h), rng.uniform(0.01, 0.3)))
     dets = [
         {"image_id": image_id, "category_id": 1, "bbox": _r2(box), "score": round(float(s), 4)}
-        for box, s in found if box is not None
+        for box, s in found
+        if box is not None
     ]
     return sorted(dets, key=lambda d: -d["score"])
 
 
 def _coco_categories() -> list[dict]:
-    return [{
-        "supercategory": "person", "id": 1, "name": "person",
-        "keypoints": list(COCO.joints),
-        "skeleton": [[a + 1, b + 1] for a, b in COCO.skeleton],
-    }]
+    return [
+        {
+            "supercategory": "person",
+            "id": 1,
+            "name": "person",
+            "keypoints": list(COCO.joints),
+            "skeleton": [[a + 1, b + 1] for a, b in COCO.skeleton],
+        }
+    ]
 
 
 def make_coco_synth(
@@ -631,24 +709,40 @@ def make_coco_synth(
                 image_id = base + i
                 name = f"{image_id:012d}.jpg"
                 _write_jpeg(image_dir / name, scene.image)
-                images.append({"id": image_id, "file_name": name, "width": image_size[0],
-                               "height": image_size[1], "license": 1})
+                images.append(
+                    {
+                        "id": image_id,
+                        "file_name": name,
+                        "width": image_size[0],
+                        "height": image_size[1],
+                        "license": 1,
+                    }
+                )
                 people = [p for p in scene.people if p.area >= MIN_VISIBLE_AREA]
                 annotations += [_coco_annotation(p, image_id) for p in people]
                 if split == "val":
                     detections += _detections(rng, people, image_id, image_size)
-            _write_json(tmp / "annotations" / f"person_keypoints_{split}2017.json", {
-                "info": {"description": f"ihl synthetic COCO-format person keypoints ({split})",
-                         "version": "1.0", "year": 2017, "contributor": "ihl.data.synth",
-                         "seed": seed},
-                "licenses": [{"id": 1, "name": "Synthetic, generated by ihl", "url": ""}],
-                "images": images, "annotations": annotations,
-                "categories": _coco_categories(),
-            })
+            _write_json(
+                tmp / "annotations" / f"person_keypoints_{split}2017.json",
+                {
+                    "info": {
+                        "description": f"ihl synthetic COCO-format person keypoints ({split})",
+                        "version": "1.0",
+                        "year": 2017,
+                        "contributor": "ihl.data.synth",
+                        "seed": seed,
+                    },
+                    "licenses": [{"id": 1, "name": "Synthetic, generated by ihl", "url": ""}],
+                    "images": images,
+                    "annotations": annotations,
+                    "categories": _coco_categories(),
+                },
+            )
             summary[f"{split}_images"] = len(images)
             summary[f"{split}_persons"] = len(annotations)
             summary[f"{split}_persons_with_keypoints"] = sum(
-                a["num_keypoints"] > 0 for a in annotations)
+                a["num_keypoints"] > 0 for a in annotations
+            )
         _write_json(
             tmp / "person_detection_results" / "COCO_val2017_detections_AP_H_56_person.json",
             detections,
@@ -661,8 +755,12 @@ def _mpii_entry(person: Person, name: str, size: tuple[int, int]) -> dict | None
     """One MPII json record in MPII's 1-based coordinates; None if nothing is annotatable."""
     w, h = size
     joints = person.mpii_joints
-    vis = (joints[:, 0] >= 0) & (joints[:, 0] <= w - 1) & (joints[:, 1] >= 0) & (
-        joints[:, 1] <= h - 1)
+    vis = (
+        (joints[:, 0] >= 0)
+        & (joints[:, 0] <= w - 1)
+        & (joints[:, 1] >= 0)
+        & (joints[:, 1] <= h - 1)
+    )
     if not vis.any():
         return None
     extent = np.clip(np.concatenate([joints[vis], person.head_box]), 0, [w - 1, h - 1])
@@ -691,8 +789,15 @@ def _write_mpii_gt(path: Path, entries: list[dict], head_boxes: list[np.ndarray]
     names = np.empty((1, 16), object)
     names[0, :] = _MPII_EVAL_NAMES
     buf = io.BytesIO()
-    scipy.io.savemat(buf, {"dataset_joints": names, "jnt_missing": missing,
-                           "pos_gt_src": pos, "headboxes_src": boxes})
+    scipy.io.savemat(
+        buf,
+        {
+            "dataset_joints": names,
+            "jnt_missing": missing,
+            "pos_gt_src": pos,
+            "headboxes_src": boxes,
+        },
+    )
     data = bytearray(buf.getvalue())
     data[:116] = b"MATLAB 5.0 MAT-file, written by ihl.data.synth".ljust(116)
     path.write_bytes(bytes(data))
@@ -731,13 +836,17 @@ def make_mpii_synth(
             entries, head_boxes = [], []
             for i in range(count):
                 rng = _split_rng(seed, 2 + split_id, i)
-                scene = render_scene(rng, image_size, (1, max_people), height_frac=(0.4, 1.0),
-                                     overflow=0.15)
+                scene = render_scene(
+                    rng, image_size, (1, max_people), height_frac=(0.4, 1.0), overflow=0.15
+                )
                 name = f"{base + i:09d}.jpg"
                 _write_jpeg(tmp / "images" / name, scene.image)
                 for person in scene.people:
-                    entry = (_mpii_entry(person, name, image_size)
-                             if person.area >= MIN_VISIBLE_AREA else None)
+                    entry = (
+                        _mpii_entry(person, name, image_size)
+                        if person.area >= MIN_VISIBLE_AREA
+                        else None
+                    )
                     if entry is not None:
                         entries.append(entry)
                         head_boxes.append(person.head_box)

@@ -112,8 +112,12 @@ def warp(image: np.ndarray, matrix: np.ndarray, output_size: Size) -> np.ndarray
     """Warp an image with bilinear interpolation; outside the image is black."""
     out_h, out_w = output_size
     return cv2.warpAffine(
-        image, matrix, (int(out_w), int(out_h)), flags=cv2.INTER_LINEAR,
-        borderMode=cv2.BORDER_CONSTANT, borderValue=0,
+        image,
+        matrix,
+        (int(out_w), int(out_h)),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=0,
     )
 
 
@@ -140,10 +144,12 @@ def coords_to_image(
     single = coords.ndim == 2
     coords = coords.reshape(len(center), -1, 2)
     pixels = coords * np.array([input_size[1], input_size[0]], dtype=np.float64)
-    inverses = np.stack([
-        get_affine_transform(c, s, r, input_size, flip=bool(f), inverse=True)
-        for c, s, r, f in zip(center, scale, rotation, flipped, strict=True)
-    ])
+    inverses = np.stack(
+        [
+            get_affine_transform(c, s, r, input_size, flip=bool(f), inverse=True)
+            for c, s, r, f in zip(center, scale, rotation, flipped, strict=True)
+        ]
+    )
     out = np.einsum("nkj,nij->nki", pixels, inverses[:, :, :2]) + inverses[:, None, :, 2]
     return out[0] if single else out
 
@@ -240,9 +246,7 @@ class TopDownAugment:
         self.rotation_factor = rotation_factor
         self.rotation_prob = rotation_prob
 
-    def select_half_body(
-        self, visible: np.ndarray, rng: np.random.Generator
-    ) -> np.ndarray | None:
+    def select_half_body(self, visible: np.ndarray, rng: np.random.Generator) -> np.ndarray | None:
         """Indices of the visible upper or lower joints to crop to, or None."""
         visible = np.asarray(visible) > 0
         upper = np.flatnonzero(visible & self.upper_mask)

@@ -52,8 +52,14 @@ def small_coco() -> dict:
 
 
 def back_to_image(sample: dict, input_size) -> np.ndarray:
-    return coords_to_image(sample["coords"][None], sample["center"][None], sample["scale"][None],
-                           [sample["rotation"]], input_size, [sample["flipped"]])[0]
+    return coords_to_image(
+        sample["coords"][None],
+        sample["center"][None],
+        sample["scale"][None],
+        [sample["rotation"]],
+        input_size,
+        [sample["flipped"]],
+    )[0]
 
 
 def test_coco_train_samples():
@@ -89,8 +95,9 @@ def test_coco_augmented_keypoints_map_back_to_the_annotation():
         if sample["flipped"]:
             truth = truth[index]
         labelled = sample["weights"].numpy() > 0
-        np.testing.assert_allclose(back_to_image(sample, (256, 192))[labelled], truth[labelled],
-                                   atol=1e-3)
+        np.testing.assert_allclose(
+            back_to_image(sample, (256, 192))[labelled], truth[labelled], atol=1e-3
+        )
 
 
 def test_coco_eval_ground_truth_boxes_round_trip():
@@ -101,8 +108,7 @@ def test_coco_eval_ground_truth_boxes_round_trip():
     assert sample["image_id"] == 785 and sample["box_score"] == 1.0
     labelled = sample["weights"].numpy() > 0
     assert labelled.sum() == 17
-    np.testing.assert_allclose(back_to_image(sample, (256, 192)), ds.keypoints[0, :, :2],
-                               atol=1e-3)
+    np.testing.assert_allclose(back_to_image(sample, (256, 192)), ds.keypoints[0, :, :2], atol=1e-3)
 
 
 def test_coco_eval_detection_boxes():
@@ -134,8 +140,9 @@ def test_bad_detection_boxes_are_skipped_and_counted(tmp_path):
     path.write_text(json.dumps([good, *bad, other_class]))
     ds = CocoKeypoints(COCO_ANN, COCO_IMAGES, detections=path)
     assert len(ds) == 1 and ds.num_bad_boxes == len(bad)
-    problems = validate_coco(ann_file=COCO_ANN, image_dir=COCO_IMAGES, detections=path,
-                             decode_images=False)
+    problems = validate_coco(
+        ann_file=COCO_ANN, image_dir=COCO_IMAGES, detections=path, decode_images=False
+    )
     assert len(problems) == len(bad) and all(str(path) in p for p in problems)
 
 
@@ -150,8 +157,9 @@ def test_mpii_samples_round_trip():
         labelled = sample["weights"].numpy() > 0
         assert labelled.any()
         truth = np.asarray(entries[i]["joints"]) - 1.0
-        np.testing.assert_allclose(back_to_image(sample, (256, 256))[labelled], truth[labelled],
-                                   atol=1e-3)
+        np.testing.assert_allclose(
+            back_to_image(sample, (256, 256))[labelled], truth[labelled], atol=1e-3
+        )
     first = entries[0]
     center = np.asarray(first["center"]) + [0, 15 * first["scale"]] - 1
     np.testing.assert_allclose(ds[0]["center"], center)
@@ -170,8 +178,9 @@ def test_mpii_train_flips_with_its_own_joint_table():
             truth = ds.joints[i][index] if sample["flipped"] else ds.joints[i]
             seen_flip |= sample["flipped"]
             labelled = sample["weights"].numpy() > 0
-            np.testing.assert_allclose(back_to_image(sample, (256, 256))[labelled],
-                                       truth[labelled], atol=1e-3)
+            np.testing.assert_allclose(
+                back_to_image(sample, (256, 256))[labelled], truth[labelled], atol=1e-3
+            )
     assert seen_flip
 
 
@@ -192,8 +201,14 @@ def test_load_mpii_gt(tmp_path):
     np.testing.assert_allclose(gt.head_boxes[0], [[10, 20], [40, 60]])
     np.testing.assert_allclose(gt.head_sizes, 0.6 * 50.0)
 
-    scipy.io.savemat(path, {"pos_gt_src": pos[:, :, 0], "jnt_missing": missing[:, :1],
-                            "headboxes_src": heads[:, :, 0]})
+    scipy.io.savemat(
+        path,
+        {
+            "pos_gt_src": pos[:, :, 0],
+            "jnt_missing": missing[:, :1],
+            "headboxes_src": heads[:, :, 0],
+        },
+    )
     one = load_mpii_gt(path)
     np.testing.assert_allclose(one.joints[0], gt.joints[0])
     assert one.head_boxes.shape == (1, 2, 2)
@@ -305,8 +320,9 @@ def test_missing_and_broken_annotation_files(tmp_path):
     broken.write_text('{"images": [')
     with pytest.raises(DatasetError, match=r"broken\.json.*JSON"):
         CocoKeypoints(broken, COCO_IMAGES)
-    assert validate_coco(tmp_path) == [f"{tmp_path / 'annotations'}: no person_keypoints_*.json "
-                                       "files found"]
+    assert validate_coco(tmp_path) == [
+        f"{tmp_path / 'annotations'}: no person_keypoints_*.json files found"
+    ]
 
 
 def write_mpii(tmp_path: Path, entries: list) -> tuple[Path, Path]:
@@ -355,9 +371,13 @@ def test_mpii_missing_image_and_empty_split(tmp_path):
 def test_mpii_gt_count_must_match_the_validation_split(tmp_path):
     entries = json.loads(MPII_ANN.read_text())
     write_mpii(tmp_path, entries)
-    scipy.io.savemat(tmp_path / "annotations" / "mpii_gt_val.mat", {
-        "pos_gt_src": np.zeros((16, 2, 4)), "jnt_missing": np.zeros((16, 4)),
-        "headboxes_src": np.zeros((2, 2, 4)),
-    })
+    scipy.io.savemat(
+        tmp_path / "annotations" / "mpii_gt_val.mat",
+        {
+            "pos_gt_src": np.zeros((16, 2, 4)),
+            "jnt_missing": np.zeros((16, 4)),
+            "headboxes_src": np.zeros((2, 2, 4)),
+        },
+    )
     problems = validate_mpii(tmp_path)
     assert len(problems) == 1 and "4 people" in problems[0]

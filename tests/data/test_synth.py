@@ -20,8 +20,9 @@ DETS = "person_detection_results/COCO_val2017_detections_AP_H_56_person.json"
 
 
 def _files(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file()}
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
 
 
 def _iou(a, b) -> float:
@@ -87,8 +88,11 @@ def test_ground_truth_as_predictions_scores_ap_one(coco_dir):
     from pycocotools.cocoeval import COCOeval
 
     gt = CocoApi(str(coco_dir / COCO_ANN.format("val")))
-    results = [{"image_id": a["image_id"], "category_id": 1, "keypoints": a["keypoints"],
-                "score": 1.0} for a in gt.dataset["annotations"] if a["num_keypoints"] > 0]
+    results = [
+        {"image_id": a["image_id"], "category_id": 1, "keypoints": a["keypoints"], "score": 1.0}
+        for a in gt.dataset["annotations"]
+        if a["num_keypoints"] > 0
+    ]
     ev = COCOeval(gt, gt.loadRes(results), "keypoints")
     ev.evaluate()
     ev.accumulate()
@@ -153,7 +157,7 @@ def test_left_and_right_limbs_look_different(scenes):
                 red_minus_blue = []
                 for j in (a, b):
                     x, y = np.round(kps[j, :2]).astype(int)
-                    patch = img[max(0, y - 1):y + 2, max(0, x - 1):x + 2].reshape(-1, 3)
+                    patch = img[max(0, y - 1) : y + 2, max(0, x - 1) : x + 2].reshape(-1, 3)
                     red_minus_blue.append(patch[:, 2].mean() - patch[:, 0].mean())
                 wins += red_minus_blue[0] > red_minus_blue[1]
                 total += 1
@@ -172,15 +176,20 @@ def test_detections_cover_people_and_include_false_positives(coco_dir):
         assert x >= 0 and y >= 0 and x + w <= sizes[d["image_id"]][0] + 0.01
         by_image.setdefault(d["image_id"], []).append(d)
     people = [a for a in gt["annotations"] if a["area"] >= 400]
-    best = [max((_iou(a["bbox"], d["bbox"]) for d in by_image.get(a["image_id"], [])),
-                default=0.0) for a in people]
+    best = [
+        max((_iou(a["bbox"], d["bbox"]) for d in by_image.get(a["image_id"], [])), default=0.0)
+        for a in people
+    ]
     assert np.mean(np.array(best) > 0.5) > 0.85
     gt_boxes: dict[int, list] = {}
     for a in gt["annotations"]:
         gt_boxes.setdefault(a["image_id"], []).append(a["bbox"])
-    false_pos = [d for d in dets if d["score"] < 0.3
-                 and max((_iou(d["bbox"], g) for g in gt_boxes.get(d["image_id"], [])),
-                         default=0.0) < 0.1]
+    false_pos = [
+        d
+        for d in dets
+        if d["score"] < 0.3
+        and max((_iou(d["bbox"], g) for g in gt_boxes.get(d["image_id"], [])), default=0.0) < 0.1
+    ]
     assert len(false_pos) >= 10
     confident = [d for d in dets if d["score"] > 0.5]
     assert len(confident) <= 1.2 * len(gt["annotations"])
@@ -191,8 +200,12 @@ def test_mpii_layout_and_gt_mat(tmp_path):
     summary = make_mpii_synth(out, num_train=4, num_val=10, seed=0)
     train = json.loads((out / "annotations/mpii_train.json").read_text())
     val = json.loads((out / "annotations/mpii_val.json").read_text())
-    assert summary == {"train_images": 4, "train_persons": len(train),
-                       "val_images": 10, "val_persons": len(val)}
+    assert summary == {
+        "train_images": 4,
+        "train_persons": len(train),
+        "val_images": 10,
+        "val_persons": len(val),
+    }
     for entry in train + val:
         assert set(entry) == {"image", "center", "scale", "joints", "joints_vis"}
         joints, vis = np.array(entry["joints"]), np.array(entry["joints_vis"])
@@ -210,7 +223,8 @@ def test_mpii_layout_and_gt_mat(tmp_path):
     assert gt["jnt_missing"].shape == (16, n)
     assert gt["headboxes_src"].shape == (2, 2, n)
     np.testing.assert_allclose(
-        gt["pos_gt_src"], np.array([e["joints"] for e in val]).transpose(2, 1, 0))
+        gt["pos_gt_src"], np.array([e["joints"] for e in val]).transpose(2, 1, 0)
+    )
     np.testing.assert_array_equal(gt["jnt_missing"], 1 - np.array([e["joints_vis"] for e in val]).T)
 
     # The HRNet evaluator's own steps: joints by name, 0.6 x head diagonal, GT scores 100.

@@ -28,8 +28,9 @@ INPUT = (256, 192)  # (height, width)
 
 def no_augment(**overrides) -> TopDownAugment:
     """An augmenter with every random step off, then the ones under test on."""
-    params = dict(flip_prob=0.0, half_body_prob=0.0, shift_prob=0.0, scale_range=(1.0, 1.0),
-                  rotation_prob=0.0)
+    params = dict(
+        flip_prob=0.0, half_body_prob=0.0, shift_prob=0.0, scale_range=(1.0, 1.0), rotation_prob=0.0
+    )
     params.update(overrides)
     return TopDownAugment(COCO, INPUT, **params)
 
@@ -40,8 +41,12 @@ def hrnet_style_affine(center, scale, rotation, output_size):
     rad = math.radians(rotation)
 
     def rotate(v):
-        return np.array([v[0] * math.cos(rad) - v[1] * math.sin(rad),
-                         v[0] * math.sin(rad) + v[1] * math.cos(rad)])
+        return np.array(
+            [
+                v[0] * math.cos(rad) - v[1] * math.sin(rad),
+                v[0] * math.sin(rad) + v[1] * math.cos(rad),
+            ]
+        )
 
     def third(a, b):
         d = a - b
@@ -69,8 +74,7 @@ def test_box_to_center_scale_keeps_aspect_and_pads():
 def test_affine_matches_hrnet_three_point_construction(rotation):
     center, scale = np.array([320.5, 211.0]), np.array([150.0, 200.0])
     ours = get_affine_transform(center, scale, rotation, INPUT)
-    np.testing.assert_allclose(ours, hrnet_style_affine(center, scale, rotation, INPUT),
-                               atol=1e-3)
+    np.testing.assert_allclose(ours, hrnet_style_affine(center, scale, rotation, INPUT), atol=1e-3)
 
 
 @pytest.mark.parametrize("flip", [False, True])
@@ -80,12 +84,12 @@ def test_affine_round_trip(flip):
     center, scale, rotation = np.array([300.0, 200.0]), np.array([180.0, 240.0]), 37.0
     forward = get_affine_transform(center, scale, rotation, INPUT, flip=flip)
     crop = affine_points(points, forward)
-    back = affine_points(crop, get_affine_transform(center, scale, rotation, INPUT, flip=flip,
-                                                    inverse=True))
+    back = affine_points(
+        crop, get_affine_transform(center, scale, rotation, INPUT, flip=flip, inverse=True)
+    )
     np.testing.assert_allclose(back, points, atol=1e-3)
     normalised = crop / np.array([INPUT[1], INPUT[0]])
-    mapped = coords_to_image(normalised[None], center[None], scale[None], [rotation], INPUT,
-                             [flip])
+    mapped = coords_to_image(normalised[None], center[None], scale[None], [rotation], INPUT, [flip])
     np.testing.assert_allclose(mapped[0], points, atol=1e-3)
 
 
@@ -118,7 +122,8 @@ def test_flip_mirrors_the_crop_and_swaps_left_right():
     center, scale = np.array([230.0, 220.0]), np.array([300.0, 400.0])
     plain = TopDownPipeline(COCO, INPUT)(image, center, scale, joints, visible)
     flipped = TopDownPipeline(COCO, INPUT, augment=no_augment(flip_prob=1.0))(
-        image, center, scale, joints, visible, np.random.default_rng(0))
+        image, center, scale, joints, visible, np.random.default_rng(0)
+    )
     assert flipped["flipped"] and not plain["flipped"]
     diff = flipped["image"].int() - plain["image"].flip(-1).int()
     assert diff.abs().max() <= 1
@@ -131,10 +136,17 @@ def test_flip_mirrors_the_crop_and_swaps_left_right():
     np.testing.assert_allclose(flipped["coords"][:, 1], plain["coords"][index, 1], atol=1e-6)
     left_eye, right_eye = COCO.joints.index("left_eye"), COCO.joints.index("right_eye")
     assert index[left_eye] == right_eye
-    np.testing.assert_allclose(flipped_px[left_eye, 0], width - 1 - plain_px[right_eye, 0],
-                               atol=1e-3)
-    back = coords_to_image(flipped["coords"][None], flipped["center"][None],
-                           flipped["scale"][None], [0.0], INPUT, [True])[0]
+    np.testing.assert_allclose(
+        flipped_px[left_eye, 0], width - 1 - plain_px[right_eye, 0], atol=1e-3
+    )
+    back = coords_to_image(
+        flipped["coords"][None],
+        flipped["center"][None],
+        flipped["scale"][None],
+        [0.0],
+        INPUT,
+        [True],
+    )[0]
     np.testing.assert_allclose(back, joints[index], atol=1e-3)
 
 
@@ -172,14 +184,17 @@ def test_half_body_selection():
     rng = np.random.default_rng(0)
     visible = np.ones(COCO.num_joints)
     upper, lower = np.arange(11), np.arange(11, 17)
-    np.testing.assert_array_equal(no_augment(upper_body_prob=1.0).select_half_body(visible, rng),
-                                  upper)
-    np.testing.assert_array_equal(no_augment(upper_body_prob=0.0).select_half_body(visible, rng),
-                                  lower)
+    np.testing.assert_array_equal(
+        no_augment(upper_body_prob=1.0).select_half_body(visible, rng), upper
+    )
+    np.testing.assert_array_equal(
+        no_augment(upper_body_prob=0.0).select_half_body(visible, rng), lower
+    )
     only_lower = np.zeros(COCO.num_joints)
     only_lower[[0, 11, 12, 13]] = 2
-    np.testing.assert_array_equal(no_augment(upper_body_prob=1.0).select_half_body(only_lower, rng),
-                                  [11, 12, 13])
+    np.testing.assert_array_equal(
+        no_augment(upper_body_prob=1.0).select_half_body(only_lower, rng), [11, 12, 13]
+    )
     too_few = np.zeros(COCO.num_joints)
     too_few[[0, 11, 12]] = 2
     assert no_augment().select_half_body(too_few, rng) is None
@@ -191,14 +206,20 @@ def test_half_body_crops_to_the_selected_joints():
     joints[11:] = np.linspace([90, 200], [130, 400], 6)
     visible = np.full(COCO.num_joints, 2.0)
     aug = no_augment(half_body_prob=1.0, upper_body_prob=1.0)
-    params = aug(np.array([120.0, 220.0]), np.array([300.0, 400.0]), joints, visible,
-                 np.random.default_rng(0))
+    params = aug(
+        np.array([120.0, 220.0]),
+        np.array([300.0, 400.0]),
+        joints,
+        visible,
+        np.random.default_rng(0),
+    )
     np.testing.assert_allclose(params.center, [120, 80])
     np.testing.assert_allclose(params.scale, np.array([45.0, 60.0]) * 1.5)
     fewer = visible.copy()
     fewer[:9] = 0
-    untouched = aug(np.array([120.0, 220.0]), np.array([300.0, 400.0]), joints, fewer,
-                    np.random.default_rng(0))
+    untouched = aug(
+        np.array([120.0, 220.0]), np.array([300.0, 400.0]), joints, fewer, np.random.default_rng(0)
+    )
     np.testing.assert_allclose(untouched.center, [120, 220])
 
 
@@ -220,8 +241,9 @@ def test_augmentation_ranges_and_rates():
 def test_same_seed_same_sample():
     image = np.random.default_rng(2).integers(0, 255, size=(300, 300, 3), dtype=np.uint8)
     joints = np.random.default_rng(3).uniform(100, 200, size=(17, 2))
-    pipeline = TopDownPipeline(COCO, INPUT, heatmap_size=(64, 48), augment=TopDownAugment(COCO,
-                                                                                          INPUT))
+    pipeline = TopDownPipeline(
+        COCO, INPUT, heatmap_size=(64, 48), augment=TopDownAugment(COCO, INPUT)
+    )
     args = (image, np.array([150.0, 150.0]), np.array([150.0, 200.0]), joints, np.ones(17))
     first = pipeline(*args, sample_rng(7, 3, 11))
     again = pipeline(*args, sample_rng(7, 3, 11))

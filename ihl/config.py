@@ -1,0 +1,165 @@
+"""One validated config tree, loaded from YAML presets or files.
+
+Every section forbids unknown keys, so a misspelt key is an error that names it
+instead of a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+Backbone = Literal[
+    "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "hrnet_w32", "hrnet_w48"
+]
+HeadType = Literal["ihl", "heatmap", "integral"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Section):
+    backbone: Backbone = "resnet50"
+    pretrained: bool | str = False
+    """False (random init), True (ImageNet weights from torchvision/timm), or a checkpoint path."""
+    head: HeadType = "ihl"
+    num_joints: int = Field(17, gt=0)
+    input_size: tuple[int, int] = (192, 256)
+    """Crop (width, height) in pixels."""
+    deconv_layers: int = Field(3, ge=0)
+    """Transposed convolutions before the 1x1 output layer (ResNet backbones; HRNet uses 0)."""
+    deconv_channels: int = Field(256, gt=0)
+    beta: float = Field(1.0, gt=0)
+    """Temperature on the maps; SIHN ignores it, the debias correction does not."""
+    debias: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelConfig:
+        if self.backbone.startswith("hrnet") and self.deconv_layers:
+            raise ValueError("model.deconv_layers: HRNet heads are a 1x1 convolution, set it to 0")
+        if any(s % 32 for s in self.input_size):
+            raise ValueError(f"model.input_size: {self.input_size} must be multiples of 32")
+        return self
+
+    @property
+    def stride(self) -> int:
+        if self.backbone.startswith("hrnet"):
+            return 4
+        return 32 // 2**self.deconv_layers
+
+    @property
+    def heatmap_size(self) -> tuple[int, int]:
+        """Output map (width, height)."""
+        return (self.input_size[0] // self.stride, self.input_size[1] // self.stride)
+
+
+class LossConfig(_Section):
+    flow_per_axis: bool = True
+    """Count -log G(e) once per axis as the reference does (True) or once per joint."""
+    wasserstein: Literal["exact", "sinkhorn", "none"] = "exact"
+    wasserstein_weight: float = Field(1.0, ge=0)
+    lambda_t: int = -1
+    """Switch the Wasserstein term off after this epoch; -1 keeps it on."""
+    heatmap_sigma: float = Field(2.0, gt=0)
+    """Gaussian target sigma in heatmap pixels (Wasserstein target, heatmap baseline)."""
+
+
+class TestConfig(_Section):
+    flip: bool = True
+    flip_shift: float = 1.0
+    """Shift of the mirrored x, in input pixels; the reference uses one."""
+    keypoint_score: Literal["reference", "sigma"] = "reference"
+    sigma_score_tolerance: float = Field(0.02, gt=0)
+    """Tolerance (fraction of the crop) of the sigma-derived keypoint score."""
+
+
+class TrainConfig(_Section):
+    epochs: int = Field(210, gt=0)
+    batch_size: int = Field(64, gt=0)
+    """Per device."""
+    lr: float = Field(5e-4, gt=0)
+    base_batch_size: int = Field(512, gt=0)
+    """lr is given for this global batch and scaled linearly to the real one."""
+    scale_lr: bool = False
+    warmup_iters: int = Field(500, ge=0)
+    warmup_ratio: float = Field(0.001, gt=0, le=1)
+    lr_steps: tuple[int, ...] = (170, 200)
+    lr_factor: float = Field(0.1, gt=0)
+    seed: int = 0
+
+
+class DataConfig(_Section):
+    dataset: Literal["coco", "mpii"] = "coco"
+    root: str = "data/coco"
+
+
+class Config(_Section):
+    name: str = "custom"
+    model: ModelConfig = ModelConfig()
+    loss: LossConfig = LossConfig()
+    test: TestConfig = TestConfig()
+    train: TrainConfig = TrainConfig()
+    data: DataConfig = DataConfig()
+
+
+class ConfigError(ValueError):
+    """A config that does not validate; the message names each bad key."""
+
+
+def _format(err: ValidationError, source: str) -> str:
+    lines = [f"invalid config {source}:"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        lines.append(f"  {key}: {msg}")
+    return "\n".join(lines)
+
+
+def from_dict(data: dict[str, Any], source: str = "<dict>") -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format(err, source)) from None
+
+
+def preset_names() -> list[str]:
+    return sorted(
+        p.name[:-5] for p in resources.files("ihl.presets").iterdir() if p.name.endswith(".yaml")
+    )
+
+
+def load(name_or_path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
+    """Load a preset by name or a YAML file by path, then apply dotted-key overrides."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        text, source = path.read_text(), str(path)
+    else:
+        preset = resources.files("ihl.presets") / f"{name_or_path}.yaml"
+        if not preset.is_file():
+            raise ConfigError(
+                f"unknown preset {name_or_path!r}; presets: {', '.join(preset_names())}"
+            )
+        text, source = preset.read_text(), f"preset {name_or_path}"
+    data = yaml.safe_load(text) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"invalid config {source}: the top level must be a mapping")
+    for dotted, value in (overrides or {}).items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"invalid override {dotted}: {key} is not a section")
+        node[leaf] = value
+    return from_dict(data, source)
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    return cfg.model_dump(mode="json")

@@ -1,0 +1,84 @@
+"""From crops to keypoints: the flip test, coordinate decoding and keypoint scores."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ihl.config import TestConfig
+from ihl.models.heads import argmax_refined
+from ihl.models.pose import PoseModel
+
+
+@dataclass
+class CropPrediction:
+    coords: Tensor
+    """(B, K, 2) normalised to the crop: multiply by the input (width, height) for crop pixels."""
+    scores: Tensor
+    """(B, K) keypoint scores in [0, 1]."""
+    sigma: Tensor | None
+    """(B, K, 2) per-axis scale (IHL only), normalised like coords."""
+
+
+def to_crop_pixels(coords: Tensor, input_size: tuple[int, int]) -> Tensor:
+    """Normalised (x, y) to crop pixels; input_size is (width, height)."""
+    return coords * coords.new_tensor(input_size)
+
+
+def unflip_coords(coords: Tensor, flip_index: list[int], input_width: int, shift: bool) -> Tensor:
+    """Mirror coordinates predicted on a flipped crop back and swap left/right joints.
+
+    x -> 1 - x, then one input pixel to the left when ``shift`` (the reference's
+    convention, which makes the mirror exact on the pixel grid x = u / width).
+    """
+    x = 1.0 - coords[..., 0] - (1.0 / input_width if shift else 0.0)
+    return torch.stack((x, coords[..., 1]), -1)[:, flip_index]
+
+
+def unflip_maps(maps: Tensor, flip_index: list[int], shift: bool) -> Tensor:
+    """Heatmaps of a flipped crop mirrored back, joints swapped, shifted one map pixel right
+    when ``shift`` (as SimpleBaseline does)."""
+    back = maps.flip(-1)[:, flip_index]
+    if shift:
+        back = torch.cat((back[..., :1], back[..., :-1]), -1)
+    return back
+
+
+def sigma_scores(sigma: Tensor, tolerance: float) -> Tensor:
+    """Probability, under a Laplace error of scale sigma per axis, that the joint lies within
+    ``tolerance`` (fraction of the crop) of the prediction on both axes.
+
+    The loss fits sigma to the size of the actual error, so a small sigma marks a
+    confident, usually accurate joint: the score falls as sigma grows.
+    """
+    return (-torch.expm1(-tolerance / sigma.clamp_min(1e-9))).prod(-1)
+
+
+@torch.no_grad()
+def predict_crops(
+    model: PoseModel, images: Tensor, test: TestConfig, flip_index: list[int]
+) -> CropPrediction:
+    """Keypoints for a batch of crops, with the flip test when ``test.flip``."""
+    head = model.cfg.head
+    width = model.cfg.input_size[0]
+    out = model(images)
+    if test.flip:
+        out_f = model(images.flip(-1))
+        if head == "heatmap":
+            maps = (out["maps"] + unflip_maps(out_f["maps"], flip_index, test.flip_shift)) / 2
+            out["coords"], out["maxvals"] = argmax_refined(maps)
+        else:
+            back = unflip_coords(out_f["coords"], flip_index, width, test.flip_shift)
+            out["coords"] = (out["coords"] + back) / 2
+            if "sigma" in out:
+                out["sigma"] = (out["sigma"] + out_f["sigma"][:, flip_index]) / 2
+    sigma = out.get("sigma")
+    if head == "heatmap":
+        scores = out["maxvals"].clamp(0, 1)
+    elif test.keypoint_score == "sigma" and sigma is not None:
+        scores = sigma_scores(sigma, test.sigma_score_tolerance)
+    else:
+        scores = torch.ones(out["coords"].shape[:-1], device=images.device)
+    return CropPrediction(out["coords"], scores, sigma)
