@@ -24,7 +24,7 @@ integers, 0-based) in the COCO files; boxes are COCO ``[x, y, w, h]`` over the
 person's visible pixels (x = leftmost pixel index, w = number of columns), and
 ``area`` is the visible pixel count. The MPII files use MPII's own 1-based
 (MATLAB) coordinates, as the released ``mpii_{train,val}.json`` and
-``gt_valid.mat`` do: subtract 1 to get 0-based pixels. Every image draws from
+``mpii_gt_val.mat`` do: subtract 1 to get 0-based pixels. Every image draws from
 its own generator seeded by ``(seed, split, index)``, so output is
 byte-identical for a seed and independent of the other split's size.
 """
@@ -775,15 +775,16 @@ def _mpii_entry(person: Person, name: str, size: tuple[int, int]) -> dict | None
 
 
 def _write_mpii_gt(path: Path, entries: list[dict], head_boxes: list[np.ndarray]) -> None:
-    """The HRNet evaluator's ``gt_valid.mat`` layout, one column per val json entry.
+    """The layout of the released ``mpii_gt_val.mat``, one person per entry of the val json.
 
-    pos_gt_src (2, 16, N): joint x, y, 1-based (-1 where missing, as in the json);
-    jnt_missing (16, N): 1 where the joint is not annotated; headboxes_src (2, 2, N):
-    [top-left, bottom-right] x [x, y] of the head box, 1-based; dataset_joints: the
-    official joint abbreviations the evaluator looks joints up by.
+    pos_gt_src (16, 2, N): joint x, y, 1-based (-1 where missing, as in the json), so
+    that HRNet's ``np.transpose(preds, [1, 2, 0])`` of (N, 16, 2) predictions lines up
+    with it; jnt_missing (16, N): 1 where the joint is not annotated; headboxes_src
+    (2, 2, N): [top-left, bottom-right] x [x, y] of the head box, 1-based;
+    dataset_joints: the official joint abbreviations the evaluator looks joints up by.
     """
     n = len(entries)
-    pos = np.array([e["joints"] for e in entries], float).reshape(n, 16, 2).transpose(2, 1, 0)
+    pos = np.array([e["joints"] for e in entries], float).reshape(n, 16, 2).transpose(1, 2, 0)
     missing = 1 - np.array([e["joints_vis"] for e in entries], np.uint8).reshape(n, 16).T
     boxes = np.array(head_boxes, float).reshape(n, 2, 2).transpose(1, 2, 0) + 1
     names = np.empty((1, 16), object)

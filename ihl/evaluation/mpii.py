@@ -12,9 +12,9 @@ from __future__ import annotations
 import os
 
 import numpy as np
-from scipy.io import loadmat
 
 from ihl.data.keypoints import MPII
+from ihl.data.mpii import load_mpii_gt
 
 SC_BIAS = 0.6
 """Head size = SC_BIAS x diagonal of the annotated head box."""
@@ -100,20 +100,13 @@ def evaluate_mpii_mat(
 ) -> dict[str, float]:
     """PCKh of 0-based pixel predictions (N, 16, 2) against mpii_gt_val.mat.
 
-    The official file holds 1-based MATLAB coordinates, so 1 is added to the
-    predictions before comparing, exactly as the HRNet code does. Rows of
-    `pred` must follow the order of the file's people.
+    The file is read by ``load_mpii_gt``, the one reader of its format, which
+    converts its 1-based MATLAB coordinates to 0-based pixels; errors and head
+    sizes are differences, so they equal the HRNet code's (which adds 1 to the
+    predictions instead). Rows of `pred` must follow the order of the file's people.
     """
-    mat = loadmat(str(gt_mat_path))
-    missing = [k for k in ("pos_gt_src", "jnt_missing", "headboxes_src") if k not in mat]
-    if missing:
-        raise KeyError(f"{gt_mat_path}: missing fields {missing}")
-    k = MPII.num_joints
-    # MATLAB drops a trailing singleton axis, so a one-person file comes back 2-D.
-    gt = np.asarray(mat["pos_gt_src"], dtype=np.float64).reshape(2, k, -1).transpose(2, 1, 0)
-    visible = (np.asarray(mat["jnt_missing"]).reshape(k, -1) == 0).T
-    boxes = np.asarray(mat["headboxes_src"], dtype=np.float64).reshape(2, 2, -1).transpose(2, 0, 1)
+    gt = load_mpii_gt(gt_mat_path)
     pred = np.asarray(pred, dtype=np.float64)
-    if pred.shape != gt.shape:
-        raise ValueError(f"predictions {pred.shape} do not match {gt_mat_path} {gt.shape}")
-    return pckh(pred + 1.0, gt, visible, boxes, threshold)
+    if pred.shape != gt.joints.shape:
+        raise ValueError(f"predictions {pred.shape} do not match {gt_mat_path} {gt.joints.shape}")
+    return pckh(pred, gt.joints, ~gt.missing, gt.head_boxes, threshold)

@@ -13,6 +13,7 @@ import scipy.io
 
 from ihl.data import synth
 from ihl.data.keypoints import COCO, MPII
+from ihl.data.mpii import load_mpii_gt, validate_mpii
 from ihl.data.synth import MIN_VISIBLE_AREA, make_coco_synth, make_mpii_synth, render_scene
 
 COCO_ANN = "annotations/person_keypoints_{}2017.json"
@@ -219,28 +220,40 @@ def test_mpii_layout_and_gt_mat(tmp_path):
 
     gt = scipy.io.loadmat(out / "annotations/mpii_gt_val.mat")
     n = len(val)
-    assert gt["pos_gt_src"].shape == (2, 16, n)
+    assert gt["pos_gt_src"].shape == (16, 2, n)
     assert gt["jnt_missing"].shape == (16, n)
     assert gt["headboxes_src"].shape == (2, 2, n)
     np.testing.assert_allclose(
-        gt["pos_gt_src"], np.array([e["joints"] for e in val]).transpose(2, 1, 0)
+        gt["pos_gt_src"], np.array([e["joints"] for e in val]).transpose(1, 2, 0)
     )
     np.testing.assert_array_equal(gt["jnt_missing"], 1 - np.array([e["joints_vis"] for e in val]).T)
 
-    # The HRNet evaluator's own steps: joints by name, 0.6 x head diagonal, GT scores 100.
+    # The HRNet evaluator's own steps: joints by name, predictions (N, 16, 2) transposed
+    # to (16, 2, N) and subtracted directly, 0.6 x head diagonal; GT scores 100.
     names = gt["dataset_joints"]
     head = np.where(names == "head")[1][0]
     assert MPII.joints[head] == "head_top"
     boxes = gt["headboxes_src"]
     assert (boxes[1] > boxes[0]).all()
-    top = gt["pos_gt_src"][:, head]
+    top = gt["pos_gt_src"][head]
     ok = gt["jnt_missing"][head] == 0
     assert ((top[:, ok] >= boxes[0][:, ok] - 1) & (top[:, ok] <= boxes[1][:, ok] + 1)).all()
     headsize = np.linalg.norm(boxes[1] - boxes[0], axis=0) * 0.6
-    preds = np.stack([np.array(e["joints"]) for e in val], 2).transpose(1, 0, 2)
-    err = np.linalg.norm(preds - gt["pos_gt_src"], axis=0) / headsize
+    preds = np.array([e["joints"] for e in val])
+    pos_pred_src = np.transpose(preds, [1, 2, 0])
+    err = np.linalg.norm(pos_pred_src - gt["pos_gt_src"], axis=1) / headsize
     visible = 1 - gt["jnt_missing"]
     assert ((err <= 0.5) * visible).sum() == visible.sum() > 0
+
+
+def test_mpii_folder_passes_validation_and_loads_as_ground_truth(tmp_path):
+    out = tmp_path / "mpii"
+    make_mpii_synth(out, num_train=3, num_val=5, seed=1)
+    assert validate_mpii(out) == []
+    val = json.loads((out / "annotations/mpii_val.json").read_text())
+    gt = load_mpii_gt(out / "annotations/mpii_gt_val.mat")
+    np.testing.assert_allclose(gt.joints, np.array([e["joints"] for e in val]) - 1.0)
+    np.testing.assert_array_equal(~gt.missing, np.array([e["joints_vis"] for e in val], bool))
 
 
 def test_mpii_is_deterministic(tmp_path):

@@ -2,8 +2,9 @@ import math
 
 import numpy as np
 import pytest
-from scipy.io import savemat
+from scipy.io import loadmat, savemat
 
+from ihl.data.errors import DatasetError
 from ihl.data.keypoints import MPII
 from ihl.evaluation.mpii import evaluate_mpii_mat, pckh
 
@@ -72,22 +73,48 @@ def test_shape_mismatch():
         pckh(gt[:, :15], gt, np.ones((2, 16), bool), boxes)
 
 
+def _write_gt(path, gt, missing, boxes, layout=(1, 2, 0)):
+    """gt (N, 16, 2) 1-based, missing (16, N), boxes (N, 2 corners, 2 coords)."""
+    savemat(
+        path,
+        {
+            "pos_gt_src": gt.transpose(layout),
+            "jnt_missing": missing,
+            "headboxes_src": boxes.transpose(1, 2, 0),
+        },
+    )
+
+
+def _hrnet_pckh(preds, mat_path, threshold=0.5):
+    """The HRNet reference's steps (lib/dataset/mpii.py evaluate), 0-based preds in."""
+    mat = loadmat(mat_path)
+    pos_pred_src = np.transpose(preds + 1.0, [1, 2, 0])
+    jnt_visible = 1 - mat["jnt_missing"]
+    uv_err = np.linalg.norm(pos_pred_src - mat["pos_gt_src"], axis=1)
+    headsizes = mat["headboxes_src"][1, :, :] - mat["headboxes_src"][0, :, :]
+    headsizes = np.linalg.norm(headsizes, axis=0) * 0.6
+    scaled_uv_err = uv_err / (headsizes * np.ones((len(uv_err), 1)))
+    less = (scaled_uv_err <= threshold) * jnt_visible
+    pck = 100.0 * less.sum(1) / jnt_visible.sum(1)
+    used = np.ones(16, bool)
+    used[[J["pelvis"], J["thorax"]]] = False
+    weights = jnt_visible.sum(1)[used]
+    return {
+        "PCKh": float(np.sum(pck[used] * weights) / weights.sum()),
+        "Wrist": 0.5 * (pck[J["l_wrist"]] + pck[J["r_wrist"]]),
+        "Head": pck[J["head_top"]],
+    }
+
+
 @pytest.mark.parametrize("n", [1, 3])
 def test_mat_round_trip(tmp_path, n):
     rng = np.random.default_rng(n)
     gt = rng.uniform(1, 200, (n, 16, 2))  # 1-based, as in the official file
     missing = np.zeros((16, n))
     missing[0, 0] = 1
-    boxes = np.stack([gt[:, 9] - 10, gt[:, 9] + 10], axis=1)  # (N, 2 corners, 2 coords)
+    boxes = np.stack([gt[:, 9] - 10, gt[:, 9] + 10], axis=1)
     path = tmp_path / "mpii_gt_val.mat"
-    savemat(
-        path,
-        {
-            "pos_gt_src": gt.transpose(2, 1, 0),
-            "jnt_missing": missing,
-            "headboxes_src": boxes.transpose(1, 2, 0),
-        },
-    )
+    _write_gt(path, gt, missing, boxes)
     metrics = evaluate_mpii_mat(gt - 1.0, path)
     assert metrics["PCKh"] == pytest.approx(100.0)
     assert metrics["PCKh@0.1"] == pytest.approx(100.0)
@@ -95,3 +122,27 @@ def test_mat_round_trip(tmp_path, n):
     assert shifted["PCKh"] == pytest.approx(0.0)
     with pytest.raises(ValueError, match="do not match"):
         evaluate_mpii_mat(gt[:, :, :1], path)
+
+
+def test_mat_scores_match_the_hrnet_reference(tmp_path):
+    rng = np.random.default_rng(4)
+    n = 40
+    gt = rng.uniform(1, 300, (n, 16, 2))
+    missing = (rng.random((16, n)) < 0.1).astype(float)
+    boxes = np.stack([gt[:, 9] - 12, gt[:, 9] + 12], axis=1)
+    path = tmp_path / "mpii_gt_val.mat"
+    _write_gt(path, gt, missing, boxes)
+    pred = gt - 1.0 + rng.normal(0, 6, gt.shape)
+    ours = evaluate_mpii_mat(pred, path)
+    reference = _hrnet_pckh(pred, path)
+    assert 20 < ours["PCKh"] < 95
+    for key, value in reference.items():
+        assert ours[key] == pytest.approx(value)
+
+
+def test_mat_in_the_wrong_layout_is_refused(tmp_path):
+    gt = np.random.default_rng(0).uniform(1, 200, (3, 16, 2))
+    path = tmp_path / "mpii_gt_val.mat"
+    _write_gt(path, gt, np.zeros((16, 3)), gt[:, 8:10], layout=(2, 1, 0))
+    with pytest.raises(DatasetError, match="pos_gt_src.*16 x 2 x N"):
+        evaluate_mpii_mat(gt - 1.0, path)
