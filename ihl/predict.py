@@ -1,0 +1,281 @@
+"""Pose prediction on whole images: person boxes -> crops -> model -> image keypoints.
+
+``make_crops`` and ``predict_image`` work on decoded images in memory so that
+serving can call them; ``predict_files`` adds file reading, person boxes from a
+file, the results JSON and drawn images for ``ihl predict``.
+
+Box files (``load_boxes``) come in either of two forms:
+
+* COCO detection results, a list of ``{"bbox": [x, y, w, h], "score": s,
+  "image_id": id}`` or ``{..., "file_name": name}``. A record belongs to the
+  image whose file name is ``file_name`` (base name only), or, with
+  ``image_id``, to the image whose file stem is that number, the COCO naming
+  (``000000000785.jpg`` is image 785). Records of another ``category_id``
+  than 1 (person) are skipped; ``score`` defaults to 1.
+* A mapping ``{file_name: [[x, y, w, h], [x, y, w, h, score], ...]}``.
+
+Records for images not being predicted are ignored, since one detections file
+usually covers a whole dataset; an image with no record gets no people. A file
+none of whose records matches any image is refused as a likely mistake.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from ihl.config import Config
+from ihl.data.coco import load_json
+from ihl.data.errors import DatasetError
+from ihl.data.keypoints import get_spec
+from ihl.data.transforms import (
+    box_to_center_scale,
+    coords_to_image,
+    get_affine_transform,
+    read_image_bgr,
+    warp,
+)
+from ihl.evaluation.coco import rescore, write_results
+from ihl.inference import predict_crops
+from ihl.visualize import draw_people, write_image
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+PADDING = 1.25
+"""Context around a person box, as in evaluation (``box_to_center_scale``'s default)."""
+
+Boxes = tuple[np.ndarray, np.ndarray]
+"""(N, 4) x, y, w, h boxes in image pixels and their (N,) scores."""
+
+
+def resolve_device(device: str | None = None) -> torch.device:
+    """The requested device, or CUDA when present and the CPU otherwise."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available")
+    return resolved
+
+
+def make_crops(
+    image_rgb: np.ndarray,
+    boxes_xywh: Sequence[Sequence[float]] | np.ndarray,
+    input_size: tuple[int, int],
+    padding: float = PADDING,
+) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    """Cut one model input per person box out of an H x W x 3 uint8 image.
+
+    ``input_size`` is (width, height), as ``ModelConfig.input_size`` holds it.
+    Returns the crops (N, 3, height, width) uint8, ready for ``predict_crops``,
+    with the centres and scales (N, 2) that ``coords_to_image`` needs to map
+    predictions back to the image.
+    """
+    width, height = (int(v) for v in input_size)
+    boxes = np.asarray(boxes_xywh, dtype=np.float64).reshape(-1, 4)
+    crops = np.empty((len(boxes), height, width, 3), dtype=np.uint8)
+    centers = np.empty((len(boxes), 2))
+    scales = np.empty((len(boxes), 2))
+    for i, box in enumerate(boxes):
+        centers[i], scales[i] = box_to_center_scale(box, width / height, padding)
+        matrix = get_affine_transform(centers[i], scales[i], 0.0, (height, width))
+        crops[i] = warp(image_rgb, matrix, (height, width))
+    return torch.from_numpy(crops).permute(0, 3, 1, 2).contiguous(), centers, scales
+
+
+def predict_image(
+    model: torch.nn.Module,
+    cfg: Config,
+    image_rgb: np.ndarray,
+    boxes: Sequence[Sequence[float]] | np.ndarray | None = None,
+    box_scores: Sequence[float] | np.ndarray | None = None,
+    *,
+    flip: bool | None = None,
+    batch_size: int = 32,
+) -> list[dict[str, Any]]:
+    """Keypoints of the person in each box of an RGB image (the whole image if no boxes).
+
+    Returns one dict per box, in box order: ``bbox`` [x, y, w, h], ``score``
+    (box score x mean keypoint score above 0.2, the evaluation's instance
+    score) and ``keypoints`` [[x, y, score]] * K in image pixels. Keypoints may
+    lie outside the image where the model places a cut-off limb. ``flip``
+    overrides ``cfg.test.flip``.
+    """
+    spec = get_spec(cfg.data.dataset)
+    if spec.num_joints != cfg.model.num_joints:
+        raise ValueError(
+            f"model predicts {cfg.model.num_joints} joints but data.dataset {spec.name!r} "
+            f"has {spec.num_joints}"
+        )
+    h, w = image_rgb.shape[:2]
+    boxes = np.asarray([[0, 0, w, h]] if boxes is None else boxes, dtype=np.float64).reshape(-1, 4)
+    scores = np.ones(len(boxes)) if box_scores is None else np.asarray(box_scores, np.float64)
+    test = cfg.test if flip is None else cfg.test.model_copy(update={"flip": flip})
+    input_wh = cfg.model.input_size
+    device = next(model.parameters()).device
+    model.eval()
+    people = []
+    for start in range(0, len(boxes), batch_size):
+        batch = boxes[start : start + batch_size]
+        crops, centers, scales = make_crops(image_rgb, batch, input_wh)
+        pred = predict_crops(model, crops.to(device), test, list(spec.flip_index))
+        coords = coords_to_image(
+            pred.coords.float().cpu().numpy(), centers, scales, 0.0, (input_wh[1], input_wh[0])
+        )
+        kp_scores = pred.scores.float().cpu().numpy()
+        instance = rescore(kp_scores, scores[start : start + len(batch)])
+        for box, xy, s, score in zip(batch, coords, kp_scores, instance, strict=True):
+            people.append(
+                {
+                    "bbox": [float(v) for v in box],
+                    "score": float(score),
+                    "keypoints": np.concatenate([xy, s[:, None]], axis=1).tolist(),
+                }
+            )
+    return people
+
+
+def collect_images(paths: Iterable[str | Path]) -> list[Path]:
+    """Image files from paths that are files or folders (their images, sorted by name).
+
+    Output images are named by stem, so two inputs with one stem are refused.
+    """
+    paths = [Path(p) for p in paths]
+    images: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            images += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        elif path.is_file():
+            images.append(path)
+        else:
+            raise FileNotFoundError(f"{path}: image file or folder not found")
+    if not images:
+        raise FileNotFoundError("no images found in " + ", ".join(map(str, paths)))
+    seen: dict[str, Path] = {}
+    for image in images:
+        if image.stem in seen:
+            raise ValueError(f"{seen[image.stem]} and {image}: two images with one name")
+        seen[image.stem] = image
+    return images
+
+
+def _numeric_id(path: Path) -> int | None:
+    return int(path.stem) if path.stem.isdigit() else None
+
+
+def _box(value: Any, where: str) -> tuple[list[float], float]:
+    """(x, y, w, h) and score from [x, y, w, h] or [x, y, w, h, score]."""
+    if not isinstance(value, list | tuple) or len(value) not in (4, 5):
+        raise DatasetError(f"{where}: a box must be [x, y, w, h] or [x, y, w, h, score]")
+    if not all(isinstance(v, int | float) and math.isfinite(v) for v in value):
+        raise DatasetError(f"{where}: box {value} holds a non-numeric or non-finite value")
+    if value[2] <= 0 or value[3] <= 0:
+        raise DatasetError(f"{where}: box {value} has zero or negative size")
+    return [float(v) for v in value[:4]], float(value[4]) if len(value) == 5 else 1.0
+
+
+def load_boxes(path: str | Path, images: Sequence[Path]) -> dict[Path, Boxes]:
+    """Person boxes per image from a box file (formats in the module docstring)."""
+    path = Path(path)
+    data = load_json(path)
+    by_name = {image.name: image for image in images}
+    by_id = {_numeric_id(image): image for image in images if _numeric_id(image) is not None}
+    found: dict[Path, list[tuple[list[float], float]]] = {}
+    if isinstance(data, dict):
+        for name, boxes in data.items():
+            if not isinstance(boxes, list):
+                raise DatasetError(f"{path}: key {name!r} must hold a list of boxes")
+            image = by_name.get(Path(name).name)
+            for i, box in enumerate(boxes):
+                parsed = _box(box, f"{path}: {name} box #{i}")
+                if image is not None:
+                    found.setdefault(image, []).append(parsed)
+    elif isinstance(data, list):
+        for i, record in enumerate(data):
+            where = f"{path}: record #{i}"
+            if not isinstance(record, dict) or "bbox" not in record:
+                raise DatasetError(f"{where}: expected an object with key 'bbox'")
+            if record.get("category_id", 1) != 1:
+                continue
+            if "file_name" in record:
+                image = by_name.get(Path(str(record["file_name"])).name)
+            elif "image_id" in record:
+                image = by_id.get(record["image_id"])
+            else:
+                raise DatasetError(f"{where}: needs key 'file_name' or 'image_id'")
+            box, _ = _box(record["bbox"], where)
+            score = record.get("score", 1.0)
+            if not isinstance(score, int | float) or not math.isfinite(score):
+                raise DatasetError(f"{where}: key 'score' must be a finite number")
+            if image is not None:
+                found.setdefault(image, []).append((box, float(score)))
+    else:
+        raise DatasetError(f"{path}: expected a list of detections or a {{file_name: boxes}} map")
+    if not found:
+        raise DatasetError(
+            f"{path}: none of its boxes belongs to the given images (matched by file name, "
+            "or image_id against numeric file names)"
+        )
+    return {
+        image: (np.array([b for b, _ in boxes]), np.array([s for _, s in boxes]))
+        for image, boxes in found.items()
+    }
+
+
+def predict_files(
+    model: torch.nn.Module,
+    cfg: Config,
+    images: Sequence[Path],
+    out_dir: str | Path,
+    boxes: dict[Path, Boxes] | None = None,
+    *,
+    min_box_score: float = 0.0,
+    flip: bool | None = None,
+    batch_size: int = 32,
+    draw: bool = True,
+) -> dict[str, Any]:
+    """Predict every image, write ``predictions.json`` and, if ``draw``, ``<stem>.jpg`` each.
+
+    Without ``boxes`` each image is one person box; with them, images missing
+    from the mapping get no people. Results are COCO keypoint results keyed by
+    ``file_name`` (plus ``image_id`` for numeric file names, so COCO images
+    can be scored directly), with the person's ``bbox``.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    spec = get_spec(cfg.data.dataset)
+    results: list[dict[str, Any]] = []
+    for path in images:
+        image = read_image_bgr(path)
+        if boxes is None:
+            people = predict_image(model, cfg, cv2.cvtColor(image, cv2.COLOR_BGR2RGB), flip=flip)
+        else:
+            xywh, scores = boxes.get(path, (np.zeros((0, 4)), np.zeros(0)))
+            keep = scores >= min_box_score
+            people = []
+            if keep.any():
+                rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+                people = predict_image(
+                    model, cfg, rgb, xywh[keep], scores[keep], flip=flip, batch_size=batch_size
+                )
+        ids = {} if _numeric_id(path) is None else {"image_id": _numeric_id(path)}
+        results += [
+            {
+                "file_name": path.name,
+                **ids,
+                "category_id": 1,
+                "bbox": person["bbox"],
+                "keypoints": [v for point in person["keypoints"] for v in point],
+                "score": person["score"],
+            }
+            for person in people
+        ]
+        if draw:
+            write_image(out_dir / f"{path.stem}.jpg", draw_people(image, people, spec))
+    predictions = write_results(results, out_dir / "predictions.json")
+    return {"images": len(images), "people": len(results), "predictions": str(predictions)}
