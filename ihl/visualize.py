@@ -25,6 +25,7 @@ RIGHT = (255, 120, 0)
 CENTRE = (60, 200, 60)
 BOX = (0, 220, 220)
 """BGR colours."""
+_MPII_KEYS = ("image", "center", "scale", "joints", "joints_vis")
 
 
 def joint_sides(spec: KeypointSpec) -> np.ndarray:
@@ -63,7 +64,8 @@ def draw_person(
     shown = (keypoints[:, 2] >= threshold) & np.isfinite(keypoints[:, :2]).all(1)
     sides = joint_sides(spec)
     width = _line_width(image)
-    points = [(int(round(x)), int(round(y))) for x, y in keypoints[:, :2].clip(-1e4, 1e4)]
+    xy = np.nan_to_num(keypoints[:, :2]).clip(-1e4, 1e4)
+    points = [(int(round(x)), int(round(y))) for x, y in xy]
     if bbox is not None:
         x, y, w, h = (float(v) for v in bbox)
         cv2.rectangle(
@@ -130,7 +132,10 @@ def _coco_people(ann_file: Path) -> tuple[dict[str, list[dict]], list[str]]:
             raise DatasetError(f"{where}: needs key 'image_id'")
         if int(ann["image_id"]) not in names:
             raise DatasetError(f"{where}: image_id {ann['image_id']} is not in 'images'")
-        keypoints = np.asarray(ann.get("keypoints") or [], dtype=np.float64)
+        try:
+            keypoints = np.asarray(ann.get("keypoints") or [], dtype=np.float64).reshape(-1)
+        except (TypeError, ValueError):
+            raise DatasetError(f"{where}: key 'keypoints' is not a list of numbers") from None
         if keypoints.size not in (0, 3 * COCO.num_joints):
             raise DatasetError(f"{where}: key 'keypoints' must have {3 * COCO.num_joints} numbers")
         keypoints = keypoints.reshape(-1, 3) if keypoints.size else np.zeros((COCO.num_joints, 3))
@@ -149,17 +154,20 @@ def _mpii_people(ann_file: Path) -> tuple[dict[str, list[dict]], list[str]]:
     people: dict[str, list[dict]] = defaultdict(list)
     for index, entry in enumerate(entries):
         where = f"{ann_file}: entry #{index}"
-        missing = [
-            k for k in ("image", "center", "scale", "joints", "joints_vis") if k not in entry
-        ]
+        if not isinstance(entry, dict):
+            raise DatasetError(f"{where}: expected an object, got {type(entry).__name__}")
+        missing = [k for k in _MPII_KEYS if k not in entry]
         if missing:
             raise DatasetError(f"{where}: missing key {missing[0]!r}")
-        joints = np.asarray(entry["joints"], dtype=np.float64) - 1.0
-        visible = np.asarray(entry["joints_vis"], dtype=np.float64)
+        try:
+            joints = np.asarray(entry["joints"], dtype=np.float64) - 1.0
+            visible = np.asarray(entry["joints_vis"], dtype=np.float64)
+            side = 200.0 * float(entry["scale"])
+            cx, cy = np.asarray(entry["center"], dtype=np.float64) - 1.0
+        except (TypeError, ValueError) as err:
+            raise DatasetError(f"{where}: non-numeric or malformed value: {err}") from None
         if joints.shape != (MPII.num_joints, 2) or visible.shape != (MPII.num_joints,):
             raise DatasetError(f"{where}: keys 'joints'/'joints_vis' must hold 16 joints")
-        side = 200.0 * float(entry["scale"])
-        cx, cy = np.asarray(entry["center"], dtype=np.float64) - 1.0
         people[str(entry["image"])].append(
             {
                 "bbox": [cx - side / 2, cy - side / 2, side, side],
