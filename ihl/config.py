@@ -91,11 +91,24 @@ class TrainConfig(_Section):
     lr_steps: tuple[int, ...] = (170, 200)
     lr_factor: float = Field(0.1, gt=0)
     seed: int = 0
+    val_interval: int = Field(10, gt=0)
+    """Validate every this many epochs, and always after the last one."""
+    checkpoint_interval_iters: int = Field(0, ge=0)
+    """Also save latest.pt every this many iterations (0: at epoch ends only); long epochs on
+    preemptible nodes then lose at most this much work."""
+    num_workers: int = Field(2, ge=0)
+    """DataLoader worker processes per device."""
+    amp: Literal["off", "bf16", "fp16"] = "off"
+    """Mixed precision on CUDA (fp16 with a GradScaler); ignored on CPU."""
+    channels_last: bool = False
+    """NHWC memory format: faster convolutions on tensor-core GPUs."""
 
 
 class DataConfig(_Section):
     dataset: Literal["coco", "mpii"] = "coco"
     root: str = "data/coco"
+    detections: str = "person_detection_results/COCO_val2017_detections_AP_H_56_person.json"
+    """COCO validation person boxes, relative to root; ground-truth boxes when it is absent."""
 
 
 class Config(_Section):

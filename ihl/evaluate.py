@@ -1,0 +1,239 @@
+"""Evaluation stage: run a model over a split, map keypoints back to the images, score them.
+
+``predict_dataset`` and ``score`` are the pieces training reuses for validation;
+``evaluate`` is the stage: checkpoint in, ``metrics.json`` and ``results.json`` out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from ihl.checkpoint import load_model
+from ihl.config import Config
+from ihl.data.coco import CocoKeypoints, coco_split_paths
+from ihl.data.errors import DatasetError
+from ihl.data.mpii import MpiiKeypoints
+from ihl.data.transforms import coords_to_image
+from ihl.evaluation.coco import (
+    build_results,
+    evaluate_coco,
+    rescore,
+    write_metrics,
+    write_results,
+)
+from ihl.evaluation.mpii import evaluate_mpii_mat
+from ihl.inference import predict_crops
+
+COCO_SPLITS = {"train": "train2017", "val": "val2017"}
+"""Short split names and the COCO 2017 folders they stand for; other names are used as given."""
+
+
+def worker_init(_: int) -> None:
+    """OpenCV's own thread pool in every loader worker oversubscribes the cores; turn it off."""
+    cv2.setNumThreads(0)
+
+
+def require_dir(path: Path, what: str) -> Path:
+    """Fail early, naming the path, rather than on the first image read inside a loader."""
+    if not path.is_dir():
+        raise DatasetError(f"{path}: {what} not found")
+    return path
+
+
+def crop_size(cfg: Config) -> tuple[int, int]:
+    """The data layer's (height, width) of the model's (width, height) input."""
+    return cfg.model.input_size[1], cfg.model.input_size[0]
+
+
+def build_eval_dataset(
+    cfg: Config,
+    data_root: str | Path | None = None,
+    split: str = "val",
+    boxes: str = "detections",
+    *,
+    ann_file: str | Path | None = None,
+    image_dir: str | Path | None = None,
+    detections: str | Path | None = None,
+) -> tuple[Dataset, Path]:
+    """The evaluation dataset of a split and its ground-truth file (COCO json or MPII .mat).
+
+    COCO crops come from the detector boxes (``boxes="detections"``) or the
+    ground-truth boxes (``"gt"``); MPII always uses the annotated centre and
+    scale. ``ann_file``, ``image_dir`` and ``detections`` override the standard
+    layout under ``data_root`` (default ``cfg.data.root``).
+    """
+    if boxes not in ("detections", "gt"):
+        raise ValueError(f"boxes must be 'detections' or 'gt', got {boxes!r}")
+    root = Path(cfg.data.root if data_root is None else data_root)
+    if ann_file is None or image_dir is None:
+        require_dir(root, "dataset folder")
+    if cfg.data.dataset == "mpii":
+        ann = Path(ann_file or root / "annotations" / f"mpii_{split}.json")
+        images = require_dir(Path(image_dir or root / "images"), "image folder")
+        dataset = MpiiKeypoints(ann, images, input_size=crop_size(cfg))
+        return dataset, root / "annotations" / f"mpii_gt_{split}.mat"
+    default_ann, default_images = coco_split_paths(root, COCO_SPLITS.get(split, split))
+    ann = Path(ann_file or default_ann)
+    images = require_dir(Path(image_dir or default_images), "image folder")
+    dets = None
+    if boxes == "detections":
+        dets = Path(detections or root / cfg.data.detections)
+        if not dets.is_file():
+            raise DatasetError(f"{dets}: detection results file not found (or use boxes='gt')")
+    dataset = CocoKeypoints(ann, images, input_size=crop_size(cfg), detections=dets)
+    return dataset, ann
+
+
+@torch.no_grad()
+def predict_dataset(
+    model: torch.nn.Module,
+    cfg: Config,
+    dataset: Dataset,
+    device: str | torch.device,
+    batch_size: int,
+    progress: bool,
+    *,
+    num_workers: int | None = None,
+) -> dict[str, np.ndarray]:
+    """Keypoints in image pixels for every crop of ``dataset``, in dataset order.
+
+    Returns the arrays ``build_results`` takes: image_ids, keypoints (N, K, 2),
+    keypoint_scores (N, K), box_scores and box_areas (the padded crop area, as
+    the HRNet OKS-NMS uses), plus sigma (N, K, 2) for IHL models.
+    """
+    device = torch.device(device)
+    workers = cfg.train.num_workers if num_workers is None else num_workers
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        worker_init_fn=worker_init,
+        pin_memory=device.type == "cuda",
+    )
+    flip_index = list(dataset.spec.flip_index)
+    was_training = model.training
+    model.eval()
+    parts: dict[str, list[np.ndarray]] = {}
+    for batch in tqdm(loader, desc="predict", disable=not progress, leave=False):
+        images = batch["image"].to(device, non_blocking=True)
+        if cfg.train.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        pred = predict_crops(model, images, cfg.test, flip_index)
+        keypoints = coords_to_image(
+            pred.coords.float().cpu().numpy(),
+            batch["center"],
+            batch["scale"],
+            batch["rotation"],
+            crop_size(cfg),
+            batch["flipped"],
+        )
+        found = {
+            "image_ids": batch["image_id"].numpy(),
+            "keypoints": keypoints,
+            "keypoint_scores": pred.scores.float().cpu().numpy(),
+            "box_scores": batch["box_score"].numpy(),
+            "box_areas": batch["scale"].prod(-1).numpy(),
+        }
+        if pred.sigma is not None:
+            found["sigma"] = pred.sigma.float().cpu().numpy()
+        for key, value in found.items():
+            parts.setdefault(key, []).append(value)
+    model.train(was_training)
+    return {key: np.concatenate(values) for key, values in parts.items()}
+
+
+def score(
+    cfg: Config, predictions: Mapping[str, np.ndarray], ground_truth: Path
+) -> tuple[dict[str, float], list[dict]]:
+    """Metrics and COCO-format results of ``predict_dataset``'s output.
+
+    COCO: rescoring, OKS-NMS at 0.9 and pycocotools AP. MPII: PCKh against the
+    .mat ground truth; its results use the same JSON shape with 16 joints.
+    """
+    if cfg.data.dataset == "mpii":
+        return evaluate_mpii_mat(predictions["keypoints"], ground_truth), _person_results(
+            predictions
+        )
+    results = build_results(predictions)
+    return evaluate_coco(results, ground_truth), results
+
+
+def _person_results(predictions: Mapping[str, np.ndarray]) -> list[dict]:
+    """One result per person, no NMS: MPII persons are given, not detected (no OKS sigmas)."""
+    triples = np.concatenate(
+        [predictions["keypoints"], predictions["keypoint_scores"][..., None]], -1
+    )
+    scores = rescore(predictions["keypoint_scores"], predictions["box_scores"])
+    return [
+        {
+            "image_id": int(image_id),
+            "category_id": 1,
+            "keypoints": [float(v) for v in kpts.reshape(-1)],
+            "score": float(s),
+        }
+        for image_id, kpts, s in zip(predictions["image_ids"], triples, scores, strict=True)
+    ]
+
+
+def resolve_device(device: str | None) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def evaluate(
+    checkpoint: Path,
+    out_dir: Path,
+    *,
+    data_root: Path | None = None,
+    split: str = "val",
+    boxes: str = "detections",
+    device: str | None = None,
+    flip: bool | None = None,
+    batch_size: int = 32,
+    progress: bool = True,
+    ann_file: Path | None = None,
+    image_dir: Path | None = None,
+    detections: Path | None = None,
+    num_workers: int | None = None,
+) -> dict[str, float]:
+    """Evaluate a checkpoint; writes ``out_dir/results.json`` then ``out_dir/metrics.json``.
+
+    ``flip`` overrides the checkpoint's test-time flip setting. Both files are
+    written atomically, and only once everything has been computed, so a failed
+    run leaves no partial outputs.
+    """
+    model, cfg = load_model(checkpoint)
+    if flip is not None:
+        cfg.test.flip = flip
+    dataset, ground_truth = build_eval_dataset(
+        cfg,
+        data_root,
+        split,
+        boxes,
+        ann_file=ann_file,
+        image_dir=image_dir,
+        detections=detections,
+    )
+    if cfg.data.dataset == "mpii" and not ground_truth.is_file():
+        raise DatasetError(f"{ground_truth}: MPII ground-truth file not found")
+    dev = resolve_device(device)
+    model.to(dev)
+    if cfg.train.channels_last:
+        model.to(memory_format=torch.channels_last)
+    predictions = predict_dataset(
+        model, cfg, dataset, dev, batch_size, progress, num_workers=num_workers
+    )
+    metrics, results = score(cfg, predictions, ground_truth)
+    out_dir = Path(out_dir)
+    write_results(results, out_dir / "results.json")
+    write_metrics(metrics, out_dir / "metrics.json")
+    return metrics

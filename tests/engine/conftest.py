@@ -1,0 +1,35 @@
+"""A tiny synthetic COCO set and a model small enough to train on it in seconds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ihl import config
+from ihl.data.synth import make_coco_synth
+
+TINY = {
+    "model.backbone": "resnet18",
+    "model.input_size": [64, 64],
+    "model.deconv_channels": 32,
+    "train.epochs": 2,
+    "train.batch_size": 8,
+    "train.num_workers": 0,
+    "train.val_interval": 2,
+    "train.warmup_iters": 4,
+    "train.lr_steps": [1],
+    "train.checkpoint_interval_iters": 3,
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_coco(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("data") / "coco"
+    make_coco_synth(root, num_train=16, num_val=3, seed=5)
+    return root
+
+
+@pytest.fixture
+def tiny_cfg(tiny_coco) -> config.Config:
+    return config.load("sample", TINY | {"data.root": str(tiny_coco)})
