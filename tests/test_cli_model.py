@@ -1,0 +1,32 @@
+"""`ihl model-info` and `ihl presets`."""
+
+import json
+
+from typer.testing import CliRunner
+
+from ihl import config
+from ihl.cli import app
+from ihl.models import build_model
+from ihl.models.pose import count_params
+
+
+def test_model_info_json():
+    result = CliRunner().invoke(app, ["model-info", "sample", "--json"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.output)
+    assert set(info) == {"params", "gflops", "input_size"}
+    assert info["params"] == count_params(build_model(config.load("sample").model))
+    assert info["input_size"] == [96, 128] and 0.1 < info["gflops"] < 2
+
+
+def test_model_info_names_a_bad_key(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model: {backbon: resnet50}\n")
+    result = CliRunner().invoke(app, ["model-info", str(path)])
+    assert result.exit_code == 2
+    assert "model.backbon: unknown key" in result.output
+
+
+def test_presets_lists_them():
+    result = CliRunner().invoke(app, ["presets"])
+    assert "coco_hrnet_w32" in result.output.split()
