@@ -16,30 +16,31 @@ from torch import Tensor, nn
 _TINY = 1e-12
 
 
-def _shifted(z: Tensor, beta: float) -> Tensor:
-    flat = z.flatten(-2) * beta
+def _shifted(z: Tensor) -> Tensor:
+    flat = z.flatten(-2)
     return (flat - flat.min(dim=-1, keepdim=True).values).view_as(z)
 
 
-def sihn(z: Tensor, beta: float = 1.0) -> Tensor:
+def sihn(z: Tensor) -> Tensor:
     """Simple Implicit Heatmap Normalisation: shift each map to a zero minimum, divide by its sum.
 
-    A constant map has a zero sum (the reference divides by it); it becomes the
-    uniform distribution here instead of NaN.
+    SIHN is invariant to a positive temperature beta on z, so beta has no
+    argument here (it enters only ``debias``). A constant map has a zero sum (the
+    reference divides by it); it becomes the uniform distribution instead of NaN.
     """
-    shifted = _shifted(z, beta)
+    shifted = _shifted(z)
     total = shifted.sum(dim=(-2, -1), keepdim=True)
     uniform = torch.full_like(shifted, 1.0 / (z.shape[-1] * z.shape[-2]))
     return torch.where(total > _TINY, shifted / total.clamp_min(_TINY), uniform)
 
 
-def sihn_marginals(z: Tensor, beta: float = 1.0) -> tuple[Tensor, Tensor]:
+def sihn_marginals(z: Tensor) -> tuple[Tensor, Tensor]:
     """The x- and y-marginals of ``sihn(z)`` without materialising the normalised map.
 
     Training needs only the marginals (DSDT and the Wasserstein term), so this
     path keeps no full-size tensor for the backward pass.
     """
-    shifted = _shifted(z, beta)
+    shifted = _shifted(z)
     px, py = shifted.sum(dim=-2), shifted.sum(dim=-1)
     total = px.sum(dim=-1, keepdim=True)
     ok = total > _TINY

@@ -49,7 +49,7 @@ class IHLHead(MapHead):
 
     def forward(self, features: Tensor) -> dict[str, Tensor]:
         z = self.maps(features)
-        px, py = ops.sihn_marginals(z, self.beta)
+        px, py = ops.sihn_marginals(z)
         mu, var = ops.marginal_moments(px, py)
         if self.debias:
             mu = ops.debias(mu, z, self.beta)
@@ -62,7 +62,7 @@ class IHLHead(MapHead):
         }
 
     def heatmap(self, z: Tensor) -> Tensor:
-        return ops.sihn(z, self.beta)
+        return ops.sihn(z)
 
 
 class IntegralHead(MapHead):
