@@ -17,18 +17,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
+from .base import TopDownDataset
 from .errors import DatasetError
 from .keypoints import COCO, KeypointSpec
 from .transforms import (
     Size,
     TopDownAugment,
-    TopDownPipeline,
     box_to_center_scale,
     coords_to_image,
-    read_image_bgr,
-    sample_rng,
+    image_problem,
 )
 
 __all__ = ["CocoKeypoints", "DatasetError", "coco_split_paths", "coords_to_image", "validate_coco"]
@@ -56,6 +54,14 @@ def load_json(path: str | Path) -> Any:
         raise DatasetError(f"{path}: file not found") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise DatasetError(f"{path}: cannot read JSON: {err}") from err
+
+
+def load_json_list(path: str | Path, what: str) -> list:
+    """A JSON file that must hold a list (of ``what``, for the error), or a DatasetError."""
+    records = load_json(path)
+    if not isinstance(records, list):
+        raise DatasetError(f"{path}: expected a JSON list of {what}")
+    return records
 
 
 def coco_split_paths(root: str | Path, split: str) -> tuple[Path, Path]:
@@ -96,6 +102,14 @@ def _person_category(data: dict, path: Path) -> int:
         if isinstance(category, dict) and category.get("name") == "person" and "id" in category:
             return int(category["id"])
     return 1
+
+
+def _load_annotations(path: Path) -> tuple[dict, dict[int, dict]]:
+    """A COCO keypoint file and its images by id, checked at the top level."""
+    data = load_json(path)
+    if not isinstance(data, dict):
+        raise DatasetError(f"{path}: expected a JSON object at the top level")
+    return data, _images(data, path)
 
 
 def _images(data: dict, path: Path) -> dict[int, dict]:
@@ -166,7 +180,7 @@ def _parse_detection(det: Any, index: int, images: dict[int, dict] | None, categ
     return int(det["image_id"]), box, score
 
 
-class CocoKeypoints(torch.utils.data.Dataset):
+class CocoKeypoints(TopDownDataset):
     """Person crops from a COCO keypoint file, for training or evaluation.
 
     Train: one sample per non-crowd annotation with keypoints, ground-truth
@@ -181,9 +195,7 @@ class CocoKeypoints(torch.utils.data.Dataset):
     truth) and ``area`` (annotation area, or w * h of a detection box).
     Detection samples have no ground truth: zero coords and weights.
 
-    ``augment``: True for the default recipe, False for none, or a
-    ``TopDownAugment``; only used when ``train``. Augmentation is seeded by
-    (``seed``, epoch, index): call ``set_epoch`` before each epoch.
+    ``augment``, ``seed`` and ``set_epoch`` as in ``TopDownDataset``.
     """
 
     def __init__(
@@ -204,25 +216,11 @@ class CocoKeypoints(torch.utils.data.Dataset):
     ) -> None:
         if train and detections is not None:
             raise ValueError("training uses ground-truth boxes; detections are for evaluation")
-        self.ann_file = Path(ann_file)
-        self.image_dir = Path(image_dir)
-        self.train = train
-        self.spec = spec
-        self.seed = seed
-        self.epoch = 0
+        super().__init__(
+            ann_file, image_dir, train, input_size, heatmap_size, sigma, augment, seed, spec
+        )
         self.num_bad_boxes = 0
-        if not train or augment is False:
-            augmenter = None
-        elif augment is True:
-            augmenter = TopDownAugment(spec, input_size)
-        else:
-            augmenter = augment
-        self.pipeline = TopDownPipeline(spec, input_size, heatmap_size, sigma, augmenter)
-
-        data = load_json(self.ann_file)
-        if not isinstance(data, dict):
-            raise DatasetError(f"{self.ann_file}: expected a JSON object at the top level")
-        images = _images(data, self.ann_file)
+        data, images = _load_annotations(self.ann_file)
         self._file_names = {image_id: str(image["file_name"]) for image_id, image in images.items()}
         if detections is None:
             self._load_ground_truth(data, images)
@@ -264,9 +262,7 @@ class CocoKeypoints(torch.utils.data.Dataset):
     def _load_detections(
         self, path: Path, images: dict[int, dict], category: int, min_score: float
     ) -> None:
-        records = load_json(path)
-        if not isinstance(records, list):
-            raise DatasetError(f"{path}: expected a JSON list of detections")
+        records = load_json_list(path, "detections")
         image_ids, boxes, scores = [], [], []
         for index, det in enumerate(records):
             try:
@@ -286,31 +282,17 @@ class CocoKeypoints(torch.utils.data.Dataset):
         self.areas = self.boxes[:, 2] * self.boxes[:, 3]
         self.box_scores = np.asarray(scores, dtype=np.float64)
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
     def image_path(self, index: int) -> Path:
         return self.image_dir / self._file_names[int(self.image_ids[index])]
 
-    def __len__(self) -> int:
-        return len(self.image_ids)
-
-    def __getitem__(self, index: int) -> dict:
-        record = (
-            f"annotation id {self.ann_ids[index]}"
-            if self.ann_ids[index] >= 0
-            else (f"detection sample {index}")
-        )
-        image = read_image_bgr(self.image_path(index), record)
+    def _joints(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         keypoints = self.keypoints[index]
-        rng = sample_rng(self.seed, self.epoch, index) if self.pipeline.augment else None
-        sample = self.pipeline(
-            image, self.centers[index], self.scales[index], keypoints[:, :2], keypoints[:, 2], rng
-        )
-        sample["image_id"] = int(self.image_ids[index])
-        sample["box_score"] = float(self.box_scores[index])
-        sample["area"] = float(self.areas[index])
-        return sample
+        return keypoints[:, :2], keypoints[:, 2]
+
+    def _record(self, index: int) -> str:
+        if self.ann_ids[index] >= 0:
+            return f"annotation id {self.ann_ids[index]}"
+        return f"detection sample {index}"
 
 
 def _discover(root: Path) -> tuple[list[tuple[Path, Path]], list[Path]]:
@@ -353,10 +335,7 @@ def validate_coco(
     category = 1
     for ann_path, img_dir in pairs:
         try:
-            data = load_json(ann_path)
-            if not isinstance(data, dict):
-                raise DatasetError(f"{ann_path}: expected a JSON object at the top level")
-            images = _images(data, ann_path)
+            data, images = _load_annotations(ann_path)
         except DatasetError as err:
             problems.append(str(err))
             continue
@@ -377,20 +356,13 @@ def validate_coco(
             continue
         for image in images.values():
             path = img_dir / str(image["file_name"])
-            if not decode_images:
-                if not path.is_file():
-                    problems.append(f"{path}: image file not found (image id {image['id']})")
-                continue
-            try:
-                read_image_bgr(path, f"image id {image['id']}")
-            except DatasetError as err:
-                problems.append(str(err))
+            problem = image_problem(path, f"image id {image['id']}", decode_images)
+            if problem is not None:
+                problems.append(problem)
 
     for det_path in detection_files:
         try:
-            records = load_json(det_path)
-            if not isinstance(records, list):
-                raise DatasetError(f"{det_path}: expected a JSON list of detections")
+            records = load_json_list(det_path, "detections")
         except DatasetError as err:
             problems.append(str(err))
             continue

@@ -18,19 +18,12 @@ from typing import Any
 
 import numpy as np
 import scipy.io
-import torch
 
-from .coco import load_json
+from .base import TopDownDataset
+from .coco import load_json_list
 from .errors import DatasetError
 from .keypoints import MPII, KeypointSpec
-from .transforms import (
-    Size,
-    TopDownAugment,
-    TopDownPipeline,
-    fix_aspect_ratio,
-    read_image_bgr,
-    sample_rng,
-)
+from .transforms import Size, TopDownAugment, fix_aspect_ratio, image_problem
 
 __all__ = ["MpiiGroundTruth", "MpiiKeypoints", "load_mpii_gt", "mpii_center_scale", "validate_mpii"]
 
@@ -84,7 +77,7 @@ def _parse_entry(entry: Any, index: int, path: Path, spec: KeypointSpec):
     return center, scale, joints - 1.0, visible
 
 
-class MpiiKeypoints(torch.utils.data.Dataset):
+class MpiiKeypoints(TopDownDataset):
     """Person crops from an MPII json (HRNet format); samples as ``CocoKeypoints``.
 
     Boxes come from the annotation (centre, scale); 256x256 input and 64x64
@@ -107,23 +100,10 @@ class MpiiKeypoints(torch.utils.data.Dataset):
         seed: int = 0,
         spec: KeypointSpec = MPII,
     ) -> None:
-        self.ann_file = Path(ann_file)
-        self.image_dir = Path(image_dir)
-        self.train = train
-        self.spec = spec
-        self.seed = seed
-        self.epoch = 0
-        if not train or augment is False:
-            augmenter = None
-        elif augment is True:
-            augmenter = TopDownAugment(spec, input_size)
-        else:
-            augmenter = augment
-        self.pipeline = TopDownPipeline(spec, input_size, heatmap_size, sigma, augmenter)
-
-        entries = load_json(self.ann_file)
-        if not isinstance(entries, list):
-            raise DatasetError(f"{self.ann_file}: expected a JSON list of entries")
+        super().__init__(
+            ann_file, image_dir, train, input_size, heatmap_size, sigma, augment, seed, spec
+        )
+        entries = load_json_list(self.ann_file, "entries")
         if not entries:
             raise DatasetError(f"{self.ann_file}: no entries: the split is empty")
         parsed = [_parse_entry(e, i, self.ann_file, spec) for i, e in enumerate(entries)]
@@ -134,28 +114,18 @@ class MpiiKeypoints(torch.utils.data.Dataset):
         self.scales = np.stack([b[1] for b in boxes])
         self.joints = np.stack([p[2] for p in parsed])
         self.visible = np.stack([p[3] for p in parsed])
+        self.image_ids = np.arange(len(entries), dtype=np.int64)
+        self.box_scores = np.ones(len(entries))
+        self.areas = np.prod(self.scales, axis=1)
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
+    def image_path(self, index: int) -> Path:
+        return self.image_dir / self.file_names[index]
 
-    def __len__(self) -> int:
-        return len(self.file_names)
+    def _joints(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.joints[index], self.visible[index]
 
-    def __getitem__(self, index: int) -> dict:
-        image = read_image_bgr(self.image_dir / self.file_names[index], f"entry #{index}")
-        rng = sample_rng(self.seed, self.epoch, index) if self.pipeline.augment else None
-        sample = self.pipeline(
-            image,
-            self.centers[index],
-            self.scales[index],
-            self.joints[index],
-            self.visible[index],
-            rng,
-        )
-        sample["image_id"] = int(index)
-        sample["box_score"] = 1.0
-        sample["area"] = float(np.prod(self.scales[index]))
-        return sample
+    def _record(self, index: int) -> str:
+        return f"entry #{index}"
 
 
 @dataclass(frozen=True)
@@ -245,9 +215,7 @@ def validate_mpii(
     checked: set[str] = set()
     for path in ann_files:
         try:
-            entries = load_json(path)
-            if not isinstance(entries, list):
-                raise DatasetError(f"{path}: expected a JSON list of entries")
+            entries = load_json_list(path, "entries")
         except DatasetError as err:
             problems.append(str(err))
             continue
@@ -265,15 +233,9 @@ def validate_mpii(
             if name in checked or not image_dir.is_dir():
                 continue
             checked.add(name)
-            image = image_dir / name
-            if not decode_images:
-                if not image.is_file():
-                    problems.append(f"{image}: image file not found ({path.name} entry #{index})")
-                continue
-            try:
-                read_image_bgr(image, f"{path.name} entry #{index}")
-            except DatasetError as err:
-                problems.append(str(err))
+            problem = image_problem(image_dir / name, f"{path.name} entry #{index}", decode_images)
+            if problem is not None:
+                problems.append(problem)
 
     if gt_file is not None:
         try:

@@ -177,6 +177,20 @@ def read_image_bgr(path: str | Path, record: str = "") -> np.ndarray:
     return image
 
 
+def image_problem(path: Path, record: str, decode: bool = True) -> str | None:
+    """What is wrong with one image file, None if nothing: for the dataset checks.
+
+    Without ``decode`` only that the file exists is checked (fast).
+    """
+    if not decode:
+        return None if path.is_file() else f"{path}: image file not found ({record})"
+    try:
+        read_image_bgr(path, record)
+    except DatasetError as err:
+        return str(err)
+    return None
+
+
 def upper_body_mask(spec: KeypointSpec) -> np.ndarray:
     """Which joints count as upper body for half-body augmentation.
 

@@ -160,6 +160,9 @@ def test_mpii_samples_round_trip():
         np.testing.assert_allclose(
             back_to_image(sample, (256, 256))[labelled], truth[labelled], atol=1e-3
         )
+        assert sample["image_id"] == i and sample["box_score"] == 1.0
+        assert sample["area"] == pytest.approx(float(np.prod(sample["scale"].numpy())))
+        assert ds.image_path(i) == MPII_IMAGES / entries[i]["image"]
     first = entries[0]
     center = np.asarray(first["center"]) + [0, 15 * first["scale"]] - 1
     np.testing.assert_allclose(ds[0]["center"], center)
