@@ -9,10 +9,6 @@ from typer.testing import CliRunner
 
 from ihl.cli import app
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
-COCO_SAMPLE = SHARED / "coco_sample"
-REAL_IMAGES = SHARED / "real_images"
-
 
 @pytest.fixture
 def cli():

@@ -7,8 +7,7 @@ import re
 import shutil
 
 import cv2
-import pytest
-from conftest import COCO_SAMPLE
+from sample_data import COCO_SAMPLE
 
 
 def test_synth_writes_a_dataset_and_prints_its_summary(cli, tmp_path):
@@ -69,7 +68,6 @@ def test_data_check_of_a_missing_folder_is_a_usage_error(cli, tmp_path):
     assert "nowhere" in result.output
 
 
-@pytest.mark.skipif(not COCO_SAMPLE.exists(), reason="shared sample data not present")
 def test_show_gt_draws_coco_ground_truth(cli, tmp_path):
     ann = COCO_SAMPLE / "annotations/person_keypoints_sample.json"
     result = cli("show-gt", ann, COCO_SAMPLE / "images", "--out", tmp_path / "gt", "--limit", 2)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import COCO_SAMPLE
+from sample_data import COCO_SAMPLE
 
 ANN = COCO_SAMPLE / "annotations/person_keypoints_sample.json"
 
@@ -24,7 +24,6 @@ def gt_results(tmp_path):
     return path
 
 
-@pytest.mark.skipif(not ANN.exists(), reason="shared sample data not present")
 def test_ground_truth_as_results_scores_ap_one(cli, gt_results, tmp_path):
     result = cli("evaluate", "--results", gt_results, "--ann", ANN, "--out", tmp_path / "m")
     assert result.exit_code == 0, result.output
@@ -61,7 +60,6 @@ def test_missing_files_are_named(cli, gt_results, tmp_path):
     assert result.exit_code == 2 and "checkpoint not found" in result.output
 
 
-@pytest.mark.skipif(not ANN.exists(), reason="shared sample data not present")
 def test_a_malformed_results_file_names_the_record(cli, tmp_path):
     path = tmp_path / "results.json"
     path.write_text(json.dumps([{"image_id": 785, "category_id": 1, "score": 1.0}]))

@@ -7,13 +7,11 @@ import json
 import cv2
 import numpy as np
 import pytest
-from conftest import REAL_IMAGES
+from sample_data import REAL_IMAGES
 
 from ihl import config
 from ihl.checkpoint import save_model
 from ihl.models import build_model
-
-pytestmark = pytest.mark.skipif(not REAL_IMAGES.exists(), reason="shared sample data not present")
 
 IMAGES = ("000000401250.jpg", "sunglasses.jpg")
 

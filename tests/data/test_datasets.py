@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import scipy.io
 import torch
+from sample_data import COCO_ANN, COCO_DETS, COCO_IMAGES, COCO_SAMPLE, MPII_SAMPLE
 
 from ihl.data.coco import CocoKeypoints, coords_to_image, validate_coco
 from ihl.data.errors import DatasetError
@@ -17,16 +18,10 @@ from ihl.data.keypoints import COCO, MPII
 from ihl.data.mpii import MpiiKeypoints, load_mpii_gt, validate_mpii
 from ihl.data.transforms import read_image_bgr
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-COCO_ROOT = DATA / "coco_sample"
-COCO_ANN = COCO_ROOT / "annotations" / "person_keypoints_sample.json"
-COCO_IMAGES = COCO_ROOT / "images"
-COCO_DETS = COCO_ROOT / "person_detection_results" / "sample_detections.json"
-MPII_ROOT = DATA / "mpii_sample"
+COCO_ROOT = COCO_SAMPLE
+MPII_ROOT = MPII_SAMPLE
 MPII_ANN = MPII_ROOT / "annotations" / "mpii_sample.json"
 MPII_IMAGES = MPII_ROOT / "images"
-
-pytestmark = pytest.mark.skipif(not COCO_ANN.exists(), reason="shared sample data not present")
 
 
 def coco_json() -> dict:

@@ -1,9 +1,9 @@
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
+from sample_data import COCO_ANN
 
 from ihl.data.keypoints import COCO
 from ihl.evaluation.coco import (
@@ -18,21 +18,11 @@ from ihl.evaluation.coco import (
     write_results,
 )
 
-SAMPLE = next(
-    (
-        p / "shared" / "data" / "coco_sample"
-        for p in Path(__file__).resolve().parents
-        if (p / "shared" / "data" / "coco_sample").is_dir()
-    ),
-    Path("shared/data/coco_sample"),
-)
-ANN_FILE = SAMPLE / "annotations" / "person_keypoints_sample.json"
+ANN_FILE = COCO_ANN
 
 
 @pytest.fixture(scope="module")
 def annotations():
-    if not ANN_FILE.exists():
-        pytest.skip(f"sample data not found at {ANN_FILE}")
     return [a for a in json.loads(ANN_FILE.read_text())["annotations"] if a["num_keypoints"] > 0]
 
 
@@ -73,8 +63,6 @@ def test_noise_lowers_ap_monotonically(annotations):
 
 
 def test_empty_results_score_zero():
-    if not ANN_FILE.exists():
-        pytest.skip("sample data missing")
     assert evaluate_coco([], ANN_FILE) == dict.fromkeys(METRIC_KEYS, 0.0)
 
 
