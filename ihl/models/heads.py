@@ -40,16 +40,19 @@ class MapHead(nn.Module):
         return self.final_layer(self.deconv_layers(features))
 
 
-class IHLHead(MapHead):
-    """Implicit heatmaps: SIHN, then DSDT gives each joint's position (mu) and scale (sigma)."""
+class ExpectationHead(MapHead):
+    """Maps become distributions whose per-axis mean is the joint and whose spread is sigma."""
 
     def __init__(self, *args, beta: float = 1.0, debias: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         self.beta, self.debias = beta, debias
 
+    def marginals(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
     def forward(self, features: Tensor) -> dict[str, Tensor]:
         z = self.maps(features)
-        px, py = ops.sihn_marginals(z)
+        px, py = self.marginals(z)
         mu, var = ops.marginal_moments(px, py)
         if self.debias:
             mu = ops.debias(mu, z, self.beta)
@@ -61,24 +64,26 @@ class IHLHead(MapHead):
             "marginals_y": py,
         }
 
+
+class IHLHead(ExpectationHead):
+    """Implicit heatmaps: SIHN, then DSDT gives each joint's position (mu) and scale (sigma).
+
+    Only the marginals are formed: DSDT and the Wasserstein term need nothing else.
+    """
+
+    def marginals(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        return ops.sihn_marginals(z)
+
     def heatmap(self, z: Tensor) -> Tensor:
         return ops.sihn(z)
 
 
-class IntegralHead(MapHead):
+class IntegralHead(ExpectationHead):
     """Plain integral regression: softmax over the map, coordinates as its expectation."""
 
-    def __init__(self, *args, beta: float = 1.0, debias: bool = False, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.beta, self.debias = beta, debias
-
-    def forward(self, features: Tensor) -> dict[str, Tensor]:
-        z = self.maps(features)
+    def marginals(self, z: Tensor) -> tuple[Tensor, Tensor]:
         h = self.heatmap(z)
-        mu, _ = ops.dsdt(h)
-        if self.debias:
-            mu = ops.debias(mu, z, self.beta)
-        return {"maps": z, "coords": mu}
+        return h.sum(-2), h.sum(-1)
 
     def heatmap(self, z: Tensor) -> Tensor:
         return torch.softmax(z.flatten(-2) * self.beta, -1).view_as(z)
