@@ -109,6 +109,12 @@ class DataConfig(_Section):
     root: str = "data/coco"
     detections: str = "person_detection_results/COCO_val2017_detections_AP_H_56_person.json"
     """COCO validation person boxes, relative to root; ground-truth boxes when it is absent."""
+    rotation_factor: float = Field(80.0, ge=0)
+    """Training augmentation (ihl-method.md section 6): rotation limit in degrees."""
+    scale_range: tuple[float, float] = (0.5, 1.5)
+    """Training augmentation: range of the random box scale factor."""
+    half_body_prob: float = Field(0.3, ge=0, le=1)
+    """Training augmentation: chance of cropping to the upper or lower body."""
 
 
 class Config(_Section):

@@ -32,11 +32,13 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from tqdm import tqdm
 
 from ihl import config as config_mod
-from ihl.checkpoint import atomic_save, safe_load, save_model
+from ihl.checkpoint import CheckpointError, atomic_save, safe_load, save_model
 from ihl.config import Config
 from ihl.data.coco import CocoKeypoints, coco_split_paths
 from ihl.data.errors import DatasetError
+from ihl.data.keypoints import COCO, MPII
 from ihl.data.mpii import MpiiKeypoints
+from ihl.data.transforms import TopDownAugment
 from ihl.evaluate import (
     COCO_SPLITS,
     build_eval_dataset,
@@ -185,8 +187,17 @@ def needs_heatmaps(cfg: Config) -> bool:
 def build_train_dataset(cfg: Config) -> Dataset:
     root = require_dir(Path(cfg.data.root), "dataset folder")
     w, h = cfg.model.heatmap_size
+    spec = MPII if cfg.data.dataset == "mpii" else COCO
+    augment = TopDownAugment(
+        spec,
+        crop_size(cfg),
+        rotation_factor=cfg.data.rotation_factor,
+        scale_range=cfg.data.scale_range,
+        half_body_prob=cfg.data.half_body_prob,
+    )
     kwargs = dict(
         train=True,
+        augment=augment,
         input_size=crop_size(cfg),
         heatmap_size=(h, w) if needs_heatmaps(cfg) else None,
         sigma=cfg.loss.heatmap_sigma,
@@ -320,6 +331,26 @@ def train_one_epoch(
             on_step(state.iteration)
 
 
+def build_optimizer(
+    params: Iterator[nn.Parameter], cfg: Config, world_size: int, iters_per_epoch: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """Adam with the paper's schedule, stepped once per iteration; lr scaled to the global batch
+    when ``scale_lr``."""
+    train_cfg = cfg.train
+    lr = train_cfg.lr
+    if train_cfg.scale_lr:
+        lr *= train_cfg.batch_size * world_size / train_cfg.base_batch_size
+    optimizer = torch.optim.Adam(params, lr=lr)
+    schedule = PaperSchedule(
+        iters_per_epoch,
+        train_cfg.warmup_iters,
+        train_cfg.warmup_ratio,
+        tuple(train_cfg.lr_steps),
+        train_cfg.lr_factor,
+    )
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+
+
 def train(
     cfg: Config,
     out_dir: Path,
@@ -333,14 +364,31 @@ def train(
 
     Writes ``checkpoints/latest.pt`` (full training state, at each epoch end and
     every ``train.checkpoint_interval_iters`` steps), ``checkpoints/best.pt`` (model
-    only, best validation AP or PCKh) and DVCLive logs under ``live/``. With
-    ``resume`` a run continues from latest.pt when there is one (so a restarted
-    pod can always pass it). ``on_step(iteration)`` is called after every
-    optimisation step, once any checkpoint of that step is written.
+    only, best validation AP or PCKh) and DVCLive logs under ``live/``; under
+    torchrun only rank 0 writes. With ``resume`` a run continues from latest.pt
+    when there is one (so a restarted pod can always pass it). ``on_step(iteration)``
+    is called after every optimisation step, once any checkpoint of that step is
+    written. Datasets are checked before anything is written.
     """
     ddp = init_distributed()
+    try:
+        return _train(cfg, Path(out_dir), ddp, resume, device, progress, on_step)
+    finally:
+        if ddp.owns_group:
+            dist.destroy_process_group()
+
+
+def _train(
+    cfg: Config,
+    out_dir: Path,
+    ddp: Distributed,
+    resume: bool,
+    device: str | None,
+    progress: bool,
+    on_step: Callable[[int], None] | None,
+) -> dict[str, float]:
     dev = resolve_device(device)
-    if dev.type == "cuda" and device is None and ddp.world_size > 1:
+    if dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", ddp.local_rank)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
@@ -354,8 +402,6 @@ def train(
             f"{cfg.data.root}: {len(train_set)} training samples do not fill one batch of "
             f"{cfg.train.batch_size} per device"
         )
-
-    out_dir = Path(out_dir)
     latest_path = out_dir / "checkpoints" / "latest.pt"
     best_path = out_dir / "checkpoints" / "best.pt"
     resuming = resume and latest_path.is_file()
@@ -369,31 +415,25 @@ def train(
     if dev.type == "cuda" and cfg.train.amp != "off":
         amp_dtype = torch.bfloat16 if cfg.train.amp == "bf16" else torch.float16
     step_fn: nn.Module = TrainStep(model, criterion, amp_dtype)
-
-    lr = cfg.train.lr
-    if cfg.train.scale_lr:
-        lr *= cfg.train.batch_size * ddp.world_size / cfg.train.base_batch_size
-    optimizer = torch.optim.Adam(step_fn.parameters(), lr=lr)
-    schedule = PaperSchedule(
-        iters_per_epoch,
-        cfg.train.warmup_iters,
-        cfg.train.warmup_ratio,
-        tuple(cfg.train.lr_steps),
-        cfg.train.lr_factor,
+    optimizer, scheduler = build_optimizer(
+        step_fn.parameters(), cfg, ddp.world_size, iters_per_epoch
     )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype is torch.float16)
+    parts = {
+        "model": model,
+        "criterion": criterion,
+        "optimizer": optimizer,
+        "scheduler": scheduler,
+        "scaler": scaler,
+    }
 
     state = TrainState()
     if resuming:
         ckpt = safe_load(latest_path)
         if ckpt.get("format") != STATE_FORMAT:
-            raise ValueError(f"{latest_path}: not a training state ({ckpt.get('format')!r})")
-        model.load_state_dict(ckpt["model"])
-        criterion.load_state_dict(ckpt["criterion"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        scaler.load_state_dict(ckpt["scaler"])
+            raise CheckpointError(f"{latest_path}: not a training state ({ckpt.get('format')!r})")
+        for name, part in parts.items():
+            part.load_state_dict(ckpt[name])
         state = TrainState(**ckpt["state"])
         set_rng_state(ckpt["rng"])
         log.info("resumed from %s at epoch %d, step %d", latest_path, state.epoch, state.step)
@@ -404,11 +444,7 @@ def train(
                 {
                     "format": STATE_FORMAT,
                     "config": config_mod.to_dict(cfg),
-                    "model": model.state_dict(),
-                    "criterion": criterion.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict(),
+                    **{name: part.state_dict() for name, part in parts.items()},
                     "state": vars(state),
                     "rng": rng_state(),
                 },
@@ -419,9 +455,8 @@ def train(
         step_fn = DistributedDataParallel(
             step_fn, device_ids=[dev.index] if dev.type == "cuda" else None
         )
-    live = None
-    if ddp.is_main:
-        live = open_live(out_dir / "live", resume=resuming)
+    live = open_live(out_dir / "live", resume=resuming) if ddp.is_main else None
+    if live is not None:
         live.log_params(config_mod.to_dict(cfg))
         live.step = state.epoch
 
@@ -479,6 +514,4 @@ def train(
     finally:
         if live is not None:
             live.end()
-        if ddp.owns_group:
-            dist.destroy_process_group()
     return {k: v for k, v in state.best.items() if k != "epoch"}
