@@ -1,0 +1,113 @@
+"""Training throughput: images per second of one optimisation step, per precision and layout.
+
+Times exactly what ``ihl.engine.train`` runs per batch (``TrainStep``: forward,
+IHL loss with its flow, backward, Adam, the GradScaler under fp16) on batches
+already in device memory, so the numbers are the model's ceiling; the loader's
+is in benchmarks/data.py. Rows: the ``sample`` preset on CPU, with and without
+channels-last, and on CUDA (when present) ResNet-50 and HRNet-W32 at 256x192
+in fp32, bf16 and fp16, each with and without channels-last.
+
+    uv run python benchmarks/train.py [--steps 10] [--cpu-only]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from ihl import config
+from ihl.config import Config
+from ihl.engine import TrainStep
+from ihl.losses import build_loss
+from ihl.models import build_model
+
+CUDA_PRESETS = ("coco_res50", "coco_hrnet_w32")
+AMP = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def batch(cfg: Config, device: torch.device) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    b, (w, h), (mw, mh) = cfg.train.batch_size, cfg.model.input_size, cfg.model.heatmap_size
+    k = cfg.model.num_joints
+    images = torch.randint(0, 256, (b, 3, h, w), dtype=torch.uint8, device=device)
+    targets = {
+        "coords": torch.rand(b, k, 2, device=device) * 0.8 + 0.1,
+        "weights": torch.ones(b, k, device=device),
+        "heatmaps": torch.rand(b, k, mh, mw, device=device),
+    }
+    return images, targets
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def images_per_second(cfg: Config, device: torch.device, steps: int) -> float:
+    torch.manual_seed(0)
+    model = build_model(cfg.model).to(device)
+    criterion = build_loss(cfg.model.head, cfg.loss).to(device)
+    amp = AMP[cfg.train.amp] if device.type == "cuda" else None
+    if cfg.train.channels_last:
+        model.to(memory_format=torch.channels_last)
+    step = TrainStep(model, criterion, amp)
+    optimizer = torch.optim.Adam(step.parameters(), lr=cfg.train.lr)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp is torch.float16)
+    images, targets = batch(cfg, device)
+    if cfg.train.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+
+    def one() -> None:
+        loss = step(images, targets)["loss"]
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+
+    for _ in range(3):
+        one()
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        one()
+    sync(device)
+    return steps * cfg.train.batch_size / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per row")
+    parser.add_argument("--cpu-only", action="store_true", help="skip the CUDA rows")
+    args = parser.parse_args()
+
+    cpu = torch.device("cpu")
+    rows = [("sample", cpu, "off", False), ("sample", cpu, "off", True)]
+    if torch.cuda.is_available() and not args.cpu_only:
+        rows += [
+            (name, torch.device("cuda"), amp, channels_last)
+            for name in CUDA_PRESETS
+            for amp in AMP
+            for channels_last in (False, True)
+        ]
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
+    header = (
+        f"{'preset':<16} {'device':<6} {'input':>7} {'batch':>5} {'amp':<4} {'NHWC':<5} "
+        f"{'img/s':>8}"
+    )
+    print(header)
+    print("-" * len(header))
+    for name, device, amp, channels_last in rows:
+        overrides = {"train.amp": amp, "train.channels_last": channels_last}
+        cfg = config.load(name, overrides | {"model.pretrained": False})
+        rate = images_per_second(cfg, device, args.steps)
+        w, h = cfg.model.input_size
+        print(
+            f"{name:<16} {device.type:<6} {f'{w}x{h}':>7} {cfg.train.batch_size:>5} "
+            f"{amp:<4} {'yes' if channels_last else 'no':<5} {rate:>8.1f}",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
