@@ -4,7 +4,7 @@ Trains the ``sample`` preset three times on the synthetic COCO set, changing
 only ``model.head`` (ihl, heatmap, integral): same backbone, deconvolutions,
 data, schedule and seed. Each run is then evaluated with the noisy detector
 boxes and flip test, as ``ihl evaluate`` does. About five minutes per head on
-a two-core CPU.
+a quiet two-core CPU.
 
     uv run python benchmarks/heads.py [--data runs/synth] [--out runs/heads]
 """
@@ -21,7 +21,7 @@ from ihl.engine import train
 from ihl.evaluate import evaluate
 
 HEADS = ("ihl", "heatmap", "integral")
-SYNTH_SIZE = (2000, 100)
+SYNTH_SIZE = (1000, 100)
 """Train and val images of the synthetic set made when ``--data`` does not exist yet."""
 
 

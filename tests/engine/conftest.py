@@ -8,6 +8,7 @@ import pytest
 
 from ihl import config
 from ihl.data.synth import make_coco_synth
+from ihl.engine import train
 
 TINY = {
     "model.backbone": "resnet18",
@@ -33,3 +34,11 @@ def tiny_coco(tmp_path_factory) -> Path:
 @pytest.fixture
 def tiny_cfg(tiny_coco) -> config.Config:
     return config.load("sample", TINY | {"data.root": str(tiny_coco)})
+
+
+@pytest.fixture(scope="session")
+def straight_run(tiny_coco, tmp_path_factory) -> tuple[Path, dict[str, float]]:
+    """One uninterrupted tiny run: (its folder, the metrics train returned)."""
+    out = tmp_path_factory.mktemp("straight")
+    cfg = config.load("sample", TINY | {"data.root": str(tiny_coco)})
+    return out, train(cfg, out, progress=False)

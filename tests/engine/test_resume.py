@@ -46,9 +46,8 @@ def _assert_same(a: dict, b: dict, what: str) -> None:
             assert torch.equal(a[key], b[key]), f"{what}: {key}"
 
 
-def test_killed_and_resumed_run_matches_uninterrupted_run(tiny_cfg, tmp_path):
-    reference = train(tiny_cfg, tmp_path / "straight", progress=False)
-
+def test_killed_and_resumed_run_matches_uninterrupted_run(tiny_cfg, straight_run, tmp_path):
+    straight, reference = straight_run
     out = tmp_path / "killed"
     child = subprocess.run(
         [sys.executable, "-c", CHILD, json.dumps(config.to_dict(tiny_cfg)), str(out), str(KILL_AT)],
@@ -64,7 +63,7 @@ def test_killed_and_resumed_run_matches_uninterrupted_run(tiny_cfg, tmp_path):
     resumed = train(tiny_cfg, out, resume=True, progress=False)
 
     assert resumed == pytest.approx(reference, nan_ok=True)
-    want = safe_load(tmp_path / "straight" / "checkpoints" / "latest.pt")
+    want = safe_load(straight / "checkpoints" / "latest.pt")
     got = safe_load(out / "checkpoints" / "latest.pt")
     assert got["state"]["iteration"] == want["state"]["iteration"] == 10
     _assert_same(got["model"], want["model"], "model")

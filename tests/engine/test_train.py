@@ -23,24 +23,24 @@ def test_schedule_warms_up_linearly_then_steps_down_by_epoch():
     assert schedule(30) == pytest.approx(0.01)
 
 
-def test_training_writes_checkpoints_and_logs(tiny_cfg, tmp_path):
-    metrics = train(tiny_cfg, tmp_path, progress=False)
+def test_training_writes_checkpoints_and_logs(tiny_cfg, straight_run):
+    out, metrics = straight_run
     assert set(metrics) >= {"AP", "AP50", "AR", "ARl"}
 
-    state = torch.load(tmp_path / "checkpoints" / "latest.pt", weights_only=True)
+    state = torch.load(out / "checkpoints" / "latest.pt", weights_only=True)
     assert {"model", "criterion", "optimizer", "scheduler", "scaler", "rng"} <= state.keys()
     assert state["state"]["epoch"] == tiny_cfg.train.epochs
 
-    model, cfg = load_model(tmp_path / "checkpoints" / "best.pt")
+    model, cfg = load_model(out / "checkpoints" / "best.pt")
     assert cfg.model == tiny_cfg.model
     assert sum(p.numel() for p in model.parameters()) > 0
 
-    live = tmp_path / "live"
+    live = out / "live"
     summary = json.loads((live / "metrics.json").read_text())
     assert {"loss", "likelihood", "lr"} <= summary["train"].keys()
     assert summary["val"]["AP"] == pytest.approx(metrics["AP"])
     assert (live / "params.yaml").is_file()
-    assert not (tmp_path / "dvc.yaml").exists()
+    assert not (out / "dvc.yaml").exists()
 
 
 @pytest.mark.parametrize("head", ["heatmap", "integral"])
