@@ -376,5 +376,8 @@ def data_check_cmd(
     typer.echo(f"no problems in {dataset.value} dataset {root} ({checked})")
 
 
+# Commands kept in their own modules register themselves on `app` when imported.
+from ihl import cli_pipeline, cli_serving  # noqa: E402, F401
+
 if __name__ == "__main__":
     app()
