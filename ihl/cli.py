@@ -377,7 +377,7 @@ def data_check_cmd(
 
 
 # Commands kept in their own modules register themselves on `app` when imported.
-from ihl import cli_pipeline, cli_serving  # noqa: E402, F401
+from ihl import cli_pipeline, cli_registry, cli_serving  # noqa: E402, F401
 
 if __name__ == "__main__":
     app()
