@@ -45,10 +45,10 @@ from ihl.evaluate import (
     crop_size,
     predict_dataset,
     require_dir,
-    resolve_device,
     score,
     worker_init,
 )
+from ihl.inference import resolve_device
 from ihl.losses import build_loss
 from ihl.models import build_model
 

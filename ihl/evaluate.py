@@ -29,7 +29,7 @@ from ihl.evaluation.coco import (
     write_results,
 )
 from ihl.evaluation.mpii import evaluate_mpii_mat
-from ihl.inference import predict_crops
+from ihl.inference import predict_crops, resolve_device
 
 COCO_SPLITS = {"train": "train2017", "val": "val2017"}
 """Short split names and the COCO 2017 folders they stand for; other names are used as given."""
@@ -181,12 +181,6 @@ def _person_results(predictions: Mapping[str, np.ndarray]) -> list[dict]:
         }
         for image_id, kpts, s in zip(predictions["image_ids"], triples, scores, strict=True)
     ]
-
-
-def resolve_device(device: str | None) -> torch.device:
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def evaluate(

@@ -53,16 +53,6 @@ Boxes = tuple[np.ndarray, np.ndarray]
 """(N, 4) x, y, w, h boxes in image pixels and their (N,) scores."""
 
 
-def resolve_device(device: str | None = None) -> torch.device:
-    """The requested device, or CUDA when present and the CPU otherwise."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    resolved = torch.device(device)
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available")
-    return resolved
-
-
 def make_crops(
     image_rgb: np.ndarray,
     boxes_xywh: Sequence[Sequence[float]] | np.ndarray,
