@@ -1,0 +1,199 @@
+"""The registry against a real S3 endpoint (moto's server): round trip, immutability,
+checksums, aliases and the errors a user meets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ihl import registry
+from ihl.registry import ChecksumError, RegistryError, VersionExistsError
+
+VERSION_FILES = [
+    ".push-claim.json",
+    "config/config.properties",
+    "manifest.json",
+    "model-store/ihl.mar",
+    "model_card.md",
+]
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` by relative path, with its bytes."""
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def keys(s3, bucket: str) -> list[str]:
+    return sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", []))
+
+
+def test_round_trip(s3, bucket, make_export, tmp_path):
+    export = make_export("export")
+    uri = f"s3://{bucket}/team/models"
+
+    assert registry.push(export, uri, "ihl", "1") == f"s3://{bucket}/team/models/ihl/1"
+    assert keys(s3, bucket) == [f"team/models/ihl/1/{p}" for p in VERSION_FILES]
+    [listed] = registry.list_versions(uri, "ihl")
+    assert listed["version"] == "1" and listed["complete"] and listed["aliases"] == []
+    assert listed["files"] == 3 and listed["size"] == sum(len(b) for b in tree(export).values())
+    assert registry.list_models(uri) == ["ihl"]
+
+    pulled = registry.pull(uri, "ihl", "1", tmp_path / "pulled")
+    files = tree(pulled)
+    manifest = json.loads(files.pop("manifest.json"))
+    assert files == tree(export)
+    assert manifest["version"] == "1" and set(manifest["files"]) == set(files)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_versions_are_immutable(s3, bucket, make_export):
+    uri = f"s3://{bucket}"
+    registry.push(make_export("a"), uri, "ihl", "1")
+    before = s3.get_object(Bucket=bucket, Key="ihl/1/model-store/ihl.mar")["Body"].read()
+
+    with pytest.raises(VersionExistsError, match="immutable"):
+        registry.push(make_export("b", payload=b"other"), uri, "ihl", "1")
+    after = s3.get_object(Bucket=bucket, Key="ihl/1/model-store/ihl.mar")["Body"].read()
+    assert after == before
+
+
+def test_a_claimed_version_stops_a_concurrent_push(s3, bucket, make_export):
+    """Another push holds the claim: the conditional write fails before any upload."""
+    claim = json.dumps({"pushed_by": "ci@runner-7", "started": "2025-01-01T00:00:00Z"})
+    s3.put_object(Bucket=bucket, Key="ihl/2/.push-claim.json", Body=claim)
+
+    with pytest.raises(RegistryError, match="being pushed by ci@runner-7"):
+        registry.push(make_export("e"), f"s3://{bucket}", "ihl", "2")
+    assert keys(s3, bucket) == ["ihl/2/.push-claim.json"]
+    with pytest.raises(RegistryError, match="incomplete"):
+        registry.pull(f"s3://{bucket}", "ihl", "2", Path("never-written"))
+    assert not Path("never-written").exists()
+    assert registry.list_versions(f"s3://{bucket}", "ihl")[0]["complete"] is False
+
+
+def test_a_failed_push_leaves_nothing_and_can_be_retried(s3, bucket, make_export):
+    export = make_export("e")
+    calls = []
+
+    def failing_progress(label, total):
+        calls.append(label)
+        if len(calls) == 2:
+            raise OSError("disk read error")
+        return lambda n: None
+
+    with pytest.raises(OSError, match="disk read error"):
+        registry.push(export, f"s3://{bucket}", "ihl", "1", progress=failing_progress)
+    assert keys(s3, bucket) == []
+    registry.push(export, f"s3://{bucket}", "ihl", "1")
+    assert "ihl/1/manifest.json" in keys(s3, bucket)
+
+
+def test_a_tampered_object_is_refused_on_pull(s3, bucket, make_export, tmp_path):
+    uri = f"s3://{bucket}"
+    registry.push(make_export("e"), uri, "ihl", "1")
+    s3.put_object(Bucket=bucket, Key="ihl/1/model_card.md", Body=b"# ihl 1\n\nAP 0.9\n")
+    dest = tmp_path / "out" / "pulled"
+
+    with pytest.raises(ChecksumError, match="model_card.md does not match the manifest"):
+        registry.pull(uri, "ihl", "1", dest)
+    assert not dest.exists()
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_a_manifest_cannot_write_outside_the_destination(s3, bucket, make_export, tmp_path):
+    uri = f"s3://{bucket}"
+    registry.push(make_export("e"), uri, "ihl", "1")
+    manifest = json.loads(s3.get_object(Bucket=bucket, Key="ihl/1/manifest.json")["Body"].read())
+    manifest["files"]["../escaped.txt"] = {"sha256": "0" * 64, "size": 1}
+    s3.put_object(Bucket=bucket, Key="ihl/1/manifest.json", Body=json.dumps(manifest))
+
+    with pytest.raises(RegistryError, match="unsafe path '../escaped.txt'"):
+        registry.pull(uri, "ihl", "1", tmp_path / "out" / "pulled")
+    assert not (tmp_path / "out" / "escaped.txt").exists()
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_promote_moves_an_alias_that_pull_and_list_follow(s3, bucket, make_export, tmp_path):
+    uri = f"s3://{bucket}/reg"
+    registry.push(make_export("v1"), uri, "ihl", "1")
+    registry.push(make_export("v2", payload=b"two"), uri, "ihl", "2")
+
+    assert registry.promote(uri, "ihl", "1") is None
+    assert registry.promote(uri, "ihl", "2") == "1"
+    assert registry.promote(uri, "ihl", "production", alias="stable") is None
+    assert registry.resolve(uri, "ihl", "production") == "2"
+    assert registry.resolve(uri, "ihl", "stable") == "2"
+    by_version = {v["version"]: v["aliases"] for v in registry.list_versions(uri, "ihl")}
+    assert by_version == {"1": [], "2": ["production", "stable"]}
+
+    pulled = registry.pull(uri, "ihl", "production", tmp_path / "prod")
+    assert tree(pulled)["model_card.md"] == tree(tmp_path / "v2")["model_card.md"]
+    assert json.loads((pulled / "manifest.json").read_text())["version"] == "2"
+
+
+def test_aliases_and_versions_keep_apart(bucket, make_export):
+    uri = f"s3://{bucket}"
+    registry.push(make_export("e"), uri, "ihl", "1")
+    registry.promote(uri, "ihl", "1", alias="staging")
+
+    with pytest.raises(RegistryError, match="'1' is a version"):
+        registry.promote(uri, "ihl", "1", alias="1")
+    with pytest.raises(RegistryError, match="already has an alias 'staging'"):
+        registry.push(make_export("f"), uri, "ihl", "staging")
+    with pytest.raises(RegistryError, match=r"alias '7'.*versions: 1; aliases: staging"):
+        registry.promote(uri, "ihl", "7")
+
+
+def test_versions_sort_by_number(bucket, make_export):
+    uri = f"s3://{bucket}"
+    export = make_export("e")
+    for version in ("10", "2", "1.10", "1.2"):
+        registry.push(export, uri, "ihl", version)
+    assert [v["version"] for v in registry.list_versions(uri, "ihl")] == ["1.2", "1.10", "2", "10"]
+
+
+def test_bad_inputs_name_the_problem_and_write_nothing(s3, bucket, make_export, tmp_path):
+    uri = f"s3://{bucket}"
+    export = make_export("e")
+    registry.push(export, uri, "ihl", "1")
+
+    with pytest.raises(RegistryError, match="expected s3://BUCKET"):
+        registry.push(export, "http://example.com/models", "ihl", "2")
+    with pytest.raises(RegistryError, match="version '../2'"):
+        registry.push(export, uri, "ihl", "../2")
+    with pytest.raises(RegistryError, match="version '_aliases'"):
+        registry.push(export, uri, "ihl", "_aliases")
+    (export / "model_card.md").unlink()
+    with pytest.raises(RegistryError, match="missing model_card.md"):
+        registry.push(export, uri, "ihl", "2")
+    with pytest.raises(RegistryError, match="export folder not found"):
+        registry.push(tmp_path / "nowhere", uri, "ihl", "2")
+    with pytest.raises(RegistryError, match="bucket 'no-such-bucket' does not exist"):
+        registry.list_versions("s3://no-such-bucket", "ihl")
+    with pytest.raises(RegistryError, match="no model 'other'"):
+        registry.pull(uri, "other", "1", tmp_path / "p")
+    with pytest.raises(RegistryError, match=r"no version or alias '3'.*versions: 1; aliases: none"):
+        registry.pull(uri, "ihl", "3", tmp_path / "p")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="not an empty folder"):
+        registry.pull(uri, "ihl", "1", tmp_path / "full")
+    assert tree(tmp_path / "full") == {"keep.txt": b"mine"}
+    assert not (tmp_path / "p").exists()
+    assert keys(s3, bucket) == [f"ihl/1/{p}" for p in VERSION_FILES]
+
+
+def test_missing_credentials_and_unreachable_endpoint(bucket, dead_endpoint, monkeypatch, tmp_path):
+    uri = f"s3://{bucket}"
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    with pytest.raises(RegistryError, match="no S3 credentials.*AWS_ACCESS_KEY_ID"):
+        registry.list_versions(uri, "ihl")
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test-key")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test-secret")
+    with pytest.raises(RegistryError, match="cannot reach the S3 endpoint.*--endpoint-url"):
+        registry.pull(uri, "ihl", "1", tmp_path / "p", endpoint_url=dead_endpoint)
+    assert not (tmp_path / "p").exists()
