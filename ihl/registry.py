@@ -40,6 +40,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 MANIFEST = "manifest.json"
 CLAIM = ".push-claim.json"
@@ -446,12 +447,6 @@ def resolve(uri: str, name: str, version_or_alias: str, *, endpoint_url: str | N
     return _Store(uri, endpoint_url).resolve(name, version_or_alias)[0]
 
 
-def version_uri(uri: str, name: str, version: str) -> str:
-    """``s3://bucket/prefix/<name>/<version>``: the storageUri KServe downloads."""
-    bucket, prefix = parse_uri(uri)
-    return "s3://" + "/".join(p for p in (bucket, prefix, name, version) if p)
-
-
 def _safe_relpath(rel: str) -> PurePosixPath:
     path = PurePosixPath(rel)
     if path.is_absolute() or ".." in path.parts or not path.parts:
@@ -656,3 +651,101 @@ def register(
         "file": str(target),
         "status": reply.get("status", ""),
     }
+
+
+def _inference_port(config_properties: str) -> int:
+    """The port of ``inference_address`` in a TorchServe config, 8080 (KServe's) if unset."""
+    for line in config_properties.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip() == "inference_address":
+            port = urllib.parse.urlparse(value.strip()).port
+            if port:
+                return port
+    return 8080
+
+
+def inference_service(
+    storage_uri: str,
+    *,
+    name: str = "ihl",
+    port: int = 8080,
+    gpus: int = 0,
+    service_account: str = "ihl-s3",
+    image: str | None = None,
+) -> dict:
+    """A KServe InferenceService for one registry version (``storage_uri``).
+
+    KServe's ``pytorch`` model format with protocol v1: the storage initializer
+    downloads the version to /mnt/models using the S3 credentials bound to
+    ``service_account``, and the serve image (``ihl.images.image("serve")``,
+    which holds the handler's dependencies) runs TorchServe in the foreground on
+    that folder's model store and KServe config.properties, listening on ``port``.
+    ``gpus`` > 0 asks for that many ``nvidia.com/gpu`` and tolerates GPU taints.
+    """
+    from ihl.images import image as image_ref
+
+    if not re.fullmatch(r"[a-z]([-a-z0-9]{0,43}[a-z0-9])?", name):
+        raise RegistryError(
+            f"InferenceService name {name!r}: use lowercase letters, digits and '-' "
+            "(a DNS label of at most 45 characters, starting with a letter)"
+        )
+    limits = {"cpu": "4", "memory": "8Gi"}
+    if gpus:
+        limits["nvidia.com/gpu"] = str(gpus)
+    predictor: dict[str, Any] = {
+        "serviceAccountName": service_account,
+        "model": {
+            "modelFormat": {"name": "pytorch"},
+            "protocolVersion": "v1",
+            "storageUri": storage_uri,
+            "image": image or image_ref("serve"),
+            "command": ["torchserve"],
+            "args": [
+                "--foreground",
+                "--no-config-snapshots",
+                "--model-store=/mnt/models/model-store",
+                "--ts-config=/mnt/models/config/config.properties",
+            ],
+            "ports": [{"name": "http1", "containerPort": port, "protocol": "TCP"}],
+            "resources": {"requests": {"cpu": "2", "memory": "4Gi"}, "limits": limits},
+        },
+    }
+    if gpus:
+        predictor["tolerations"] = [
+            {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+        ]
+    return {
+        "apiVersion": "serving.kserve.io/v1beta1",
+        "kind": "InferenceService",
+        "metadata": {"name": name},
+        "spec": {"predictor": predictor},
+    }
+
+
+def kserve_manifest(
+    uri: str,
+    name: str,
+    version_or_alias: str,
+    *,
+    service_name: str | None = None,
+    gpus: int = 0,
+    service_account: str = "ihl-s3",
+    image: str | None = None,
+    endpoint_url: str | None = None,
+) -> dict:
+    """The InferenceService for a registry version; an alias is resolved to its version
+    now (KServe knows nothing of aliases), and the port is read from the version's own
+    config.properties so that the manifest and the server agree."""
+    store = _Store(uri, endpoint_url)
+    version, _ = store.resolve(name, version_or_alias)
+    key = store.key(name, version, "config/config.properties")
+    with _s3_errors(store.url(key)):
+        config = store.client.get_object(Bucket=store.bucket, Key=key)["Body"].read()
+    return inference_service(
+        store.url(store.key(name, version)),
+        name=service_name or name,
+        port=_inference_port(config.decode()),
+        gpus=gpus,
+        service_account=service_account,
+        image=image,
+    )

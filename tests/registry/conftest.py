@@ -11,6 +11,9 @@ from pathlib import Path
 import boto3
 import pytest
 from moto.server import ThreadedMotoServer
+from typer.testing import CliRunner
+
+from ihl.cli import app
 
 
 def free_port() -> int:
@@ -87,3 +90,14 @@ def _write_export(root: Path, name: str, version: str, payload: bytes) -> Path:
     (root / "config" / "config.properties").write_text("inference_address=http://0.0.0.0:8085\n")
     (root / "model_card.md").write_text(f"# {name} {version}\n\nAP 0.5{payload.hex()}\n")
     return root
+
+
+@pytest.fixture
+def cli():
+    """Run ``ihl ARGS...`` in-process; returns click's Result."""
+    runner = CliRunner()
+
+    def run(*args):
+        return runner.invoke(app, [str(a) for a in args])
+
+    return run
