@@ -571,14 +571,13 @@ def _management(method: str, url: str, token: str | None, timeout: float) -> dic
             detail = json.loads(body).get("message", body)
         except ValueError:
             detail = body
-        hint = {
-            400: "",
-            401: " (wrong or missing management key: pass --token or --key-file)",
-            403: " (wrong or missing management key: pass --token or --key-file)",
-            404: "",
-            405: " (start TorchServe with --enable-model-api or enable_model_api=true)",
-            409: " (that model version is registered already)",
-        }.get(err.code, "")
+        if "token" in str(detail).lower():  # TorchServe answers a bad key with HTTP 400
+            hint = " (pass the management key: --token, or --key-file key_file.json)"
+        else:
+            hint = {
+                405: " (start TorchServe with --enable-model-api or enable_model_api=true)",
+                409: " (that model version is registered already)",
+            }.get(err.code, "")
         raise RegistryError(f"TorchServe {method} {url}: HTTP {err.code}: {detail}{hint}") from err
     except (urllib.error.URLError, OSError) as err:
         raise RegistryError(
@@ -648,7 +647,7 @@ def register(
         "model": model_name,
         "model_version": model_version,
         "version": version,
-        "file": str(target),
+        "file": str(target.resolve()),
         "status": reply.get("status", ""),
     }
 

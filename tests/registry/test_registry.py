@@ -4,6 +4,7 @@ checksums, aliases and the errors a user meets."""
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import pytest
@@ -71,6 +72,33 @@ def test_a_claimed_version_stops_a_concurrent_push(s3, bucket, make_export):
         registry.pull(f"s3://{bucket}", "ihl", "2", Path("never-written"))
     assert not Path("never-written").exists()
     assert registry.list_versions(f"s3://{bucket}", "ihl")[0]["complete"] is False
+
+
+def test_concurrent_pushes_of_one_version_leave_one_winner(bucket, make_export, tmp_path):
+    uri = f"s3://{bucket}"
+    exports = [make_export(f"e{i}", payload=bytes([i]) * 100) for i in range(4)]
+    start = threading.Barrier(len(exports))
+    outcomes: dict[int, object] = {}
+
+    def push(i):
+        start.wait()
+        try:
+            outcomes[i] = registry.push(exports[i], uri, "ihl", "1")
+        except RegistryError as err:
+            outcomes[i] = err
+
+    threads = [threading.Thread(target=push, args=(i,)) for i in range(len(exports))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    winners = [i for i, outcome in outcomes.items() if isinstance(outcome, str)]
+    assert len(winners) == 1 and len(outcomes) == len(exports)
+    pulled = registry.pull(uri, "ihl", "1", tmp_path / "pulled")
+    files = tree(pulled)
+    files.pop("manifest.json")
+    assert files == tree(exports[winners[0]])
 
 
 def test_a_failed_push_leaves_nothing_and_can_be_retried(s3, bucket, make_export):
