@@ -48,6 +48,14 @@ ALIASES = "_aliases"
 REQUIRED = ("config/config.properties", "model_card.md")
 """Files every export holds besides its archive (``model-store/*.mar``)."""
 
+KSERVE_ENV = {
+    "TS_INFERENCE_ADDRESS": "http://0.0.0.0:8080",
+    "TS_MANAGEMENT_ADDRESS": "http://127.0.0.1:8081",
+    "TS_METRICS_ADDRESS": "http://0.0.0.0:8082",
+    "TS_SERVICE_ENVELOPE": "kserve",
+}
+"""TorchServe settings an InferenceService pins through the environment (see inference_service)."""
+
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
@@ -652,22 +660,10 @@ def register(
     }
 
 
-def _inference_port(config_properties: str) -> int:
-    """The port of ``inference_address`` in a TorchServe config, 8080 (KServe's) if unset."""
-    for line in config_properties.splitlines():
-        key, sep, value = line.partition("=")
-        if sep and key.strip() == "inference_address":
-            port = urllib.parse.urlparse(value.strip()).port
-            if port:
-                return port
-    return 8080
-
-
 def inference_service(
     storage_uri: str,
     *,
     name: str = "ihl",
-    port: int = 8080,
     gpus: int = 0,
     service_account: str = "ihl-s3",
     image: str | None = None,
@@ -676,9 +672,13 @@ def inference_service(
 
     KServe's ``pytorch`` model format with protocol v1: the storage initializer
     downloads the version to /mnt/models using the S3 credentials bound to
-    ``service_account``, and the serve image (``ihl.images.image("serve")``,
-    which holds the handler's dependencies) runs TorchServe in the foreground on
-    that folder's model store and KServe config.properties, listening on ``port``.
+    ``service_account``; the serve image (``ihl.images.image("serve")``, which
+    holds the handler's dependencies) runs TorchServe in the foreground, under
+    the image's entrypoint, on that folder's model store and KServe
+    config.properties. That config lets the environment override it
+    (enable_envvars_config), which pins what KServe relies on whatever the
+    image's defaults: inference on the pod port 8080 with the v1 envelope,
+    management on the pod's loopback only, metrics on 8082 for Prometheus.
     ``gpus`` > 0 asks for that many ``nvidia.com/gpu`` and tolerates GPU taints.
     """
     from ihl.images import image as image_ref
@@ -698,14 +698,15 @@ def inference_service(
             "protocolVersion": "v1",
             "storageUri": storage_uri,
             "image": image or image_ref("serve"),
-            "command": ["torchserve"],
             "args": [
+                "torchserve",
                 "--foreground",
                 "--no-config-snapshots",
                 "--model-store=/mnt/models/model-store",
                 "--ts-config=/mnt/models/config/config.properties",
             ],
-            "ports": [{"name": "http1", "containerPort": port, "protocol": "TCP"}],
+            "env": [{"name": k, "value": v} for k, v in KSERVE_ENV.items()],
+            "ports": [{"name": "http1", "containerPort": 8080, "protocol": "TCP"}],
             "resources": {"requests": {"cpu": "2", "memory": "4Gi"}, "limits": limits},
         },
     }
@@ -733,17 +734,12 @@ def kserve_manifest(
     endpoint_url: str | None = None,
 ) -> dict:
     """The InferenceService for a registry version; an alias is resolved to its version
-    now (KServe knows nothing of aliases), and the port is read from the version's own
-    config.properties so that the manifest and the server agree."""
+    now (KServe knows nothing of aliases) and the version is checked to be complete."""
     store = _Store(uri, endpoint_url)
     version, _ = store.resolve(name, version_or_alias)
-    key = store.key(name, version, "config/config.properties")
-    with _s3_errors(store.url(key)):
-        config = store.client.get_object(Bucket=store.bucket, Key=key)["Body"].read()
     return inference_service(
         store.url(store.key(name, version)),
         name=service_name or name,
-        port=_inference_port(config.decode()),
         gpus=gpus,
         service_account=service_account,
         image=image,
