@@ -1,0 +1,59 @@
+"""Prepare: find the dataset on the data volume (fetching it from DVC first if asked) and index it.
+
+The images stay on the volume; only ``index.json`` (counts and a content
+fingerprint) goes to the artifact store, and the Dataset artifact's metadata
+says where on the volume the images are.
+"""
+
+from kfp.dsl import Dataset, Output
+
+from components._base import ihl_component
+
+
+@ihl_component
+def prepare(
+    dataset: str,
+    data_source: str,
+    data_path: str,
+    dvc_repo: str,
+    dvc_rev: str,
+    volume: str,
+    image: str,
+    prepared: Output[Dataset],
+):
+    """Validate and index ``dataset`` ("synth", "coco" or "mpii").
+
+    ``data_source`` "volume": the dataset is at ``volume/data_path``. "dvc": it is
+    ``data_path`` of the DVC-tracked git repository ``dvc_repo`` at ``dvc_rev``,
+    downloaded once per commit to ``volume/dvc/<commit>/data_path`` (a partial
+    download never takes that name, so a retried task starts it over).
+    ``image`` is not used here: it is an input so that the cache key changes with it.
+    """
+    import shutil
+    from pathlib import Path
+
+    from ihl.prepare import prepare as prepare_dataset
+
+    source = {"data_source": data_source}
+    if data_source == "volume":
+        root = Path(volume) / data_path
+    elif data_source == "dvc":
+        if not dvc_repo:
+            raise ValueError("data_source 'dvc' needs dvc_repo (a git URL or path)")
+        from dvc.api import DVCFileSystem
+
+        fs = DVCFileSystem(dvc_repo, rev=dvc_rev or None)
+        commit = fs.repo.get_rev()
+        root = Path(volume) / "dvc" / commit / data_path
+        if not root.is_dir():
+            partial = root.with_name(root.name + ".partial")
+            shutil.rmtree(partial, ignore_errors=True)
+            partial.parent.mkdir(parents=True, exist_ok=True)
+            print(f"fetching {data_path} from {dvc_repo} at {commit} to {root}")
+            fs.get(data_path, str(partial), recursive=True)
+            partial.rename(root)
+        source |= {"dvc_repo": dvc_repo, "dvc_rev": dvc_rev, "commit": commit}
+    else:
+        raise ValueError(f"unknown data_source {data_source!r}; expected 'volume' or 'dvc'")
+    summary = prepare_dataset(dataset, root.resolve(), Path(prepared.path))
+    prepared.metadata.update({**summary, **source, "dataset": dataset, "root": str(root.resolve())})

@@ -1,0 +1,224 @@
+"""The training pipeline: prepare -> train -> evaluate -> export -> register.
+
+``build_pipeline(ClusterSettings())`` is the pipeline for a cluster: GPU,
+CPU and memory requests, node selector and tolerations on the GPU tasks, the
+data volume (a PVC) mounted at /data, a memory-backed /dev/shm, retries on
+training and S3 credentials from a secret. ``build_pipeline(None, volume=DIR)``
+is the same graph with none of that, for ``kfp.local``, which ignores
+Kubernetes settings and has no PVCs: a local folder stands in for the volume.
+
+Caching: KFP reuses a task's outputs when its inputs and command match an earlier
+run's. Every component takes the image reference as an input, so a new image
+reference never meets an old cache entry; a moved tag (same reference, new bytes)
+would, so ``submit`` turns caching off unless the image is pinned by digest.
+Registering touches the outside world and is never cached.
+"""
+
+import tempfile
+from pathlib import Path
+from typing import NamedTuple
+
+from kfp import compiler, dsl, kubernetes
+from kfp.dsl import HTML, Metrics, Model
+
+from components import evaluate, export, prepare, register, train
+from ihl import config
+from ihl.images import image as default_image
+from ihl.prepare import DATASETS
+from pipelines.settings import S3_KEYS, VOLUME_MOUNT, ClusterSettings
+
+DATA_SOURCES = ("volume", "dvc")
+PIPELINE_NAME = "ihl-train"
+DEFAULTS = {
+    "dataset": "synth",
+    "preset": "sample",
+    "epochs": 0,
+    "num_gpus": 1,
+    "data_source": "volume",
+    "data_path": "synth",
+    "dvc_repo": "",
+    "dvc_rev": "",
+    "data_pvc": "ihl-data",
+    "overrides": {},
+    "registry_uri": "",
+    "model_name": "ihl",
+    "model_version": "",
+}
+"""Run parameters other than ``image`` and their defaults (the pipeline's signature uses them).
+
+dataset: synth, coco or mpii. preset: an ihl preset. epochs: 0 keeps the preset's.
+num_gpus: GPUs of the train task (0: CPU; more than 1: torchrun). data_source:
+"volume" (``data_path`` on the data volume) or "dvc" (``data_path`` in the git
+repository ``dvc_repo`` at revision ``dvc_rev``). data_pvc: the PVC holding the
+data volume. overrides: dotted config keys. registry_uri: ``s3://bucket/prefix``,
+"" to skip registering. model_version: "" names it after the run.
+"""
+
+
+class Outputs(NamedTuple):
+    metrics: Metrics
+    report: HTML
+    package: Model
+    registered: str
+
+
+def build_pipeline(
+    cluster: ClusterSettings | None = None, *, volume: str = VOLUME_MOUNT, image: str | None = None
+):
+    """The pipeline function: for a cluster (``cluster`` given) or for kfp.local (None).
+
+    ``volume`` is where tasks find the data volume (the PVC's mount path on a
+    cluster, a local folder for kfp.local); ``image`` the default of the
+    ``image`` parameter (``ihl.images.image("train")``).
+    """
+    image_default = image or default_image("train")
+
+    @dsl.pipeline(
+        name=PIPELINE_NAME,
+        description="IHL pose estimation: prepare, train on GPUs, evaluate, export, register.",
+    )
+    def ihl_pipeline(
+        dataset: str = DEFAULTS["dataset"],
+        preset: str = DEFAULTS["preset"],
+        epochs: int = DEFAULTS["epochs"],
+        num_gpus: int = DEFAULTS["num_gpus"],
+        image: str = image_default,
+        data_source: str = DEFAULTS["data_source"],
+        data_path: str = DEFAULTS["data_path"],
+        dvc_repo: str = DEFAULTS["dvc_repo"],
+        dvc_rev: str = DEFAULTS["dvc_rev"],
+        data_pvc: str = DEFAULTS["data_pvc"],
+        overrides: dict = DEFAULTS["overrides"],
+        registry_uri: str = DEFAULTS["registry_uri"],
+        model_name: str = DEFAULTS["model_name"],
+        model_version: str = DEFAULTS["model_version"],
+    ) -> Outputs:
+        prepared = prepare(
+            dataset=dataset,
+            data_source=data_source,
+            data_path=data_path,
+            dvc_repo=dvc_repo,
+            dvc_rev=dvc_rev,
+            volume=volume,
+            image=image,
+        )
+        trained = train(
+            prepared=prepared.outputs["prepared"],
+            preset=preset,
+            epochs=epochs,
+            num_gpus=num_gpus,
+            overrides=overrides,
+            volume=volume,
+            image=image,
+        )
+        scored = evaluate(
+            prepared=prepared.outputs["prepared"], model=trained.outputs["model"], image=image
+        )
+        exported = export(
+            model=trained.outputs["model"],
+            metrics=scored.outputs["metrics"],
+            prepared=prepared.outputs["prepared"],
+            name=model_name,
+            version=model_version,
+            run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            image=image,
+        )
+        registered = register(
+            package=exported.outputs["package"], registry_uri=registry_uri, image=image
+        )
+        registered.set_caching_options(False)
+        tasks = (prepared, trained, scored, exported, registered)
+        for task in tasks:
+            task.set_container_image(image)
+        if cluster is not None:
+            _apply_cluster(cluster, data_pvc, num_gpus, *tasks)
+        return Outputs(
+            metrics=scored.outputs["metrics"],
+            report=scored.outputs["report"],
+            package=exported.outputs["package"],
+            registered=registered.output,
+        )
+
+    return ihl_pipeline
+
+
+def _apply_cluster(
+    cluster: ClusterSettings, data_pvc, num_gpus, prepared, trained, scored, exported, registered
+) -> None:
+    """Kubernetes settings: GPUs, node placement, the data volume, shared memory, secrets."""
+    for task in (prepared, trained, scored):
+        kubernetes.mount_pvc(task, pvc_name=data_pvc, mount_path=VOLUME_MOUNT)
+    for task, gpus in ((trained, num_gpus), (scored, 1)):
+        task.set_accelerator_type(cluster.accelerator).set_accelerator_limit(gpus)
+        task.set_cpu_request(cluster.cpu_request).set_cpu_limit(cluster.cpu_limit)
+        task.set_memory_request(cluster.memory_request).set_memory_limit(cluster.memory_limit)
+        kubernetes.empty_dir_mount(
+            task,
+            volume_name="dshm",
+            mount_path="/dev/shm",
+            medium="Memory",
+            size_limit=cluster.shm_size,
+        )
+        for key, value in cluster.node_selector.items():
+            kubernetes.add_node_selector(task, key, value)
+        for tol in cluster.tolerations:
+            kubernetes.add_toleration(
+                task,
+                key=tol.key,
+                operator="Exists" if tol.value is None else "Equal",
+                value=tol.value,
+                effect=tol.effect,
+            )
+    if cluster.train_retries:
+        trained.set_retry(cluster.train_retries, backoff_duration="60s", backoff_factor=2.0)
+    if cluster.s3_secret:
+        for task in (prepared, registered):
+            kubernetes.use_secret_as_env(
+                task, cluster.s3_secret, {key: key for key in S3_KEYS}, optional=True
+            )
+
+
+def check_arguments(arguments: dict) -> dict:
+    """The full run parameters (defaults filled in), refusing, by name, a value the pipeline
+    would only fail on minutes later."""
+    unknown = set(arguments) - set(DEFAULTS) - {"image"}
+    if unknown:
+        raise ValueError(f"unknown pipeline parameter(s): {', '.join(sorted(unknown))}")
+    args = {**DEFAULTS, **arguments}
+    if args["dataset"] not in DATASETS:
+        raise ValueError(
+            f"unknown dataset {args['dataset']!r}; expected one of {', '.join(DATASETS)}"
+        )
+    if args["data_source"] not in DATA_SOURCES:
+        raise ValueError(
+            f"unknown data source {args['data_source']!r}; "
+            f"expected one of {', '.join(DATA_SOURCES)}"
+        )
+    if args["data_source"] == "dvc" and not args["dvc_repo"]:
+        raise ValueError("the dvc data source needs a git repository (dvc_repo)")
+    if args["preset"] not in config.preset_names():
+        raise ValueError(
+            f"unknown preset {args['preset']!r}; presets: {', '.join(config.preset_names())}"
+        )
+    for name in ("epochs", "num_gpus"):
+        if int(args[name]) < 0:
+            raise ValueError(f"{name} must be 0 or more, got {args[name]}")
+    return args
+
+
+def compile_pipeline(
+    path: Path, cluster: ClusterSettings | None = None, image: str | None = None
+) -> Path:
+    """Write the cluster pipeline (``ClusterSettings()`` unless given) as KFP YAML to ``path``,
+    atomically (a temporary file renamed into place)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pipeline = build_pipeline(cluster or ClusterSettings(), image=image)
+    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".yaml", delete=False) as tmp:
+        partial = Path(tmp.name)
+    try:
+        compiler.Compiler().compile(pipeline, str(partial))
+        partial.replace(path)
+    finally:
+        partial.unlink(missing_ok=True)
+    return path

@@ -1,0 +1,139 @@
+"""The compiled cluster pipeline: tasks, GPU and resource requests, placement, volumes, images."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import load_pipeline
+
+from ihl.images import image
+
+TASKS = ("prepare", "train", "evaluate", "export", "register")
+NUM_GPUS = "{{$.inputs.parameters['pipelinechannel--num_gpus']}}"
+IMAGE_PARAM = "{{$.inputs.parameters['pipelinechannel--image']}}"
+
+
+@pytest.fixture(scope="module")
+def compiled(cli, tmp_path_factory):
+    path = tmp_path_factory.mktemp("compile") / "sub" / "ihl-pipeline.yaml"
+    result = cli("pipeline", "compile", "-o", path)
+    assert result.exit_code == 0, result.output
+    return load_pipeline(path)
+
+
+def test_tasks_in_order(compiled):
+    spec, _ = compiled
+    tasks = spec["root"]["dag"]["tasks"]
+    assert set(tasks) == set(TASKS)
+    assert tasks["train"]["dependentTasks"] == ["prepare"]
+    assert set(tasks["evaluate"]["dependentTasks"]) == {"prepare", "train"}
+    assert tasks["register"]["dependentTasks"] == ["export"]
+
+
+def test_parameters_and_defaults(compiled):
+    spec, _ = compiled
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    for name in ("dataset", "preset", "epochs", "num_gpus", "image", "data_source", "data_path"):
+        assert name in params
+    assert {"dvc_repo", "dvc_rev", "data_pvc", "overrides", "registry_uri"} <= set(params)
+    assert params["image"]["defaultValue"] == image("train")
+    assert params["dataset"]["defaultValue"] == "synth"
+    assert params["num_gpus"]["parameterType"] == "NUMBER_INTEGER"
+    assert params["overrides"]["parameterType"] == "STRUCT"
+
+
+def test_every_task_runs_the_image_parameter_without_pip(compiled):
+    spec, _ = compiled
+    for name in TASKS:
+        container = spec["deploymentSpec"]["executors"][f"exec-{name}"]["container"]
+        assert container["image"] == IMAGE_PARAM
+        assert "pip install" not in " ".join(container["command"])
+        task = spec["root"]["dag"]["tasks"][name]
+        # the image reference is an input, so a new image is a new cache key
+        assert task["inputs"]["parameters"]["image"] == {"componentInputParameter": "image"}
+
+
+def test_train_requests_gpus_cpu_memory_and_retries(compiled):
+    spec, _ = compiled
+    resources = spec["deploymentSpec"]["executors"]["exec-train"]["container"]["resources"]
+    assert resources["accelerator"]["resourceType"] == "nvidia.com/gpu"
+    assert resources["accelerator"]["resourceCount"] == NUM_GPUS
+    assert resources["resourceCpuRequest"] == "8" and resources["resourceCpuLimit"] == "16"
+    assert resources["resourceMemoryRequest"] == "32Gi"
+    assert resources["resourceMemoryLimit"] == "64Gi"
+    retry = spec["root"]["dag"]["tasks"]["train"]["retryPolicy"]
+    assert retry["maxRetryCount"] == 3
+    evaluate = spec["deploymentSpec"]["executors"]["exec-evaluate"]["container"]["resources"]
+    assert evaluate["accelerator"]["resourceCount"] == "1"
+    for name in ("prepare", "export", "register"):
+        assert "resources" not in spec["deploymentSpec"]["executors"][f"exec-{name}"]["container"]
+
+
+def test_gpu_tasks_placement_shm_and_data_volume(compiled):
+    _, k8s = compiled
+    for name in ("exec-train", "exec-evaluate"):
+        assert k8s[name]["nodeSelector"]["labels"] == {"nvidia.com/gpu.present": "true"}
+        assert k8s[name]["tolerations"] == [
+            {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+        ]
+        (shm,) = k8s[name]["emptyDirMounts"]
+        assert shm["mountPath"] == "/dev/shm" and shm["medium"] == "Memory"
+        assert shm["sizeLimit"] == "16Gi"
+    for name in ("exec-prepare", "exec-train", "exec-evaluate"):
+        (pvc,) = k8s[name]["pvcMount"]
+        assert pvc["mountPath"] == "/data"
+        assert pvc["pvcNameParameter"] == {"componentInputParameter": "data_pvc"}
+    assert "exec-export" not in k8s
+    for name in ("exec-prepare", "exec-register"):
+        (secret,) = k8s[name]["secretAsEnv"]
+        assert secret["secretName"] == "ihl-s3" and secret["optional"] is True
+
+
+def test_register_is_never_cached(compiled):
+    spec, _ = compiled
+    tasks = spec["root"]["dag"]["tasks"]
+    assert tasks["train"]["cachingOptions"] == {"enableCache": True}
+    assert not tasks["register"]["cachingOptions"].get("enableCache")
+
+
+def test_compile_options(cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("IHL_IMAGE_REPOSITORY", "registry.example/team/ihl")
+    path = tmp_path / "p.yaml"
+    result = cli(
+        "pipeline", "compile", "-o", path,
+        "--node-selector", "pool=a100", "--node-selector", "zone=b",
+        "--toleration", "dedicated=ml:NoExecute", "--shm-size", "1Gi", "--memory", "8Gi",
+        "--retries", "0", "--s3-secret", "",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    spec, k8s = load_pipeline(path)
+    default = spec["root"]["inputDefinitions"]["parameters"]["image"]["defaultValue"]
+    assert default == image("train") and default.startswith("registry.example/team/ihl:")
+    assert k8s["exec-train"]["nodeSelector"]["labels"] == {"pool": "a100", "zone": "b"}
+    assert k8s["exec-train"]["tolerations"] == [
+        {"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoExecute"}
+    ]
+    assert k8s["exec-train"]["emptyDirMounts"][0]["sizeLimit"] == "1Gi"
+    container = spec["deploymentSpec"]["executors"]["exec-train"]["container"]
+    assert container["resources"]["resourceMemoryRequest"] == "8Gi"
+    assert "retryPolicy" not in spec["root"]["dag"]["tasks"]["train"]
+    assert "exec-register" not in k8s
+
+    pinned = "registry.example/ihl@sha256:" + "0" * 64
+    assert cli("pipeline", "compile", "-o", path, "--image", pinned).exit_code == 0
+    spec, _ = load_pipeline(path)
+    assert spec["root"]["inputDefinitions"]["parameters"]["image"]["defaultValue"] == pinned
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--node-selector", "nolabel"), "expected KEY=VALUE"),
+        (("--toleration", "gpu:Never"), "EFFECT one of"),
+        (("--cpu", "lots"), "cpu"),
+    ],
+)
+def test_compile_refuses_bad_settings(cli, tmp_path, args, message):
+    result = cli("pipeline", "compile", "-o", tmp_path / "p.yaml", *args)
+    assert result.exit_code == 2
+    assert message in result.output
+    assert not (tmp_path / "p.yaml").exists()
