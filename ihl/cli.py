@@ -20,7 +20,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 data_app = typer.Typer(
-    help="Dataset tools: check a dataset before a long run.", no_args_is_help=True
+    help="Dataset tools: check a dataset, track it with DVC, push and pull it.",
+    no_args_is_help=True,
 )
 app.add_typer(data_app, name="data")
 
@@ -179,9 +180,22 @@ def train_cmd(
         list[str],
         typer.Option("--set", help="Override a config value (repeatable): model.head=heatmap."),
     ] = [],  # noqa: B006 - typer reads the default, never mutates it
+    params: Annotated[
+        Path | None,
+        typer.Option(
+            help="DVC params file (params.yaml): its model/loss/train/data sections and its "
+            "dataset are layered over the preset, before any --set."
+        ),
+    ] = None,
 ) -> None:
     """Train a pose model from a preset or YAML config."""
-    cfg = _load_config(config, _parse_overrides(overrides))
+    from ihl.params import config_overrides
+
+    try:
+        layered = {} if params is None else config_overrides(params)
+    except config_mod.ConfigError as err:
+        _fail(str(err))
+    cfg = _load_config(config, layered | _parse_overrides(overrides))
     from ihl.checkpoint import CheckpointError
     from ihl.engine import train
 
@@ -190,6 +204,33 @@ def train_cmd(
     except (*USER_ERRORS, CheckpointError) as err:
         _fail(str(err))
     _print_table(result)
+
+
+@app.command("prepare")
+def prepare_cmd(
+    dataset: Annotated[str, typer.Option(help="synth (`ihl synth`'s COCO layout), coco or mpii.")],
+    root: Annotated[Path, typer.Option(help="Dataset folder, e.g. data/synth.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for index.json.")],
+    no_decode: Annotated[
+        bool, typer.Option("--no-decode", help="Only check that images exist (fast).")
+    ] = False,
+) -> None:
+    """Validate a dataset and write OUT/index.json: counts per split and a content fingerprint."""
+    from ihl.prepare import prepare
+
+    try:
+        summary = prepare(dataset, root, out, decode_images=not no_decode)
+    except DatasetError as err:
+        hint = ""
+        if not root.is_dir() and dataset in ("coco", "mpii"):
+            hint = (
+                f"\nadd it with `ihl data add {dataset} PATH`, or fetch a tracked copy with "
+                f"`dvc pull {root}.dvc`"
+            )
+        _fail(f"{err}{hint}")
+    typer.echo(f"wrote {out / 'index.json'}: data version {summary['version']}")
+    for split, counts in summary["splits"].items():
+        typer.echo(f"{split:<8}  " + ", ".join(f"{v} {k}" for k, v in counts.items()))
 
 
 @app.command("evaluate")
@@ -375,6 +416,81 @@ def data_check_cmd(
         )
         raise typer.Exit(1)
     typer.echo(f"no problems in {dataset.value} dataset {root} ({checked})")
+
+
+@data_app.command("add")
+def data_add_cmd(
+    name: Annotated[str, typer.Argument(help="coco or mpii: the folder becomes data/NAME.")],
+    path: Annotated[Path, typer.Argument(help="Dataset folder in the standard layout.")],
+    move: Annotated[bool, typer.Option(help="Move PATH instead of copying it.")] = False,
+    replace: Annotated[
+        bool, typer.Option(help="Replace an existing data/NAME (a new version of it).")
+    ] = False,
+    no_decode: Annotated[
+        bool, typer.Option("--no-decode", help="Only check that images exist (fast).")
+    ] = False,
+) -> None:
+    """Check a COCO or MPII folder, place it at data/NAME and track it with DVC (`dvc add`)."""
+    from ihl.datastore import DataStoreError, add_dataset
+
+    try:
+        dvc_file = add_dataset(name, path, move=move, replace=replace, decode_images=not no_decode)
+    except (DataStoreError, DatasetError) as err:
+        _fail(str(err))
+    typer.echo(
+        f"data/{name} is tracked by {dvc_file}: commit that file with Git to record this "
+        "version, and upload the data with `ihl data push`"
+    )
+
+
+RemoteOpt = Annotated[
+    str | None, typer.Option("--remote", "-r", help="DVC remote; default: the project's default.")
+]
+TargetsArg = Annotated[
+    list[str] | None,
+    typer.Argument(help=".dvc files or tracked paths, e.g. data/coco.dvc; default: everything."),
+]
+
+
+@data_app.command("push")
+def data_push_cmd(targets: TargetsArg = None, remote: RemoteOpt = None) -> None:
+    """Upload tracked data to the DVC remote (`dvc push`), after checking that the remote's
+    credentials and endpoint work."""
+    _transfer("push", targets, remote)
+
+
+@data_app.command("pull")
+def data_pull_cmd(targets: TargetsArg = None, remote: RemoteOpt = None) -> None:
+    """Download tracked data from the DVC remote into the workspace (`dvc pull`), after
+    checking that the remote's credentials and endpoint work."""
+    _transfer("pull", targets, remote)
+
+
+def _transfer(direction: str, targets: list[str] | None, remote: str | None) -> None:
+    from ihl.datastore import DataStoreError, transfer
+
+    try:
+        transfer(direction, targets or [], remote=remote)
+    except DataStoreError as err:
+        _fail(str(err))
+
+
+@data_app.command("version")
+def data_version_cmd(
+    index: Annotated[Path, typer.Argument(help="index.json written by `ihl prepare`.")] = Path(
+        "data/index.json"
+    ),
+) -> None:
+    """Print the data version (dataset and content fingerprint) recorded by `ihl prepare`."""
+    from ihl.data.coco import load_json
+
+    try:
+        summary = load_json(index)
+    except DatasetError as err:
+        _fail(f"{err}; run `ihl prepare` (the pipeline's prepare stage) first")
+    if not isinstance(summary, dict) or "version" not in summary:
+        _fail(f"{index}: not an index written by `ihl prepare` (no version)")
+    typer.echo(summary["version"])
 
 
 # Commands kept in their own modules register themselves on `app` when imported.
