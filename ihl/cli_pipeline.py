@@ -7,6 +7,7 @@ these commands import them, and kfp, only when they run.
 
 from __future__ import annotations
 
+import json
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -326,9 +327,59 @@ def run_local_cmd(
     except RuntimeError as err:
         _fail(f"{err} (its log is above)")
     metrics, report, package = (task.outputs[k] for k in ("metrics", "report", "package"))
-    _print_table(metrics.metadata)
+    _print_table(json.loads(Path(metrics.path).read_text()))
     typer.echo(f"metrics: {metrics.path}")
     typer.echo(f"report:  {report.path}")
     typer.echo(f"model:   {Path(package.path) / package.metadata['archive']}")
     if task.outputs["registered"]:
         typer.echo(f"registered: {task.outputs['registered']}")
+
+
+@pipeline_app.command("pytorchjob")
+def pytorchjob_cmd(
+    name: Annotated[str, typer.Option(help="Job name; the run folder is /data/runs/NAME.")],
+    data_path: Annotated[str, typer.Option(help="Dataset folder on the data volume.")],
+    nodes: Annotated[int, typer.Option(min=1, help="Nodes (pods), one Master and Workers.")] = 2,
+    gpus_per_node: Annotated[int, typer.Option(min=1, help="GPUs (processes) per node.")] = 8,
+    preset: Annotated[str, typer.Option(help="Config preset.")] = "coco_res50",
+    image: Annotated[
+        str | None, typer.Option(help="Image [default: ihl.images train]; pin a digest.")
+    ] = None,
+    data_pvc: Annotated[str, typer.Option(help="PVC holding the data volume.")] = "ihl-data",
+    namespace: Annotated[str | None, typer.Option(help="Kubernetes namespace.")] = None,
+    overrides: SetOpt = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Manifest file [default: stdout].")
+    ] = None,
+) -> None:
+    """Write a Kubeflow Training Operator PyTorchJob that trains on several GPU nodes
+    (`kubectl apply -f` it)."""
+    _import_pipelines()
+    import yaml
+
+    from ihl import config as config_mod
+    from ihl.images import image as default_image
+    from pipelines.pytorchjob import pytorchjob_manifest
+
+    if preset not in config_mod.preset_names():
+        _fail(f"unknown preset {preset!r}; presets: {', '.join(config_mod.preset_names())}")
+    manifest = pytorchjob_manifest(
+        name,
+        image=image or default_image("train"),
+        nodes=nodes,
+        gpus_per_node=gpus_per_node,
+        preset=preset,
+        data_path=data_path,
+        overrides=_parse_overrides(overrides or []),
+        data_pvc=data_pvc,
+        namespace=namespace,
+    )
+    text = yaml.safe_dump(manifest, sort_keys=False)
+    if out is None:
+        typer.echo(text, nl=False)
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(out.name + ".partial")
+    partial.write_text(text)
+    partial.replace(out)
+    typer.echo(f"wrote {out}")
