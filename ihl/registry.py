@@ -621,7 +621,7 @@ def register(
         raise FileNotFoundError(f"TorchServe model store not found: {model_store}")
     store = _Store(uri, endpoint_url)
     version, _ = store.resolve(name, version_or_alias)
-    with tempfile.TemporaryDirectory(prefix=".ihl-pull-", dir=model_store) as tmp:
+    with tempfile.TemporaryDirectory(prefix="ihl-pull-") as tmp:
         pulled = pull(
             uri, name, version, Path(tmp) / "v", endpoint_url=endpoint_url, progress=progress
         )
@@ -635,8 +635,13 @@ def register(
             raise FileExistsError(
                 f"{target} exists with other contents; remove it or use another model store"
             )
-        if created:
-            os.replace(archives[0], target)
+        if created:  # a hidden partial name first: the store never shows half an archive
+            partial = model_store / f".{target.name}.partial"
+            try:
+                shutil.copyfile(archives[0], partial)
+                os.replace(partial, target)
+            finally:
+                partial.unlink(missing_ok=True)
     query = urllib.parse.urlencode(
         {"url": target.name, "initial_workers": workers, "synchronous": "true"}
     )
