@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
+import warnings
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -322,10 +323,14 @@ def run_local_cmd(
     local.init(
         runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(out.resolve() / "tasks")
     )
-    try:
-        task = build_pipeline(None, volume=str(volume))(**arguments)
-    except RuntimeError as err:
-        _fail(f"{err} (its log is above)")
+    with warnings.catch_warnings():
+        # kfp.local warns that the tasks' image is not a Python image; here the project's
+        # environment is the image's, so the warning does not apply.
+        warnings.filterwarnings("ignore", "You may be attemp", RuntimeWarning)
+        try:
+            task = build_pipeline(None, volume=str(volume))(**arguments)
+        except RuntimeError as err:
+            _fail(f"{err} (its log is above)")
     metrics, report, package = (task.outputs[k] for k in ("metrics", "report", "package"))
     _print_table(json.loads(Path(metrics.path).read_text()))
     typer.echo(f"metrics: {metrics.path}")

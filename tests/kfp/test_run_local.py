@@ -1,0 +1,142 @@
+"""The whole pipeline through kfp.local on a tiny synthetic set, registering into moto's S3."""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import re
+import socket
+import zipfile
+from pathlib import Path
+
+import boto3
+import cv2
+import numpy as np
+import pytest
+from moto.server import ThreadedMotoServer
+
+TINY = (
+    "--epochs", "1", "--set", "model.input_size=[64, 64]", "--set", "model.deconv_channels=32",
+    "--set", "train.batch_size=8", "--set", "train.warmup_iters=1", "--set", "train.lr_steps=[1]",
+    "--set", "loss.wasserstein=none",
+)  # fmt: skip
+MAR_ENTRIES = {
+    "model.pt", "config.yaml", "keypoints.json", "model_card.md", "model_card.json",
+    "ihl_handler.py", "model-config.yaml", "MAR-INF/MANIFEST.json",
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def s3_registry():
+    """A moto S3 server on a free port with one bucket; yields its environment variables."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    env = {
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "AWS_ACCESS_KEY_ID": "test-key",
+        "AWS_SECRET_ACCESS_KEY": "test-secret",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=env["AWS_ENDPOINT_URL"],
+        region_name="us-east-1",
+        aws_access_key_id="k",
+        aws_secret_access_key="s",
+    )
+    s3.create_bucket(Bucket="models")
+    yield env
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def local_run(cli, s3_registry, tmp_path_factory):
+    """One run-local of the whole pipeline: (its output folder, the CLI result)."""
+    out = tmp_path_factory.mktemp("run-local")
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in s3_registry.items():
+            mp.setenv(key, value)
+        mp.delenv("AWS_PROFILE", raising=False)
+        result = cli(
+            "pipeline", "run-local", "-o", out, "--synth-train", "8", "--synth-val", "3",
+            "--registry-uri", "s3://models/pose", "--model-version", "7", *TINY,
+        )  # fmt: skip
+    assert result.exit_code == 0, result.output[-3000:]
+    return out, result
+
+
+def _printed(result, label: str) -> Path:
+    (line,) = [ln for ln in result.output.splitlines() if ln.startswith(f"{label}:")]
+    return Path(line.split(":", 1)[1].strip())
+
+
+def test_metrics_written_and_logged_for_the_ui(local_run):
+    out, result = local_run
+    metrics = json.loads(_printed(result, "metrics").read_text())
+    assert {"AP", "AP50", "AP75", "AR"} <= set(metrics)
+    assert all(0 <= v <= 1 for v in metrics.values() if v is not None and math.isfinite(v))
+    (executor_output,) = out.glob("tasks/*/evaluate/executor_output.json")
+    logged = json.loads(executor_output.read_text())["artifacts"]["metrics"]["artifacts"][0]
+    assert logged["metadata"]["AP"] == metrics["AP"]
+
+
+def test_model_archive_is_a_complete_mar(local_run):
+    _, result = local_run
+    archive = _printed(result, "model")
+    assert archive.name == "ihl.mar"
+    with zipfile.ZipFile(archive) as mar:
+        assert MAR_ENTRIES <= set(mar.namelist())
+        manifest = json.loads(mar.read("MAR-INF/MANIFEST.json"))
+        card = mar.read("model_card.md").decode()
+    assert manifest["model"]["modelName"] == "ihl" and manifest["model"]["modelVersion"] == "7"
+    assert "synth-" in card  # the data version: the prepared dataset's fingerprint
+    assert (archive.parents[1] / "config" / "config.properties").is_file()
+
+
+def test_report_shows_predicted_skeletons(local_run):
+    _, result = local_run
+    page = _printed(result, "report").read_text()
+    assert "<td>AP</td>" in page
+    images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    assert len(images) == 3  # one per validation image
+    decoded = cv2.imdecode(np.frombuffer(base64.b64decode(images[0]), np.uint8), cv2.IMREAD_COLOR)
+    assert decoded is not None and decoded.shape[2] == 3
+
+
+def test_images_stay_on_the_volume_and_training_can_resume(local_run):
+    out, _ = local_run
+    (prepared,) = out.glob("tasks/*/prepare/prepared")
+    assert [p.name for p in prepared.iterdir()] == ["index.json"]  # no images in the artifact
+    (run_dir,) = (out / "volume" / "runs").iterdir()
+    assert (run_dir / "checkpoints" / "latest.pt").is_file()
+
+
+def test_registered_in_s3(local_run, s3_registry, monkeypatch):
+    _, result = local_run
+    for key, value in s3_registry.items():
+        monkeypatch.setenv(key, value)
+    from ihl.registry import list_versions
+
+    assert "registered: s3://models/pose/ihl/7" in result.output
+    assert [v["version"] for v in list_versions("s3://models/pose", "ihl")] == ["7"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--dataset", "imagenet"), "unknown dataset 'imagenet'"),
+        (("--preset", "nope"), "unknown preset 'nope'"),
+        (("--data-source", "ftp"), "unknown data source 'ftp'"),
+        (("--data-source", "dvc"), "needs a git repository"),
+    ],
+)
+def test_bad_arguments_are_refused_before_anything_runs(cli, tmp_path, args, message):
+    result = cli("pipeline", "run-local", "-o", tmp_path / "out", *args)
+    assert result.exit_code == 2
+    assert message in result.output
+    assert not (tmp_path / "out").exists()
