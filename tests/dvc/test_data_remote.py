@@ -1,0 +1,163 @@
+"""`ihl data add`, and a dataset's round trip through an S3 remote (moto) with the real `dvc`.
+
+The tests share one project whose COCO sample is added and pushed once; the last one
+replaces that dataset.
+"""
+
+from __future__ import annotations
+
+import filecmp
+import os
+import shutil
+from pathlib import Path
+
+import boto3
+import pytest
+from project_copy import dvc, free_port, git, make_project, tool_env
+from sample_data import COCO_SAMPLE, MPII_SAMPLE
+from typer.testing import CliRunner
+
+from ihl.cli import app
+
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test-key", "AWS_SECRET_ACCESS_KEY": "test-secret"}
+
+
+@pytest.fixture(scope="module")
+def aws_env(tmp_path_factory):
+    """Credentials in the environment only, as a user would set them; no AWS files."""
+    empty = tmp_path_factory.mktemp("aws")
+    env = CREDENTIALS | {
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_CONFIG_FILE": str(empty / "config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(empty / "credentials"),
+        "PATH": tool_env()["PATH"],
+        "DVC_NO_ANALYTICS": "1",
+    }
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    yield env
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+def ihl(*args, cwd: Path):
+    """``ihl ARGS...`` in-process, run from ``cwd``."""
+    here = Path.cwd()
+    os.chdir(cwd)
+    try:
+        return CliRunner().invoke(app, [str(a) for a in args])
+    finally:
+        os.chdir(here)
+
+
+def same_tree(a: Path, b: Path) -> bool:
+    """Every file of ``a`` and ``b`` exists in both, byte for byte."""
+    files_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    files_b = sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
+    return files_a == files_b and all(filecmp.cmp(a / f, b / f, shallow=False) for f in files_a)
+
+
+def no_debris(data: Path) -> bool:
+    return not [p for p in data.iterdir() if ".partial-" in p.name or ".old-" in p.name]
+
+
+@pytest.fixture(scope="module")
+def stored(tmp_path_factory, s3_endpoint, aws_env) -> Path:
+    """A project whose COCO sample was added with `ihl data add`, committed and pushed."""
+    project = make_project(tmp_path_factory.mktemp("data") / "project", pipeline=False)
+    result = ihl("data", "add", "coco", COCO_SAMPLE, cwd=project)
+    assert result.exit_code == 0, result.output
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket="datasets")
+    dvc("remote", "add", "-d", "store", "s3://datasets/dvc", cwd=project)
+    dvc("remote", "modify", "store", "endpointurl", s3_endpoint, cwd=project)
+    git("add", "data/coco.dvc", ".dvc/config", cwd=project)
+    git("commit", "-qm", "coco sample", cwd=project)
+    result = ihl("data", "push", cwd=project)
+    assert result.exit_code == 0, result.output
+    return project
+
+
+def test_add_places_the_folder_and_tracks_it(stored):
+    assert same_tree(COCO_SAMPLE, stored / "data/coco")
+    assert no_debris(stored / "data")
+    assert "up to date" in dvc("status", "data/coco.dvc", cwd=stored).stdout
+    assert git("status", "--porcelain", cwd=stored) == ""
+
+
+def test_pull_on_another_clone_restores_identical_files(stored, tmp_path):
+    clone = tmp_path / "clone"
+    git("clone", "-q", str(stored), str(clone), cwd=tmp_path)
+    assert not (clone / "data/coco").exists()
+    result = ihl("data", "pull", "data/coco.dvc", cwd=clone)
+    assert result.exit_code == 0, result.output
+    assert same_tree(COCO_SAMPLE, clone / "data/coco")
+
+
+def test_missing_credentials_or_endpoint_say_what_to_do(stored, tmp_path, monkeypatch):
+    clone = tmp_path / "clone"
+    git("clone", "-q", str(stored), str(clone), cwd=tmp_path)
+    for key in CREDENTIALS:
+        monkeypatch.setenv(key, "")
+    result = ihl("data", "pull", cwd=clone)
+    assert result.exit_code == 2
+    assert "no S3 credentials for remote 'store'" in result.output
+    assert "dvc remote modify --local store access_key_id" in result.output
+
+    for key, value in CREDENTIALS.items():
+        monkeypatch.setenv(key, value)
+    dead = f"http://127.0.0.1:{free_port()}"
+    dvc("remote", "modify", "--local", "store", "endpointurl", dead, cwd=clone)
+    result = ihl("data", "pull", cwd=clone)
+    assert result.exit_code == 2
+    assert f"cannot reach the S3 endpoint of remote 'store' (s3://datasets/dvc at {dead})" in (
+        result.output
+    )
+    assert not (clone / "data/coco").exists() and not (clone / ".dvc/cache").exists()
+
+
+def test_bad_adds_change_nothing(stored, tmp_path):
+    result = ihl("data", "add", "imagenet", COCO_SAMPLE, cwd=stored)
+    assert result.exit_code == 2
+    assert "unknown dataset 'imagenet': `ihl data add` takes coco or mpii" in result.output
+
+    result = ihl("data", "add", "mpii", tmp_path / "nowhere", cwd=stored)
+    assert result.exit_code == 2
+    assert f"dataset folder not found: {tmp_path / 'nowhere'}" in result.output
+
+    result = ihl("data", "add", "mpii", COCO_SAMPLE, cwd=stored)
+    assert result.exit_code == 2
+    assert "is not a valid mpii dataset" in result.output
+
+    result = ihl("data", "add", "mpii", MPII_SAMPLE, cwd=tmp_path)
+    assert result.exit_code == 2 and "not inside a DVC project" in result.output
+
+    result = ihl("data", "add", "coco", COCO_SAMPLE, cwd=stored)
+    assert result.exit_code == 2 and "pass --replace" in result.output
+    assert sorted(p.name for p in (stored / "data").iterdir()) == ["coco", "coco.dvc"]
+    assert git("status", "--porcelain", cwd=stored) == ""
+    assert same_tree(COCO_SAMPLE, stored / "data/coco")
+
+
+def test_replace_keeps_the_old_version_when_dvc_add_fails(stored, tmp_path):
+    newer = tmp_path / "newer"
+    shutil.copytree(COCO_SAMPLE, newer)
+    (newer / "images/extra.txt").write_text("a new file in the new version")
+    cache = stored / ".dvc/cache"
+    cache.rename(tmp_path / "cache")
+    cache.write_text("a file where DVC's cache folder should be")
+    result = ihl("data", "add", "coco", newer, "--replace", "--move", cwd=stored)
+    assert result.exit_code == 2
+    assert same_tree(COCO_SAMPLE, stored / "data/coco")
+    assert (newer / "images/extra.txt").is_file() and no_debris(stored / "data")
+
+    cache.unlink()
+    (tmp_path / "cache").rename(cache)
+    result = ihl("data", "add", "coco", newer, "--replace", "--move", cwd=stored)
+    assert result.exit_code == 0, result.output
+    assert (stored / "data/coco/images/extra.txt").is_file() and not newer.exists()
+    assert "up to date" in dvc("status", "data/coco.dvc", cwd=stored).stdout
+    assert "data/coco.dvc" in git("status", "--porcelain", cwd=stored)
