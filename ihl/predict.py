@@ -96,31 +96,65 @@ def predict_image(
     lie outside the image where the model places a cut-off limb. ``flip``
     overrides ``cfg.test.flip``.
     """
+    return predict_images(
+        model, cfg, [image_rgb], [boxes], [box_scores], flip=flip, batch_size=batch_size
+    )[0]
+
+
+def predict_images(
+    model: torch.nn.Module,
+    cfg: Config,
+    images_rgb: Sequence[np.ndarray],
+    boxes: Sequence[Sequence[Sequence[float]] | np.ndarray | None],
+    box_scores: Sequence[Sequence[float] | np.ndarray | None],
+    *,
+    flip: bool | None = None,
+    batch_size: int = 32,
+) -> list[list[dict[str, Any]]]:
+    """``predict_image`` for several images at once, their crops batched together.
+
+    The crops of all images go through the network in batches of up to
+    ``batch_size``, so many small requests (a serving batch) cost one forward
+    pass. Returns one list of people per image.
+    """
     spec = get_spec(cfg.data.dataset)
     if spec.num_joints != cfg.model.num_joints:
         raise ValueError(
             f"model predicts {cfg.model.num_joints} joints but data.dataset {spec.name!r} "
             f"has {spec.num_joints}"
         )
-    h, w = image_rgb.shape[:2]
-    boxes = np.asarray([[0, 0, w, h]] if boxes is None else boxes, dtype=np.float64).reshape(-1, 4)
-    scores = np.ones(len(boxes)) if box_scores is None else np.asarray(box_scores, np.float64)
     test = cfg.test if flip is None else cfg.test.model_copy(update={"flip": flip})
     input_wh = cfg.model.input_size
     device = next(model.parameters()).device
     model.eval()
-    people = []
-    for start in range(0, len(boxes), batch_size):
-        batch = boxes[start : start + batch_size]
-        crops, centers, scales = make_crops(image_rgb, batch, input_wh)
-        pred = predict_crops(model, crops.to(device), test, list(spec.flip_index))
+    jobs = []  # (image index, box, box score), in request order
+    for index, (image, image_boxes, scores) in enumerate(
+        zip(images_rgb, boxes, box_scores, strict=True)
+    ):
+        h, w = image.shape[:2]
+        image_boxes = np.asarray(
+            [[0, 0, w, h]] if image_boxes is None else image_boxes, dtype=np.float64
+        ).reshape(-1, 4)
+        scores = np.ones(len(image_boxes)) if scores is None else np.asarray(scores, np.float64)
+        jobs += [(index, box, score) for box, score in zip(image_boxes, scores, strict=True)]
+    people: list[list[dict[str, Any]]] = [[] for _ in images_rgb]
+    for start in range(0, len(jobs), batch_size):
+        batch = jobs[start : start + batch_size]
+        crops, centers, scales = zip(
+            *(make_crops(images_rgb[i], box[None], input_wh) for i, box, _ in batch), strict=True
+        )
+        pred = predict_crops(model, torch.cat(crops).to(device), test, list(spec.flip_index))
         coords = coords_to_image(
-            pred.coords.float().cpu().numpy(), centers, scales, 0.0, (input_wh[1], input_wh[0])
+            pred.coords.float().cpu().numpy(),
+            np.concatenate(centers),
+            np.concatenate(scales),
+            0.0,
+            (input_wh[1], input_wh[0]),
         )
         kp_scores = pred.scores.float().cpu().numpy()
-        instance = rescore(kp_scores, scores[start : start + len(batch)])
-        for box, xy, s, score in zip(batch, coords, kp_scores, instance, strict=True):
-            people.append(
+        instance = rescore(kp_scores, np.array([score for _, _, score in batch]))
+        for (i, box, _), xy, s, score in zip(batch, coords, kp_scores, instance, strict=True):
+            people[i].append(
                 {
                     "bbox": [float(v) for v in box],
                     "score": float(score),
