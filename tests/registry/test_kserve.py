@@ -1,0 +1,62 @@
+"""The KServe manifests in serving/kserve/ agree with the code that writes them and with
+the KServe config.properties that `ihl export` packs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ihl.registry import KSERVE_ENV, RegistryError, inference_service
+
+KSERVE = Path(__file__).resolve().parents[2] / "serving" / "kserve"
+EXAMPLE_URI = "s3://ihl-models/registry/ihl/1"
+
+
+@pytest.mark.parametrize(
+    "gpus, name", [(0, "inferenceservice.yaml"), (1, "inferenceservice-gpu.yaml")]
+)
+def test_examples_are_what_the_command_writes(gpus, name, monkeypatch):
+    monkeypatch.delenv("IHL_IMAGE_REPOSITORY", raising=False)
+    monkeypatch.delenv("IHL_IMAGE_TAG", raising=False)
+    checked_in = yaml.safe_load((KSERVE / name).read_text())
+    assert checked_in == inference_service(EXAMPLE_URI, gpus=gpus), (
+        f"serving/kserve/{name} is stale: regenerate it with inference_service()"
+    )
+
+
+def test_gpu_variant_asks_for_gpus_and_cpu_variant_does_not():
+    cpu = inference_service(EXAMPLE_URI)["spec"]["predictor"]
+    gpu = inference_service(EXAMPLE_URI, gpus=2)["spec"]["predictor"]
+    assert "nvidia.com/gpu" not in cpu["model"]["resources"]["limits"]
+    assert "tolerations" not in cpu
+    assert gpu["model"]["resources"]["limits"]["nvidia.com/gpu"] == "2"
+    assert gpu["tolerations"][0]["key"] == "nvidia.com/gpu"
+
+
+def test_service_account_binds_the_s3_secret():
+    secret, account = yaml.safe_load_all((KSERVE / "s3-access.yaml").read_text())
+    predictor = inference_service(EXAMPLE_URI)["spec"]["predictor"]
+    assert account["kind"] == "ServiceAccount"
+    assert account["metadata"]["name"] == predictor["serviceAccountName"]
+    assert account["secrets"] == [{"name": secret["metadata"]["name"]}]
+    assert set(secret["stringData"]) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+    assert "serving.kserve.io/s3-endpoint" in secret["metadata"]["annotations"]
+
+
+def test_the_kserve_config_lets_the_manifest_pin_addresses():
+    """The manifest sets TS_* variables; TorchServe reads them only with enable_envvars_config."""
+    config = dict(
+        line.split("=", 1)
+        for line in (KSERVE.parent / "kserve.config.properties").read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    )
+    assert config["enable_envvars_config"] == "true"
+    for variable in KSERVE_ENV:
+        assert variable.removeprefix("TS_").lower() in config
+
+
+def test_service_name_must_be_a_dns_label():
+    with pytest.raises(RegistryError, match="InferenceService name 'Pose_Model'"):
+        inference_service(EXAMPLE_URI, name="Pose_Model")
