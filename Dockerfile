@@ -1,0 +1,122 @@
+# One image, two targets (scripts/build-images.sh builds and checks both):
+#   train  the ihl package and command line; what the Kubeflow components run
+#   serve  the same environment plus Java 17 and TorchServe, serving the project's config
+#
+# Dependencies come from uv.lock (frozen, no dev tools) into /opt/venv. torch's CUDA
+# libraries are locked wheels too, so GPU nodes need only the NVIDIA driver, not a CUDA
+# base image. Layers are ordered so that a code change rebuilds a small layer, not the
+# multi-GB dependency layer.
+#
+# BASE_IMAGE must be a Debian bookworm image with Python 3.11 as `python3` (the official
+# image has it in /usr/local/bin, Debian's python3 package in /usr/bin). Pin it by digest
+# for releases: --build-arg BASE_IMAGE=python:3.11-slim-bookworm@sha256:...
+ARG BASE_IMAGE=python:3.11-slim-bookworm
+ARG UV_VERSION=0.13.9
+
+FROM ${BASE_IMAGE} AS base
+# A fixed numeric uid: Kubernetes' runAsNonRoot can only verify a numeric USER.
+RUN useradd --uid 10001 --user-group --create-home --home-dir /home/ihl --shell /bin/sh ihl
+ENV VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1
+
+# The project as a wheel, built from the sources alone (the .dockerignore allows nothing else).
+# uv comes from PyPI at a pinned version into /tmp/uv inside each RUN that needs it, and is
+# deleted there, so it never reaches a shipped layer. (A bind mount from a uv stage would be
+# neater, but podman 4 cannot mount from a stage that it took from its cache.) pip and uv
+# trust the system CA bundle, not their own, for proxies that re-sign TLS.
+FROM base AS wheel
+ARG UV_VERSION
+WORKDIR /src
+COPY pyproject.toml uv.lock README.md ./
+COPY ihl ./ihl
+RUN --mount=type=cache,target=/root/.cache \
+    python3 -m venv /tmp/uv \
+    && /tmp/uv/bin/pip install -q --cert /etc/ssl/certs/ca-certificates.crt "uv==${UV_VERSION}" \
+    && /tmp/uv/bin/uv build --wheel --out-dir /dist --link-mode=copy --system-certs
+
+# Third-party dependencies only: rebuilt when pyproject.toml or uv.lock change. The lock
+# file stays in the image as the record of what is installed.
+FROM base AS deps
+ARG UV_VERSION
+COPY pyproject.toml uv.lock /opt/ihl/
+RUN --mount=type=cache,target=/root/.cache \
+    python3 -m venv /tmp/uv \
+    && /tmp/uv/bin/pip install -q --cert /etc/ssl/certs/ca-certificates.crt "uv==${UV_VERSION}" \
+    && cd /opt/ihl && /tmp/uv/bin/uv sync --active --frozen --no-dev --no-install-project \
+        --no-python-downloads --compile-bytecode --link-mode=copy --system-certs \
+    && rm -rf /tmp/uv
+
+# ---------------------------------------------------------------- train
+FROM deps AS train
+ARG UV_VERSION
+# The wheel is copied, not bind-mounted, so that a code change always invalidates the
+# install step: podman 4 ignores bind-mount contents in its layer cache.
+COPY --from=wheel /dist/ /opt/ihl/dist/
+RUN --mount=type=cache,target=/root/.cache \
+    python3 -m venv /tmp/uv \
+    && /tmp/uv/bin/pip install -q --cert /etc/ssl/certs/ca-certificates.crt "uv==${UV_VERSION}" \
+    && /tmp/uv/bin/uv pip install --no-deps --compile-bytecode --python /opt/venv/bin/python \
+        /opt/ihl/dist/ihl-*.whl \
+    && rm -rf /tmp/uv
+ARG VERSION=dev
+ARG REVISION=unknown
+ARG SOURCE=https://github.com/ihl-pose/ihl
+LABEL org.opencontainers.image.title="ihl-train" \
+      org.opencontainers.image.description="IHL pose estimation: training, evaluation and Kubeflow components" \
+      org.opencontainers.image.source="${SOURCE}" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.licenses="Apache-2.0"
+USER 10001:10001
+WORKDIR /home/ihl
+ENTRYPOINT ["ihl"]
+CMD ["--help"]
+
+# ---------------------------------------------------------------- serve
+FROM deps AS serve
+ARG UV_VERSION
+# Slim Debian images delete /usr/share/man, where the JRE's postinst links its man pages.
+# tini: the torchserve launcher does not pass SIGTERM on to its Java server, so tini -g
+# signals the whole process group and a pod stops at once instead of after its grace period.
+RUN mkdir -p /usr/share/man/man1 \
+    && apt-get update \
+    && apt-get install -y --no-install-recommends openjdk-17-jre-headless tini \
+    && rm -rf /var/lib/apt/lists/*
+COPY --from=wheel /dist/ /opt/ihl/dist/
+RUN --mount=type=cache,target=/root/.cache \
+    python3 -m venv /tmp/uv \
+    && /tmp/uv/bin/pip install -q --cert /etc/ssl/certs/ca-certificates.crt "uv==${UV_VERSION}" \
+    && cd /opt/ihl && /tmp/uv/bin/uv sync --active --frozen --no-dev --group serve \
+        --no-install-project --no-python-downloads --compile-bytecode --link-mode=copy \
+        --system-certs \
+    && /tmp/uv/bin/uv pip install --no-deps --compile-bytecode --python /opt/venv/bin/python \
+        /opt/ihl/dist/ihl-*.whl \
+    && rm -rf /tmp/uv
+COPY serving/config.properties /opt/ihl/config.properties
+# KServe mounts the registry's export folder at /mnt/models (model-store/ and config/).
+RUN mkdir -p /mnt/models/model-store && chown -R 10001:10001 /mnt/models
+ARG VERSION=dev
+ARG REVISION=unknown
+ARG SOURCE=https://github.com/ihl-pose/ihl
+LABEL org.opencontainers.image.title="ihl-serve" \
+      org.opencontainers.image.description="IHL pose estimation served by TorchServe" \
+      org.opencontainers.image.source="${SOURCE}" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.licenses="Apache-2.0"
+# The project config listens on loopback only (local runs); in a container every address
+# must be reachable, and enable_envvars_config lets these override it.
+ENV TS_INFERENCE_ADDRESS=http://0.0.0.0:8080 \
+    TS_MANAGEMENT_ADDRESS=http://0.0.0.0:8081 \
+    TS_METRICS_ADDRESS=http://0.0.0.0:8082
+USER 10001:10001
+WORKDIR /home/ihl
+EXPOSE 8080 8081 8082
+# /ping takes TorchServe's inference key when token authorization is on: TorchServe writes
+# key_file.json into its working directory, which is also where the health check runs.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=120s --retries=3 \
+    CMD ["python3", "-c", "import json, os, urllib.request as r; f = 'key_file.json'; h = {'Authorization': 'Bearer ' + json.load(open(f))['inference']['key']} if os.path.exists(f) else {}; r.urlopen(r.Request('http://127.0.0.1:8080/ping', headers=h), timeout=4)"]
+ENTRYPOINT ["tini", "-g", "--"]
+CMD ["torchserve", "--foreground", "--no-config-snapshots", \
+     "--ts-config", "/opt/ihl/config.properties", "--model-store", "/mnt/models/model-store"]

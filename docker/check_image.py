@@ -1,0 +1,246 @@
+"""Checks run inside a built image (docker/check.Dockerfile), as the image's own user.
+
+Each subcommand is one RUN step, so a failing build names the check that failed:
+
+    user     the process runs as a non-root user with a writable home
+    cli      `ihl --help` lists the stages
+    predict  synthetic images -> one-epoch `ihl train` -> `ihl predict` gives finite keypoints
+    imports  the packages the Kubeflow components (and, in serve, TorchServe) need import
+    kfp      a lightweight component runs through KFP's executor with nothing installed
+    clean    no dev tools, no tests, data, checkpoints or VCS folders anywhere in the image
+    serve    the image's ENTRYPOINT and CMD start TorchServe, its HEALTHCHECK passes, and
+             SIGTERM stops the launcher and the Java server
+
+Only the standard library is used before the image's packages are under test, and there
+is no ``from __future__ import annotations``: kfp reads a component's annotations as types.
+"""
+
+import importlib
+import importlib.util
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+WORK = Path(tempfile.mkdtemp(prefix="ihl-check-"))
+DEV_TOOLS = ("pytest", "ruff", "moto", "uv")
+# Outside these trees nothing may look like project data, weights or test files.
+SYSTEM_TREES = ("/proc", "/sys", "/dev", "/usr", "/opt/venv")
+DATA_SUFFIXES = {".jpg", ".jpeg", ".png", ".pt", ".pth", ".ckpt", ".mar", ".npz", ".h5"}
+VCS_OR_PROJECT_DIRS = {".git", ".dvc", "tests", "runs", "data", "benchmarks", ".venv"}
+
+
+def fail(message: str) -> None:
+    sys.exit(f"CHECK FAILED: {message}")
+
+
+def run(*args: str) -> str:
+    done = subprocess.run(args, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        fail(f"{' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
+    return done.stdout
+
+
+def check_user() -> None:
+    if os.getuid() == 0 or os.getgid() == 0:
+        fail(f"runs as uid {os.getuid()} gid {os.getgid()}; expected a non-root user")
+    home = Path.home()
+    if not os.access(home, os.W_OK):
+        fail(f"home {home} is not writable by uid {os.getuid()}")
+    print(f"uid {os.getuid()} gid {os.getgid()}, home {home} writable")
+
+
+def check_cli() -> None:
+    usage = run("ihl", "--help")
+    missing = [c for c in ("synth", "train", "evaluate", "predict", "data") if c not in usage]
+    if missing:
+        fail(f"`ihl --help` does not list {missing}:\n{usage}")
+    print(usage)
+
+
+def check_predict() -> None:
+    data, run_dir, pred = WORK / "synth", WORK / "run", WORK / "pred"
+    run("ihl", "synth", str(data), "--train", "4", "--val", "2", "--size", "160x120")
+    tiny = (
+        f"data.root={data}",
+        "model.input_size=[64, 64]",
+        "model.deconv_channels=32",
+        "loss.wasserstein=none",
+        "train.epochs=1",
+        "train.batch_size=2",
+        "train.warmup_iters=1",
+    )
+    sets = [a for item in tiny for a in ("--set", item)]
+    run("ihl", "train", "-c", "sample", "-o", str(run_dir), "--device", "cpu", *sets)
+    checkpoint = run_dir / "checkpoints" / "best.pt"
+    run("ihl", "predict", str(checkpoint), str(data / "val2017"), "-o", str(pred))
+    results = json.loads((pred / "predictions.json").read_text())
+    if len(results) != 2:
+        fail(f"expected one person per validation image (2), got {len(results)}")
+    for person in results:
+        values = person["keypoints"]
+        if len(values) != 17 * 3 or not all(math.isfinite(v) for v in values):
+            fail(f"bad keypoints for {person['file_name']}: {values}")
+    print(f"trained one epoch and predicted {len(results)} people with 17 finite keypoints each")
+
+
+def check_imports(target: str) -> None:
+    modules = ["ihl", "torch", "torchvision", "kfp", "kfp.kubernetes", "dvc", "dvclive", "boto3"]
+    modules += ["model_archiver"]
+    if target == "serve":
+        modules += ["ts"]
+    for name in modules:
+        importlib.import_module(name)
+    print("imported", ", ".join(modules))
+    if target == "serve":
+        if shutil.which("torchserve") is None:
+            fail("torchserve is not on PATH")
+        java = subprocess.run(["java", "-version"], capture_output=True, text=True, check=False)
+        if java.returncode != 0 or '"17.' not in java.stderr:
+            fail(f"expected a Java 17 runtime, `java -version` said:\n{java.stderr}")
+        print(java.stderr.splitlines()[0])
+
+
+def check_kfp() -> None:
+    """What a Kubeflow pod does: the component's source, run by kfp's executor in this image."""
+    from kfp import dsl, local
+
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(WORK / "kfp"))
+
+    @dsl.component(install_kfp_package=False)
+    def joints(preset: str) -> int:
+        from ihl.config import load
+
+        return load(preset).model.num_joints
+
+    task = joints(preset="sample")
+    if task.output != 17:
+        fail(f"the component returned {task.output!r}, expected 17 joints")
+    print("kfp executor ran a component importing ihl: 17 joints")
+
+
+def check_clean() -> None:
+    found = [t for t in DEV_TOOLS if importlib.util.find_spec(t) or shutil.which(t)]
+    if found:
+        fail(f"dev tools present: {found}")
+    bad = []
+    for root, dirs, files in os.walk("/"):
+        if root.startswith(SYSTEM_TREES):
+            dirs[:] = []
+            continue
+        bad += [f"{root}/{d}" for d in dirs if d in VCS_OR_PROJECT_DIRS]
+        bad += [f"{root}/{f}" for f in files if Path(f).suffix.lower() in DATA_SUFFIXES]
+        bad += [f"{root}/{f}" for f in files if f == "conftest.py" or f.startswith(".env")]
+    package = Path(importlib.import_module("ihl").__file__).parent
+    bad += [str(p) for p in package.rglob("*") if p.name in ("tests", "conftest.py")]
+    if bad:
+        fail("project data, tests or VCS files in the image:\n" + "\n".join(sorted(bad)))
+    print(f"no {', '.join(DEV_TOOLS)}; no tests, data, checkpoints or VCS folders")
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def session_processes(sid: int) -> dict[int, str]:
+    """The live processes in session ``sid``: pid -> command name (from /proc)."""
+    names = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == sid and fields[0] != "Z":
+            names[int(stat.parent.name)] = (stat.parent / "comm").read_text().strip()
+    return names
+
+
+def check_serve() -> None:
+    """Start the image's ENTRYPOINT + CMD, poll its HEALTHCHECK command, then SIGTERM it.
+
+    The build shares the host's network, so ports move to free ones: the image's
+    TS_*_ADDRESS variables to one set, a copy of its config file to another, gRPC to a
+    third. The health check probes the first set, so it passes only if those variables
+    take effect.
+    """
+    cmd = json.loads(os.environ["IMAGE_ENTRYPOINT"] or "null") or []
+    cmd += json.loads(os.environ["IMAGE_CMD"])
+    health = json.loads(os.environ["IMAGE_HEALTHCHECK"])
+    if health[0] != "CMD":
+        fail(f"expected an exec-form HEALTHCHECK, got {health}")
+    env_ports = dict(zip((8080, 8081, 8082), free_ports(3), strict=True))
+    file_ports = dict(zip((8080, 8081, 8082), free_ports(3), strict=True))
+
+    def move(text: str, moves: dict[int, int]) -> str:
+        for old, new in moves.items():
+            text = re.sub(rf":{old}\b", f":{new}", text)
+        return text
+
+    env = {k: move(v, env_ports) if k.startswith("TS_") else v for k, v in os.environ.items()}
+    grpc = free_ports(2)
+    env |= {"TS_GRPC_INFERENCE_PORT": str(grpc[0]), "TS_GRPC_MANAGEMENT_PORT": str(grpc[1])}
+    config = Path(cmd[cmd.index("--ts-config") + 1])
+    local = WORK / "config.properties"
+    local.write_text(move(config.read_text(), file_ports))
+    cmd[cmd.index("--ts-config") + 1] = str(local)
+    probe = [move(part, env_ports) for part in health[1:]]
+    log_path = WORK / "torchserve.log"
+    with log_path.open("w") as log:
+        server = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, cwd=WORK, env=env, start_new_session=True
+        )
+    try:
+        start, deadline = time.monotonic(), time.monotonic() + 120
+        # Docker runs the health check in the WORKDIR, TorchServe's working directory.
+        while subprocess.run(probe, capture_output=True, cwd=WORK, check=False).returncode:
+            if server.poll() is not None or time.monotonic() > deadline:
+                fail(f"{cmd} never became healthy:\n{log_path.read_text()}")
+            time.sleep(1)
+        print(f"{' '.join(cmd)}: healthy after {time.monotonic() - start:.0f} s")
+        running = session_processes(server.pid)
+        server.send_signal(signal.SIGTERM)
+        stop = time.monotonic()
+        server.wait(30)
+        while session_processes(server.pid) and time.monotonic() - stop < 30:
+            time.sleep(0.5)
+        left = session_processes(server.pid)
+        if left:
+            fail(f"after SIGTERM to {cmd[0]}, still running: {sorted(left.values())}")
+        print(f"SIGTERM stopped {sorted(running.values())} in {time.monotonic() - stop:.1f} s")
+    except subprocess.TimeoutExpired:
+        fail(f"{cmd[0]} ignored SIGTERM for 30 s")
+    finally:
+        for pid in session_processes(server.pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def main() -> None:
+    check, target = sys.argv[1], os.environ.get("TARGET", "train")
+    checks = {
+        "user": check_user,
+        "cli": check_cli,
+        "predict": check_predict,
+        "imports": lambda: check_imports(target),
+        "kfp": check_kfp,
+        "clean": check_clean,
+        "serve": check_serve,
+    }
+    checks[check]()
+
+
+if __name__ == "__main__":
+    main()
