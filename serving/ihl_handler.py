@@ -112,10 +112,10 @@ def parse_boxes(
     followed by a detector score in [0, 1]. It must have a positive size and
     overlap the image.
     """
-    if value is None:
-        return None, None
     if box_format not in ("xywh", "xyxy"):
         raise RequestError(f"box_format must be 'xywh' or 'xyxy', not {box_format!r}")
+    if value is None:
+        return None, None
     if not isinstance(value, list):
         raise RequestError("boxes must be a list of [x, y, w, h] boxes")
     if len(value) > max_boxes:

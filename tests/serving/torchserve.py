@@ -80,7 +80,7 @@ class TorchServe:
         return [str(Path(sys.executable).parent / "torchserve"), *args]
 
     def start(self, timeout: float = 180.0) -> TorchServe:
-        """Start and wait until every model of the store answers (or the server gave up)."""
+        """Start and wait until every model it loaded has a ready worker."""
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(
                 self._command(
@@ -108,14 +108,26 @@ class TorchServe:
         self.stop()
         raise TimeoutError(f"TorchServe not ready after {timeout:.0f} s:\n{self.log_tail()}")
 
+    def _get(self, url: str, api: str):
+        request = urllib.request.Request(url, headers=self.headers(api))
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return json.load(response)
+
     def _ready(self) -> bool:
+        """Healthy, and every registered model has a worker that finished loading it."""
         if not (self.workdir / "key_file.json").is_file():
             return False
         try:
-            request = urllib.request.Request(f"{self.inference_url}/ping", headers=self.headers())
-            with urllib.request.urlopen(request, timeout=2) as response:
-                return json.load(response).get("status") == "Healthy"
-        except (urllib.error.URLError, OSError, ValueError):
+            if self._get(f"{self.inference_url}/ping", "inference").get("status") != "Healthy":
+                return False
+            for model in self._get(f"{self.management_url}/models", "management")["models"]:
+                [described] = self._get(
+                    f"{self.management_url}/models/{model['modelName']}", "management"
+                )
+                if not any(w.get("status") == "READY" for w in described.get("workers", [])):
+                    return False
+            return True
+        except (urllib.error.URLError, OSError, ValueError, KeyError):
             return False
 
     def keys(self) -> dict[str, str]:
