@@ -86,7 +86,7 @@ def _read_metrics(path: Path) -> dict[str, float]:
     except ValueError as err:
         raise ExportError(f"{path}: not valid JSON: {err}") from None
     if not isinstance(data, dict) or not all(
-        isinstance(v, int | float) and not isinstance(v, bool) for v in data.values()
+        v is None or isinstance(v, int | float) and not isinstance(v, bool) for v in data.values()
     ):
         raise ExportError(f'{path}: expected flat JSON metrics such as {{"AP": 0.71}}')
     return data
@@ -130,7 +130,9 @@ def _card(info: dict[str, Any]) -> str:
     ]
     if info["metrics"]:
         lines += ["| metric | value |", "|---|---|"]
-        lines += [f"| {k} | {v:.4f} |" for k, v in info["metrics"].items()]
+        lines += [
+            f"| {k} | {'n/a' if v is None else f'{v:.4f}'} |" for k, v in info["metrics"].items()
+        ]
     else:
         lines.append("Not recorded (export without --metrics).")
     serving = info["serving"]
