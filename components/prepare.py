@@ -27,7 +27,7 @@ def prepare(
     ``data_path`` of the DVC-tracked git repository ``dvc_repo`` at ``dvc_rev``,
     downloaded once per commit to ``volume/dvc/<commit>/data_path`` (a partial
     download never takes that name, so a retried task starts it over).
-    ``image`` is not used here: it is an input so that the cache key changes with it.
+    ``image`` is not read: as an input it puts the image reference in the cache key.
     """
     import shutil
     from pathlib import Path

@@ -187,12 +187,12 @@ def submit_cmd(
         str | None, typer.Option(help="Image for every task; pin a digest (REPO@sha256:...).")
     ] = None,
     cache: Annotated[
-        bool | None,
+        bool,
         typer.Option(
-            "--cache/--no-cache",
-            help="Reuse cached task outputs [default: only when the image is pinned by digest].",
+            help="Let KFP reuse cached task outputs (off by default: the data volume's content "
+            "is not in any cache key); needs an image pinned by digest.",
         ),
-    ] = None,
+    ] = False,
     dataset: DatasetOpt = None,
     preset: PresetOpt = None,
     epochs: EpochsOpt = None,
@@ -231,8 +231,8 @@ def submit_cmd(
     )
     if package is not None and not package.is_file():
         _fail(f"pipeline package not found: {package}")
-    if cache is None:
-        cache = "@sha256:" in (image or default_image("train"))
+    if cache and "@sha256:" not in (image or default_image("train")):
+        _fail("--cache needs --image pinned by digest (REPOSITORY@sha256:...): a tag can move")
     _check_reachable(host)
 
     import tempfile

@@ -7,11 +7,18 @@ training and S3 credentials from a secret. ``build_pipeline(None, volume=DIR)``
 is the same graph with none of that, for ``kfp.local``, which ignores
 Kubernetes settings and has no PVCs: a local folder stands in for the volume.
 
-Caching: KFP reuses a task's outputs when its inputs and command match an earlier
-run's. Every component takes the image reference as an input, so a new image
-reference never meets an old cache entry; a moved tag (same reference, new bytes)
-would, so ``submit`` turns caching off unless the image is pinned by digest.
-Registering touches the outside world and is never cached.
+Caching: no task is cached by KFP unless a run asks for it. Prepare reads a
+volume or a DVC revision whose content is not among its inputs (a refreshed
+folder or a moved branch would be served stale), register changes the outside
+world, and KFP keys a task on the identity of its upstream artifacts, so once
+prepare runs nothing downstream could hit the cache anyway. The expensive result
+is reused by content instead: training's run folder on the volume is named by a
+hash of the resolved config, the data fingerprint that prepare computes, the GPU
+count and the image reference, so the same inputs find the finished (or
+half-done) run, and new data or a new image start a new one. A run that forces
+KFP caching on (``ihl pipeline submit --cache``) still gets a new cache key for
+a new image, since every task takes the image reference as an input; a tag
+moved to new bytes keeps its reference, so ``--cache`` requires a digest.
 """
 
 import tempfile
@@ -126,10 +133,10 @@ def build_pipeline(
         registered = register(
             package=exported.outputs["package"], registry_uri=registry_uri, image=image
         )
-        registered.set_caching_options(False)
         tasks = (prepared, trained, scored, exported, registered)
         for task in tasks:
             task.set_container_image(image)
+            task.set_caching_options(False)
         if cluster is not None:
             _apply_cluster(cluster, data_pvc, num_gpus, *tasks)
         return Outputs(

@@ -88,11 +88,10 @@ def test_gpu_tasks_placement_shm_and_data_volume(compiled):
         assert secret["secretName"] == "ihl-s3" and secret["optional"] is True
 
 
-def test_register_is_never_cached(compiled):
+def test_no_task_is_cached_by_default(compiled):
     spec, _ = compiled
-    tasks = spec["root"]["dag"]["tasks"]
-    assert tasks["train"]["cachingOptions"] == {"enableCache": True}
-    assert not tasks["register"]["cachingOptions"].get("enableCache")
+    for name, task in spec["root"]["dag"]["tasks"].items():
+        assert not task["cachingOptions"].get("enableCache"), name
 
 
 def test_compile_options(cli, tmp_path, monkeypatch):

@@ -70,7 +70,7 @@ def _run_body(server) -> dict:
     return body
 
 
-def test_submit_sends_pipeline_parameters_and_turns_caching_off_for_a_tag(cli, kfp_api):
+def test_submit_sends_the_pipeline_and_its_parameters(cli, kfp_api):
     host = f"http://127.0.0.1:{kfp_api.server_port}"
     result = cli(
         "pipeline", "submit", "--host", host, "--experiment", "pose", "--run-name", "r50-a",
@@ -96,12 +96,14 @@ def test_submit_sends_pipeline_parameters_and_turns_caching_off_for_a_tag(cli, k
     assert "exec-train" in k8s["deploymentSpec"]["executors"]
 
 
-def test_submit_a_compiled_package_with_a_digest_keeps_caching(cli, kfp_api, tmp_path):
+def test_submit_a_compiled_package_with_caching_on_a_pinned_image(cli, kfp_api, tmp_path):
     package = tmp_path / "p.yaml"
     assert cli("pipeline", "compile", "-o", package, "--shm-size", "2Gi").exit_code == 0
     pinned = "registry.example/ihl@sha256:" + "1" * 64
     host = f"http://127.0.0.1:{kfp_api.server_port}"
-    result = cli("pipeline", "submit", "--host", host, "--package", package, "--image", pinned)
+    result = cli(
+        "pipeline", "submit", "--host", host, "--package", package, "--image", pinned, "--cache"
+    )
     assert result.exit_code == 0, result.output
     assert "(caching on)" in result.output
     run = _run_body(kfp_api)
@@ -111,6 +113,13 @@ def test_submit_a_compiled_package_with_a_digest_keeps_caching(cli, kfp_api, tmp
     assert shm["sizeLimit"] == "2Gi"
     tasks = run["pipeline_spec"]["pipeline_spec"]["root"]["dag"]["tasks"]
     assert tasks["train"]["cachingOptions"]["enableCache"] is True
+
+
+def test_caching_is_refused_for_an_image_tag(cli, kfp_api):
+    host = f"http://127.0.0.1:{kfp_api.server_port}"
+    result = cli("pipeline", "submit", "--host", host, "--image", "reg.example/ihl:1", "--cache")
+    assert result.exit_code == 2 and "pinned by digest" in result.output
+    assert kfp_api.calls == []
 
 
 def test_unreachable_host_is_one_clear_error(cli):
