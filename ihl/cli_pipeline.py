@@ -24,17 +24,19 @@ pipeline_app = typer.Typer(
 )
 app.add_typer(pipeline_app, name="pipeline")
 
-DatasetOpt = Annotated[str | None, typer.Option(help="synth, coco or mpii [default: synth].")]
-PresetOpt = Annotated[str | None, typer.Option(help="Config preset [default: sample].")]
+DatasetOpt = Annotated[str | None, typer.Option(help="synth, coco or mpii (default: synth).")]
+PresetOpt = Annotated[str | None, typer.Option(help="Config preset (default: sample).")]
 EpochsOpt = Annotated[
-    int | None, typer.Option(min=0, help="Training epochs (0: the preset's) [default: 0].")
+    int | None, typer.Option(min=0, help="Training epochs (0: the preset's) (default: 0).")
 ]
 DataSourceOpt = Annotated[
-    str | None, typer.Option(help="volume (DATA_PATH on the data volume) or dvc [default: volume].")
+    str | None, typer.Option(help="volume (DATA_PATH on the data volume) or dvc (default: volume).")
 ]
 DataPathOpt = Annotated[
     str | None,
-    typer.Option(help="Dataset folder: on the data volume, or inside the DVC repository."),
+    typer.Option(
+        help="Dataset folder: on the data volume, or inside the DVC repository (default: synth)."
+    ),
 ]
 DvcRepoOpt = Annotated[str | None, typer.Option(help="Git URL of the DVC repository (dvc source).")]
 DvcRevOpt = Annotated[str | None, typer.Option(help="Git revision of the DVC repository.")]
@@ -45,9 +47,9 @@ SetOpt = Annotated[
 RegistryOpt = Annotated[
     str | None, typer.Option(help="Model registry s3://bucket/prefix; none: not registered.")
 ]
-ModelNameOpt = Annotated[str | None, typer.Option(help="Registered model name [default: ihl].")]
+ModelNameOpt = Annotated[str | None, typer.Option(help="Registered model name (default: ihl).")]
 ModelVersionOpt = Annotated[
-    str | None, typer.Option(help="Model version [default: the pipeline run's id].")
+    str | None, typer.Option(help="Model version (default: the pipeline run's id).")
 ]
 
 
@@ -98,14 +100,14 @@ def compile_cmd(
     node_selector: Annotated[
         list[str] | None,
         typer.Option(
-            help="GPU node label KEY=VALUE (repeatable) [default: nvidia.com/gpu.present=true]."
+            help="GPU node label KEY=VALUE (repeatable) (default: nvidia.com/gpu.present=true)."
         ),
     ] = None,
     toleration: Annotated[
         list[str] | None,
         typer.Option(
             help="Taint to tolerate KEY[=VALUE][:EFFECT] (repeatable) "
-            "[default: nvidia.com/gpu:NoSchedule]."
+            "(default: nvidia.com/gpu:NoSchedule)."
         ),
     ] = None,
     retries: Annotated[int, typer.Option(min=0, help="Retries of the train task.")] = 3,
@@ -176,10 +178,10 @@ def submit_cmd(
     ],
     package: Annotated[
         Path | None,
-        typer.Option(help="Compiled pipeline YAML [default: compile with the default settings]."),
+        typer.Option(help="Compiled pipeline YAML (default: compile with the default settings)."),
     ] = None,
     experiment: Annotated[str, typer.Option(help="Experiment to file the run under.")] = "ihl",
-    run_name: Annotated[str | None, typer.Option(help="Run name [default: kfp's].")] = None,
+    run_name: Annotated[str | None, typer.Option(help="Run name (default: kfp's).")] = None,
     namespace: Annotated[
         str | None, typer.Option(help="Kubeflow profile namespace (multi-user installs).")
     ] = None,
@@ -196,13 +198,13 @@ def submit_cmd(
     dataset: DatasetOpt = None,
     preset: PresetOpt = None,
     epochs: EpochsOpt = None,
-    gpus: Annotated[int | None, typer.Option(min=0, help="GPUs for training [default: 1].")] = None,
+    gpus: Annotated[int | None, typer.Option(min=0, help="GPUs for training (default: 1).")] = None,
     data_source: DataSourceOpt = None,
     data_path: DataPathOpt = None,
     dvc_repo: DvcRepoOpt = None,
     dvc_rev: DvcRevOpt = None,
     data_pvc: Annotated[
-        str | None, typer.Option(help="PVC holding the data volume [default: ihl-data].")
+        str | None, typer.Option(help="PVC holding the data volume (default: ihl-data).")
     ] = None,
     overrides: SetOpt = None,
     registry_uri: RegistryOpt = None,
@@ -348,13 +350,13 @@ def pytorchjob_cmd(
     gpus_per_node: Annotated[int, typer.Option(min=1, help="GPUs (processes) per node.")] = 8,
     preset: Annotated[str, typer.Option(help="Config preset.")] = "coco_res50",
     image: Annotated[
-        str | None, typer.Option(help="Image [default: ihl.images train]; pin a digest.")
+        str | None, typer.Option(help="Image (default: ihl.images train); pin a digest.")
     ] = None,
     data_pvc: Annotated[str, typer.Option(help="PVC holding the data volume.")] = "ihl-data",
     namespace: Annotated[str | None, typer.Option(help="Kubernetes namespace.")] = None,
     overrides: SetOpt = None,
     out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Manifest file [default: stdout].")
+        Path | None, typer.Option("--out", "-o", help="Manifest file (default: stdout).")
     ] = None,
 ) -> None:
     """Write a Kubeflow Training Operator PyTorchJob that trains on several GPU nodes
