@@ -101,3 +101,18 @@ def cli():
         return runner.invoke(app, [str(a) for a in args])
 
     return run
+
+
+@pytest.fixture(scope="session")
+def real_export(tmp_path_factory) -> Path:
+    """`ihl export` of a small randomly initialised model: a real archive TorchServe loads."""
+    from ihl import config
+    from ihl.checkpoint import save_model
+    from ihl.export import export_model
+    from ihl.models import build_model
+
+    root = tmp_path_factory.mktemp("real-export")
+    cfg = config.load("sample", {"model.input_size": [64, 64], "model.deconv_channels": 32})
+    checkpoint = save_model(root / "model.pt", build_model(cfg.model), cfg)
+    export_model(checkpoint, root / "export", name="ihl", version="1")
+    return root / "export"

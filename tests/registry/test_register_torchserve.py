@@ -11,19 +11,12 @@ import pytest
 from sample_data import REAL_IMAGES
 from serving.torchserve import TorchServe
 
-from ihl import config
-from ihl.checkpoint import save_model
-from ihl.export import export_model
-from ihl.models import build_model
 from ihl.registry import push
 
 
-def test_register_a_pulled_version_and_predict(cli, bucket, tmp_path):
-    cfg = config.load("sample")
-    checkpoint = save_model(tmp_path / "model.pt", build_model(cfg.model), cfg)
-    export_model(checkpoint, tmp_path / "export", name="ihl", version="1")
+def test_register_a_pulled_version_and_predict(cli, bucket, real_export, tmp_path):
     uri = f"s3://{bucket}/models"
-    push(tmp_path / "export", uri, "ihl", "1")
+    push(real_export, uri, "ihl", "1")
     assert cli("registry", "promote", uri, "ihl", "1").exit_code == 0
 
     store = tmp_path / "store"
