@@ -87,17 +87,19 @@ def list_cmd(
         _fail(str(err))
     if as_json:
         typer.echo(json.dumps(found, indent=2))
+    elif not found:
+        _fail(f"no {'models' if name is None else f'versions of model {name!r}'} in {uri}")
     elif name is None:
         for model in found:
             typer.echo(model)
-    elif not found:
-        _fail(f"no versions of model {name!r} in {uri}")
     else:
+        width = max(len("version"), *(len(v["version"]) for v in found))
+        typer.echo(f"{'version':<{width}}  {'pushed':<20}  {'size':>9}  aliases")
         for v in found:
-            state = "" if v["complete"] else "  INCOMPLETE (no manifest)"
-            aliases = f"  [{', '.join(v['aliases'])}]" if v["aliases"] else ""
-            size = f"{v['size'] / 1e6:.1f} MB"
-            typer.echo(f"{v['version']}  {v['pushed_at'] or '-'}  {size}{aliases}{state}")
+            pushed = v["pushed_at"] or "INCOMPLETE (no manifest)"
+            size = f"{v['size'] / 1e6:.1f} MB" if v["size"] >= 1e5 else f"{v['size'] / 1e3:.1f} kB"
+            aliases = ", ".join(v["aliases"])
+            typer.echo(f"{v['version']:<{width}}  {pushed:<20}  {size:>9}  {aliases}".rstrip())
 
 
 @registry_app.command("pull")

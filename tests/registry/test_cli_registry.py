@@ -27,9 +27,10 @@ def test_push_list_promote_pull_manifest(cli, bucket, make_export, s3_server, tm
     assert "production: 1 -> 2" in promoted.stdout
 
     assert cli("registry", "list", uri).stdout.split() == ["ihl"]
-    lines = cli("registry", "list", uri, "ihl").stdout.splitlines()
+    header, *lines = cli("registry", "list", uri, "ihl").stdout.splitlines()
+    assert header.split() == ["version", "pushed", "size", "aliases"]
     assert [line.split()[0] for line in lines] == ["1", "2"]
-    assert "[production]" in lines[1] and "[" not in lines[0]
+    assert lines[1].endswith("  production") and "production" not in lines[0]
     listed = json.loads(cli("registry", "list", uri, "ihl", "--json").stdout)
     assert [v["aliases"] for v in listed] == [[], ["production"]]
 
@@ -59,6 +60,8 @@ def test_errors_are_one_line_with_exit_code_2(cli, bucket, make_export, tmp_path
 
     empty = cli("registry", "list", f"s3://{bucket}", "ihl")
     assert empty.exit_code == 2 and "no versions of model 'ihl'" in empty.output
+    no_models = cli("registry", "list", f"s3://{bucket}/typo")
+    assert no_models.exit_code == 2 and f"no models in s3://{bucket}/typo" in no_models.output
 
     not_export = cli("registry", "push", tmp_path, f"s3://{bucket}", "ihl", "1")
     assert not_export.exit_code == 2 and "is not an export folder" in not_export.output
