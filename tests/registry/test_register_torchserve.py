@@ -34,6 +34,9 @@ def test_register_a_pulled_version_and_predict(cli, bucket, real_export, tmp_pat
         done = cli(*register, "--key-file", tmp_path / "ts" / "key_file.json", "--set-default")
         assert done.exit_code == 0, done.output + server.log_tail()
         assert [p.name for p in store.iterdir()] == ["ihl-1.mar"]
+        again = cli(*register, "--key-file", tmp_path / "ts" / "key_file.json")
+        assert again.exit_code == 2 and "registered already" in again.output
+        assert [p.name for p in store.iterdir()] == ["ihl-1.mar"]
 
         photo = (REAL_IMAGES / "000000000872.jpg").read_bytes()
         request = urllib.request.Request(
