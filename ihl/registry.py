@@ -24,6 +24,7 @@ or ``endpoint_url``. boto3 is imported lazily: the core package never needs it.
 
 from __future__ import annotations
 
+import functools
 import getpass
 import hashlib
 import json
@@ -171,18 +172,30 @@ def _is_precondition_failed(err: Exception) -> bool:
     )
 
 
+@functools.cache
+def _boto_loader():
+    import botocore.loaders
+
+    return botocore.loaders.create_loader()
+
+
 class _Store:
     """One registry URI on one S3 endpoint; checks the bucket once up front."""
 
     def __init__(self, uri: str, endpoint_url: str | None = None):
         import boto3
+        import botocore.session
         from botocore.config import Config
 
         self.bucket, self.prefix = parse_uri(uri)
         self.uri = uri.rstrip("/")
         config = Config(connect_timeout=10, retries={"max_attempts": 3, "mode": "standard"})
+        # A fresh session reads credentials and endpoint anew (boto3's default one caches
+        # them); the shared loader spares it parsing botocore's service models again.
+        core = botocore.session.Session()
+        core.register_component("data_loader", _boto_loader())
         try:
-            session = boto3.session.Session()  # fresh: the default session caches credentials
+            session = boto3.session.Session(botocore_session=core)
             self.client = session.client("s3", endpoint_url=endpoint_url, config=config)
         except ValueError as err:
             raise RegistryError(f"S3 endpoint {endpoint_url!r}: {err}") from err
