@@ -81,7 +81,7 @@ def parse_uri(uri: str) -> tuple[str, str]:
 
 
 def _check_name(value: str, what: str) -> str:
-    if not _NAME.fullmatch(value) or value in (".", ".."):
+    if not _NAME.fullmatch(value):
         raise RegistryError(
             f"{what} {value!r}: use letters, digits, '.', '_' or '-', starting with a letter "
             "or digit (at most 100 characters)"
@@ -102,11 +102,8 @@ def _who() -> str:
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _natural_key(version: str) -> tuple:
