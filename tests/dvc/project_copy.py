@@ -22,8 +22,8 @@ PROJECT_FILES = ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore")
 PROJECT_DIRS = ("ihl", "serving")
 
 TINY = {
-    "synth": {"train": 16, "val": 8, "size": "160x120"},
-    "model": {"input_size": [64, 64]},
+    "synth": {"train": 8, "val": 4, "size": "160x120"},
+    "model": {"input_size": [32, 32], "deconv_channels": 16},
     "train": {"epochs": 1, "batch_size": 8, "lr_steps": []},
 }
 """Changes to params.yaml that make the whole pipeline run in seconds."""

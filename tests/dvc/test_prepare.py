@@ -144,6 +144,7 @@ def test_stages_declare_every_section_and_module_they_read():
         ("prepare", ["ihl.prepare"]),
         ("train", ["ihl.engine", "ihl.params"]),
         ("evaluate", ["ihl.evaluate"]),
+        ("export", ["ihl.export"]),
     ]:
         deps = [(REPO / d).resolve() for d in stages[stage]["deps"]]
         files = _import_closure(modules)
