@@ -16,11 +16,19 @@ import numpy as np
 import pytest
 from moto.server import ThreadedMotoServer
 
+OVERRIDES = {
+    "model.input_size": [64, 64],
+    "model.deconv_channels": 32,
+    "train.batch_size": 8,
+    "train.warmup_iters": 1,
+    "train.lr_steps": [1],
+    "loss.wasserstein": "none",
+}
 TINY = (
-    "--epochs", "1", "--set", "model.input_size=[64, 64]", "--set", "model.deconv_channels=32",
-    "--set", "train.batch_size=8", "--set", "train.warmup_iters=1", "--set", "train.lr_steps=[1]",
-    "--set", "loss.wasserstein=none",
-)  # fmt: skip
+    "--epochs",
+    "1",
+    *(x for k, v in OVERRIDES.items() for x in ("--set", f"{k}={json.dumps(v)}")),
+)
 MAR_ENTRIES = {
     "model.pt", "config.yaml", "keypoints.json", "model_card.md", "model_card.json",
     "ihl_handler.py", "model-config.yaml", "MAR-INF/MANIFEST.json",
@@ -108,12 +116,41 @@ def test_report_shows_predicted_skeletons(local_run):
     assert decoded is not None and decoded.shape[2] == 3
 
 
-def test_images_stay_on_the_volume_and_training_can_resume(local_run):
+def _output_artifact(out: Path, task: str, name: str) -> dict:
+    (path,) = out.glob(f"tasks/*/{task}/executor_output.json")
+    return json.loads(path.read_text())["artifacts"][name]["artifacts"][0]
+
+
+def test_images_stay_on_the_volume(local_run):
     out, _ = local_run
-    (prepared,) = out.glob("tasks/*/prepare/prepared")
-    assert [p.name for p in prepared.iterdir()] == ["index.json"]  # no images in the artifact
-    (run_dir,) = (out / "volume" / "runs").iterdir()
-    assert (run_dir / "checkpoints" / "latest.pt").is_file()
+    prepared = _output_artifact(out, "prepare", "prepared")
+    assert [p.name for p in Path(prepared["uri"]).iterdir()] == ["index.json"]
+    assert prepared["metadata"]["root"] == str(out / "volume" / "synth")
+    assert len(list((out / "volume" / "synth" / "train2017").glob("*.jpg"))) == 8
+
+
+def test_a_retried_train_task_resumes_its_run_folder(local_run, tmp_path):
+    """The same inputs again (as a retry or a re-run would pass them) find the finished run:
+    nothing is trained again and the same best checkpoint comes out."""
+    from kfp.dsl import Dataset, Model
+
+    from components import train
+    from ihl.images import image
+
+    out, _ = local_run
+    prepared = _output_artifact(out, "prepare", "prepared")
+    trained = _output_artifact(out, "train", "model")
+    latest = Path(trained["metadata"]["run_dir"]) / "checkpoints" / "latest.pt"
+    stamp = latest.stat().st_mtime_ns
+    model = Model(name="model", uri=str(tmp_path / "model"), metadata={})
+    train.python_func(
+        prepared=Dataset(name="prepared", uri=prepared["uri"], metadata=prepared["metadata"]),
+        preset="sample", epochs=1, num_gpus=0, overrides=OVERRIDES, volume=str(out / "volume"),
+        image=image("train"), model=model,
+    )  # fmt: skip
+    assert model.metadata["run_dir"] == trained["metadata"]["run_dir"]
+    assert latest.stat().st_mtime_ns == stamp
+    assert (tmp_path / "model").read_bytes() == Path(trained["uri"]).read_bytes()
 
 
 def test_registered_in_s3(local_run, s3_registry, monkeypatch):
