@@ -161,21 +161,21 @@ def _looks_like_json(data: bytes) -> bool:
 
 
 def read_request(row: dict[str, Any]) -> tuple[bytes, Any, Any]:
-    """One TorchServe request row -> (image bytes, boxes or None, box format)."""
-    if "image" in row:  # multipart form
-        image = row["image"]
-        if isinstance(image, str):
-            raise RequestError("form field 'image' must be the image file, not text")
-        if not isinstance(image, bytes | bytearray):
-            raise RequestError("form field 'image' must be the image file")
+    """One request row -> (image bytes, boxes or None, box format).
+
+    TorchServe hands a handler one dict per request: ``body`` (or ``data``) for a
+    raw or JSON body, one key per field for a multipart form; under KServe's
+    envelope, one row is one instance, our JSON object itself.
+    """
+    if isinstance(row.get("image"), bytes | bytearray):  # multipart form
         boxes = row.get("boxes")
         if isinstance(boxes, bytes | bytearray | str):
             boxes = _json(boxes, "form field 'boxes'")
         box_format = row.get("box_format", "xywh")
         if isinstance(box_format, bytes | bytearray):
             box_format = box_format.decode("utf-8", "replace")
-        return bytes(image), boxes, box_format
-    body = row.get("body", row.get("data"))
+        return bytes(row["image"]), boxes, box_format
+    body = row.get("body", row.get("data", row if "image" in row else None))
     if body is None:
         names = ", ".join(sorted(row)) or "none"
         raise RequestError(
@@ -285,7 +285,7 @@ class PoseHandler(BaseHandler):
                 body = {"code": result.status, "error": str(result)}
             else:
                 body = {"persons": result, **self.header, "model": self.model_info}
-            out.append(json.dumps(body))
+            out.append(body)
         return out
 
     def _requests(self) -> int:

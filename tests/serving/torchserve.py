@@ -1,7 +1,7 @@
 """A real TorchServe process for tests: free loopback ports, token auth on, stopped for sure.
 
 ``TorchServe(workdir, model_store, ...)`` writes a config from the repository's
-serving/config.properties with free 127.0.0.1 ports (and any overrides, e.g.
+serving/config.properties (or ``config``) with free 127.0.0.1 ports (and any overrides, e.g.
 ``enable_model_api="true"`` for registering archives; the gRPC ports are
 free ones too), starts
 ``torchserve --foreground`` in ``workdir`` with a private TMPDIR (TorchServe
@@ -39,7 +39,7 @@ def _properties(text: str) -> dict[str, str]:
 
 
 class TorchServe:
-    def __init__(self, workdir: Path, model_store: Path, **overrides: str):
+    def __init__(self, workdir: Path, model_store: Path, config: Path = CONFIG, **overrides: str):
         self.workdir = Path(workdir)
         self.model_store = Path(model_store)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -50,7 +50,7 @@ class TorchServe:
         self.inference_url = f"http://127.0.0.1:{ports['inference']}"
         self.management_url = f"http://127.0.0.1:{ports['management']}"
         self.metrics_url = f"http://127.0.0.1:{ports['metrics']}"
-        settings = _properties(CONFIG.read_text()) | {
+        settings = _properties(Path(config).read_text()) | {
             "inference_address": self.inference_url,
             "management_address": self.management_url,
             "metrics_address": self.metrics_url,
@@ -58,6 +58,7 @@ class TorchServe:
             "grpc_management_port": str(ports["grpc_management"]),
             **overrides,
         }
+        self.token_auth = settings.get("disable_token_authorization", "false") != "true"
         self.config = self.workdir / "config.properties"
         self.config.write_text("".join(f"{k}={v}\n" for k, v in settings.items()))
         self.log = self.workdir / "torchserve.log"
@@ -115,7 +116,7 @@ class TorchServe:
 
     def _ready(self) -> bool:
         """Healthy, and every registered model has a worker that finished loading it."""
-        if not (self.workdir / "key_file.json").is_file():
+        if self.token_auth and not (self.workdir / "key_file.json").is_file():
             return False
         try:
             if self._get(f"{self.inference_url}/ping", "inference").get("status") != "Healthy":
@@ -136,7 +137,8 @@ class TorchServe:
         return {api: data[api]["key"] for api in ("inference", "management")}
 
     def headers(self, api: str = "inference") -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.keys()[api]}"}
+        """The Authorization header for ``api`` (none when token auth is off)."""
+        return {"Authorization": f"Bearer {self.keys()[api]}"} if self.token_auth else {}
 
     def log_tail(self, lines: int = 60) -> str:
         text = self.log.read_text(errors="replace") if self.log.is_file() else ""
