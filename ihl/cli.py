@@ -225,7 +225,7 @@ def prepare_cmd(
         if not root.is_dir() and dataset in ("coco", "mpii"):
             hint = (
                 f"\nadd it with `ihl data add {dataset} PATH`, or fetch a tracked copy with "
-                f"`dvc pull {root}.dvc`"
+                f"`ihl data pull {root}.dvc`"
             )
         _fail(f"{err}{hint}")
     typer.echo(f"wrote {out / 'index.json'}: data version {summary['version']}")

@@ -159,6 +159,7 @@ def check_s3_remote(name: str, settings: dict) -> None:
     if not url.startswith("s3://"):
         return
     import boto3
+    import botocore.session
     from botocore.config import Config
     from botocore.exceptions import (
         BotoCoreError,
@@ -177,25 +178,28 @@ def check_s3_remote(name: str, settings: dict) -> None:
         f"out of Git in .dvc/config.local with `dvc remote modify --local {name} "
         f"access_key_id ID` and `dvc remote modify --local {name} secret_access_key KEY`"
     )
+    core = botocore.session.Session(profile=settings.get("profile"))
+    for key, variable in (("credentialpath", "credentials_file"), ("configpath", "config_file")):
+        if settings.get(key):
+            core.set_config_variable(variable, str(settings[key]))
     try:
-        session = boto3.Session(profile_name=settings.get("profile"))
+        client = boto3.Session(botocore_session=core).client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name=settings.get("region"),
+            aws_access_key_id=settings.get("access_key_id"),
+            aws_secret_access_key=settings.get("secret_access_key"),
+            aws_session_token=settings.get("session_token"),
+            verify=settings.get("ssl_verify", True),
+            config=Config(
+                connect_timeout=CONNECT_TIMEOUT_S,
+                read_timeout=2 * CONNECT_TIMEOUT_S,
+                retries={"max_attempts": 1},
+            ),
+        )
+        client.head_bucket(Bucket=bucket)
     except ProfileNotFound as err:
         raise DataStoreError(f"{where}: {err}; fix the remote's profile or {set_keys}") from None
-    client = session.client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name=settings.get("region"),
-        aws_access_key_id=settings.get("access_key_id"),
-        aws_secret_access_key=settings.get("secret_access_key"),
-        aws_session_token=settings.get("session_token"),
-        config=Config(
-            connect_timeout=CONNECT_TIMEOUT_S,
-            read_timeout=2 * CONNECT_TIMEOUT_S,
-            retries={"max_attempts": 1},
-        ),
-    )
-    try:
-        client.head_bucket(Bucket=bucket)
     except NoCredentialsError:
         raise DataStoreError(f"no S3 credentials for {where}: {set_keys}") from None
     except (EndpointConnectionError, ConnectTimeoutError) as err:
@@ -217,7 +221,11 @@ def check_s3_remote(name: str, settings: dict) -> None:
 
 
 def transfer(
-    direction: str, targets: Sequence[str] = (), *, remote: str | None = None, root=None
+    direction: str,
+    targets: Sequence[str] = (),
+    *,
+    remote: str | None = None,
+    root: Path | None = None,
 ) -> None:
     """``dvc push`` or ``dvc pull`` of ``targets`` (default: everything tracked), after
     the remote has been checked."""

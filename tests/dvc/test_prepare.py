@@ -78,7 +78,8 @@ def test_prepare_command_says_how_to_get_missing_data(tmp_path):
         app, ["prepare", "--dataset", "coco", "--root", str(tmp_path / "coco"), "--out", "o"]
     )
     assert result.exit_code == 2
-    assert "ihl data add coco PATH" in result.output and "dvc pull" in result.output
+    assert "ihl data add coco PATH" in result.output
+    assert f"ihl data pull {tmp_path / 'coco'}.dvc" in result.output
 
 
 def _write_params(tmp_path: Path, **changes) -> Path:
