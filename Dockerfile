@@ -59,6 +59,11 @@ RUN --mount=type=cache,target=/root/.cache \
     && /tmp/uv/bin/uv pip install --no-deps --compile-bytecode --python /opt/venv/bin/python \
         /opt/ihl/dist/ihl-*.whl \
     && rm -rf /tmp/uv
+# `ihl export` (the Kubeflow export component) packs the handler and model config into the
+# archive and writes the KServe config: the repository's serving/ files, found here.
+COPY serving/ihl_handler.py serving/model-config.yaml serving/kserve.config.properties \
+    /opt/ihl/serving/
+ENV IHL_SERVING_DIR=/opt/ihl/serving
 ARG VERSION=dev
 ARG REVISION=unknown
 ARG SOURCE=https://github.com/ihl-pose/ihl
@@ -93,6 +98,9 @@ RUN --mount=type=cache,target=/root/.cache \
     && /tmp/uv/bin/uv pip install --no-deps --compile-bytecode --python /opt/venv/bin/python \
         /opt/ihl/dist/ihl-*.whl \
     && rm -rf /tmp/uv
+COPY serving/ihl_handler.py serving/model-config.yaml serving/kserve.config.properties \
+    /opt/ihl/serving/
+ENV IHL_SERVING_DIR=/opt/ihl/serving
 COPY serving/config.properties /opt/ihl/config.properties
 # KServe mounts the registry's export folder at /mnt/models (model-store/ and config/).
 RUN mkdir -p /mnt/models/model-store && chown -R 10001:10001 /mnt/models

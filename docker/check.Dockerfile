@@ -14,4 +14,5 @@ RUN python3 /opt/ihl-check/check_image.py imports
 RUN python3 /opt/ihl-check/check_image.py kfp
 RUN python3 /opt/ihl-check/check_image.py clean
 RUN python3 /opt/ihl-check/check_image.py predict
+RUN python3 /opt/ihl-check/check_image.py export
 RUN if [ "$TARGET" = serve ]; then python3 /opt/ihl-check/check_image.py serve; fi

@@ -5,11 +5,12 @@ Each subcommand is one RUN step, so a failing build names the check that failed:
     user     the process runs as a non-root user with a writable home
     cli      `ihl --help` lists the stages
     predict  synthetic images -> one-epoch `ihl train` -> `ihl predict` gives finite keypoints
+    export   `ihl export` packs that checkpoint into a TorchServe archive and KServe folder
     imports  the packages the Kubeflow components (and, in serve, TorchServe) need import
     kfp      a lightweight component runs through KFP's executor with nothing installed
     clean    no dev tools, no tests, data, checkpoints or VCS folders anywhere in the image
-    serve    the image's ENTRYPOINT and CMD start TorchServe, its HEALTHCHECK passes, and
-             SIGTERM stops the launcher and the Java server
+    serve    the image's ENTRYPOINT and CMD serve that archive, its HEALTHCHECK passes, a
+             photo gets 17 keypoints, and SIGTERM stops the launcher and the Java server
 
 Only the standard library is used before the image's packages are under test, and there
 is no ``from __future__ import annotations``: kfp reads a component's annotations as types.
@@ -28,9 +29,12 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
-WORK = Path(tempfile.mkdtemp(prefix="ihl-check-"))
+# Fixed, so that later steps find what earlier ones made (each RUN sees the previous layer).
+WORK = Path(tempfile.gettempdir()) / "ihl-check"
 DEV_TOOLS = ("pytest", "ruff", "moto", "uv")
 # Outside these trees nothing may look like project data, weights or test files.
 SYSTEM_TREES = ("/proc", "/sys", "/dev", "/usr", "/opt/venv")
@@ -92,6 +96,17 @@ def check_predict() -> None:
     print(f"trained one epoch and predicted {len(results)} people with 17 finite keypoints each")
 
 
+def check_export() -> None:
+    out = WORK / "export"
+    run("ihl", "export", str(WORK / "run" / "checkpoints" / "best.pt"), "--out", str(out))
+    expected = ("model-store/ihl.mar", "config/config.properties", "model_card.md")
+    missing = [name for name in expected if not (out / name).is_file()]
+    if missing:
+        fail(f"`ihl export` wrote no {missing} in {out}")
+    size = (out / "model-store" / "ihl.mar").stat().st_size / 1e6
+    print(f"exported {out}: ihl.mar ({size:.1f} MB), KServe config and model card")
+
+
 def check_imports(target: str) -> None:
     modules = ["ihl", "torch", "torchvision", "kfp", "kfp.kubernetes", "dvc", "dvclive", "boto3"]
     modules += ["model_archiver"]
@@ -100,6 +115,9 @@ def check_imports(target: str) -> None:
     for name in modules:
         importlib.import_module(name)
     print("imported", ", ".join(modules))
+    # torchrun starts the multi-GPU training pods (PyTorchJob, pipeline train with GPUs).
+    if shutil.which("torchrun") is None:
+        fail("torchrun is not on PATH")
     if target == "serve":
         if shutil.which("torchserve") is None:
             fail("torchserve is not on PATH")
@@ -169,6 +187,32 @@ def session_processes(sid: int) -> dict[int, str]:
     return names
 
 
+def predict_over_http(port: int, images: Path) -> None:
+    """POST a synthetic photo to the served model with TorchServe's inference key."""
+    key = json.loads((WORK / "key_file.json").read_text())["inference"]["key"]
+    photo = sorted(images.glob("*.jpg"))[0]
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/predictions/ihl",
+        data=photo.read_bytes(),
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "image/jpeg"},
+    )
+    deadline = time.monotonic() + 120
+    while True:  # the model may still be loading after the server is healthy
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                answer = json.loads(response.read())
+            break
+        except urllib.error.HTTPError as err:
+            if err.code not in (404, 503) or time.monotonic() > deadline:
+                fail(f"POST /predictions/ihl: {err.code} {err.read()[:500]!r}")
+            time.sleep(1)
+    persons = answer.get("persons", [])
+    points = [v for p in persons for v in p["keypoints"]]
+    if len(persons) != 1 or len(points) != 17 or not all(len(v) == 3 for v in points):
+        fail(f"expected one person with 17 [x, y, score] keypoints, got {answer}")
+    print(f"served {photo.name}: one person, 17 keypoints")
+
+
 def check_serve() -> None:
     """Start the image's ENTRYPOINT + CMD, poll its HEALTHCHECK command, then SIGTERM it.
 
@@ -197,6 +241,7 @@ def check_serve() -> None:
     local = WORK / "config.properties"
     local.write_text(move(config.read_text(), file_ports))
     cmd[cmd.index("--ts-config") + 1] = str(local)
+    cmd[cmd.index("--model-store") + 1] = str(WORK / "export" / "model-store")
     probe = [move(part, env_ports) for part in health[1:]]
     log_path = WORK / "torchserve.log"
     with log_path.open("w") as log:
@@ -211,6 +256,7 @@ def check_serve() -> None:
                 fail(f"{cmd} never became healthy:\n{log_path.read_text()}")
             time.sleep(1)
         print(f"{' '.join(cmd)}: healthy after {time.monotonic() - start:.0f} s")
+        predict_over_http(env_ports[8080], WORK / "synth" / "val2017")
         running = session_processes(server.pid)
         server.send_signal(signal.SIGTERM)
         stop = time.monotonic()
@@ -230,11 +276,13 @@ def check_serve() -> None:
 
 def main() -> None:
     check, target = sys.argv[1], os.environ.get("TARGET", "train")
+    WORK.mkdir(exist_ok=True)
     checks = {
         "user": check_user,
         "cli": check_cli,
         "predict": check_predict,
         "imports": lambda: check_imports(target),
+        "export": check_export,
         "kfp": check_kfp,
         "clean": check_clean,
         "serve": check_serve,

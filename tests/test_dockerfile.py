@@ -16,6 +16,9 @@ import pytest
 from ihl.images import REPOSITORY, TARGETS
 
 ROOT = Path(__file__).resolve().parents[1]
+SERVING = ("config.properties", "kserve.config.properties", "ihl_handler.py", "model-config.yaml")
+ALLOWED = ("pyproject.toml", "uv.lock", "README.md", "ihl", *(f"serving/{f}" for f in SERVING))
+"""All the build context holds: the package's sources and the serving files."""
 
 
 def stages() -> dict[str, list[tuple[str, str]]]:
@@ -78,18 +81,17 @@ def test_context_is_an_allow_list_without_data():
     ]
     assert lines[0] == "*"
     allowed = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
-    assert allowed == {"pyproject.toml", "uv.lock", "README.md", "ihl", "serving/config.properties"}
+    assert allowed == set(ALLOWED)
     assert {"**/*.pt", "**/*.mar", "**/__pycache__"} <= set(lines)
 
 
 def test_every_copy_from_the_context_is_allowed_and_exists():
-    allowed = ("pyproject.toml", "uv.lock", "README.md", "ihl", "serving/config.properties")
     for stage in stages():
         for rest in args(stage, "COPY"):
             if rest.startswith("--from"):
                 continue
             for source in shlex.split(rest)[:-1]:
-                assert source in allowed, f"{stage}: COPY {source}"
+                assert source in ALLOWED, f"{stage}: COPY {source}"
                 assert (ROOT / source).exists(), f"{stage}: COPY {source} is not in the repo"
 
 
