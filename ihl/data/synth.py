@@ -10,9 +10,13 @@ The data is meant to be learnable and honest:
 
 * Figures are 3-D stick bodies (torso box, thick limbs, head with face and
   hair) posed with plausible joint angles, turned to any yaw and drawn
-  far-to-near. The figure's own left limbs are tinted red and its right limbs
-  blue, in every image and whatever way it faces, so left and right can be
-  told apart from pixels.
+  far-to-near. The figure's own left limbs are strongly tinted red and its
+  right limbs blue (75-90% tint over the clothes' colour), in every image and
+  whatever way it faces, so left and right can be told apart from pixels. A
+  mirrored figure keeps its colours, so horizontal-flip augmentation and the
+  flip test would contradict that cue: train and test on this data without
+  them (``data.flip_prob: 0``, ``test.flip: false``, as the ``sample`` preset
+  does).
 * Visibility comes from the render itself: every person and body part is also
   drawn into a label map. A keypoint is v=2 when the pixel under it belongs to
   one of its own parts (and, for face points, the feature faces the camera),
@@ -50,6 +54,11 @@ from ihl.data.keypoints import COCO, MPII
 JPEG_QUALITY = 90
 MIN_VISIBLE_AREA = 10
 """Persons with fewer visible pixels are not annotated: nobody could label them."""
+MIN_KEYPOINT_AREA = 32 * 32
+"""Persons with fewer visible pixels in a 320x240 COCO image get a box but no keypoints
+(num_keypoints 0), as COCO leaves its small persons unannotated (its keypoint metrics have
+no small range). Other image sizes scale it with their area (see min_keypoint_area)."""
+_DEFAULT_SIZE = (320, 240)
 
 _SHIFT = 4
 _ONE = 1 << _SHIFT
@@ -256,7 +265,7 @@ def _sample_colors(rng: np.random.Generator) -> dict[str, np.ndarray]:
         "pants": rng.uniform(15, 200, 3),
         "hair": rng.uniform(10, 110, 3) * rng.uniform(0.4, 1.0),
         "shoe": rng.uniform(10, 90, 3),
-        "tint": rng.uniform(0.5, 0.7),
+        "tint": rng.uniform(0.75, 0.9),
     }
 
 
@@ -596,8 +605,14 @@ def _r2(values) -> list[float]:
     return [round(float(v), 2) for v in values]
 
 
-def _coco_annotation(person: Person, image_id: int) -> dict:
-    kps = person.keypoints
+def min_keypoint_area(image_size: tuple[int, int]) -> float:
+    """MIN_KEYPOINT_AREA for images of ``image_size`` (W, H): scaled with the image area, so the
+    share of annotated persons does not depend on the image size (tiny test sets keep some)."""
+    return MIN_KEYPOINT_AREA * image_size[0] * image_size[1] / (_DEFAULT_SIZE[0] * _DEFAULT_SIZE[1])
+
+
+def _coco_annotation(person: Person, image_id: int, min_area: float) -> dict:
+    kps = person.keypoints if person.area >= min_area else np.zeros((COCO.num_joints, 3))
     flat = []
     for x, y, v in kps:
         flat += [round(float(x), 2), round(float(y), 2), int(v)] if v else [0, 0, 0]
@@ -674,7 +689,7 @@ def make_coco_synth(
     out_dir: str | Path,
     num_train: int,
     num_val: int,
-    image_size: tuple[int, int] = (320, 240),
+    image_size: tuple[int, int] = _DEFAULT_SIZE,
     seed: int = 0,
     max_people: int = 4,
     overwrite: bool = False,
@@ -685,14 +700,15 @@ def make_coco_synth(
     ``{train,val}2017/*.jpg`` and
     ``person_detection_results/COCO_val2017_detections_AP_H_56_person.json``.
     Train image ids are 1.., val ids 1000001..; annotation id = image id * 100 + k.
-    Persons whose joints all left the frame are kept with num_keypoints 0, as COCO
-    keeps them. Returns counts: images, persons and persons with keypoints per split,
-    and val detections.
+    Persons whose joints all left the frame, or under ``min_keypoint_area`` visible pixels,
+    are kept with num_keypoints 0, as COCO keeps them. Returns counts: images, persons
+    and persons with keypoints per split, and val detections.
     """
     if not 1 <= max_people <= 99:
         raise ValueError("max_people must be between 1 and 99")
     out_dir = Path(out_dir)
     summary: dict[str, int] = {}
+    min_area = min_keypoint_area(image_size)
     with _atomic_dir(out_dir, overwrite) as tmp:
         (tmp / "annotations").mkdir()
         (tmp / "person_detection_results").mkdir()
@@ -719,7 +735,7 @@ def make_coco_synth(
                     }
                 )
                 people = [p for p in scene.people if p.area >= MIN_VISIBLE_AREA]
-                annotations += [_coco_annotation(p, image_id) for p in people]
+                annotations += [_coco_annotation(p, image_id, min_area) for p in people]
                 if split == "val":
                     detections += _detections(rng, people, image_id, image_size)
             _write_json(

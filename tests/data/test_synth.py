@@ -14,7 +14,13 @@ import scipy.io
 from ihl.data import synth
 from ihl.data.keypoints import COCO, MPII
 from ihl.data.mpii import load_mpii_gt, validate_mpii
-from ihl.data.synth import MIN_VISIBLE_AREA, make_coco_synth, make_mpii_synth, render_scene
+from ihl.data.synth import (
+    MIN_KEYPOINT_AREA,
+    MIN_VISIBLE_AREA,
+    make_coco_synth,
+    make_mpii_synth,
+    render_scene,
+)
 
 COCO_ANN = "annotations/person_keypoints_{}2017.json"
 DETS = "person_detection_results/COCO_val2017_detections_AP_H_56_person.json"
@@ -82,6 +88,16 @@ def test_coco_files_have_the_coco_structure(coco_dir):
             assert w > 0 and h > 0 and x >= 0 and y >= 0
             assert x + w <= img["width"] and y + h <= img["height"]
             assert 0 < ann["area"] <= w * h
+
+
+def test_small_persons_have_a_box_but_no_keypoints_as_in_coco(coco_dir):
+    anns = json.loads((coco_dir / COCO_ANN.format("val")).read_text())["annotations"]
+    small = [a for a in anns if a["area"] < MIN_KEYPOINT_AREA]
+    large = [a for a in anns if a["area"] >= MIN_KEYPOINT_AREA]
+    assert len(small) > 5 and len(large) > 5
+    assert all(a["num_keypoints"] == 0 and not any(a["keypoints"]) for a in small)
+    assert all(a["bbox"][2] > 0 and a["bbox"][3] > 0 for a in small)
+    assert sum(a["num_keypoints"] > 0 for a in large) > 0.9 * len(large)
 
 
 def test_ground_truth_as_predictions_scores_ap_one(coco_dir):

@@ -27,7 +27,7 @@ TINY = {
 @pytest.fixture(scope="session")
 def tiny_coco(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("data") / "coco"
-    make_coco_synth(root, num_train=16, num_val=3, seed=5)
+    make_coco_synth(root, num_train=25, num_val=3, seed=5)  # 40 persons with keypoints: 5 steps
     return root
 
 
