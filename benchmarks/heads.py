@@ -3,8 +3,9 @@
 Trains the ``sample`` preset three times on the synthetic COCO set, changing
 only ``model.head`` (ihl, heatmap, integral): same backbone, deconvolutions,
 data, schedule and seed. Each run is then evaluated with the noisy detector
-boxes and flip test, as ``ihl evaluate`` does. About five minutes per head on
-a quiet two-core CPU.
+boxes, as ``ihl evaluate`` does. The budget is printed as training crops and
+images per second, since wall-clock on a shared machine says little. About
+five minutes per head on a quiet two-core CPU.
 
     uv run python benchmarks/heads.py [--data runs/synth] [--out runs/heads]
 """
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from ihl import config
 from ihl.data.synth import make_coco_synth
-from ihl.engine import train
+from ihl.engine import build_train_dataset, train
 from ihl.evaluate import evaluate
 
 HEADS = ("ihl", "heatmap", "integral")
@@ -37,21 +38,28 @@ def main() -> None:
     rows = []
     for head in args.heads:
         cfg = config.load("sample", {"model.head": head, "data.root": str(args.data)})
+        batch = cfg.train.batch_size
+        crops = cfg.train.epochs * (len(build_train_dataset(cfg)) // batch) * batch
         start = time.perf_counter()
         train(cfg, args.out / head, progress=False)
-        minutes = (time.perf_counter() - start) / 60
+        seconds = time.perf_counter() - start
         metrics = evaluate(
             args.out / head / "checkpoints" / "best.pt", args.out / head / "eval", progress=False
         )
-        rows.append((head, minutes, metrics))
-        print(f"{head}: AP {metrics['AP']:.3f} after {minutes:.1f} min", flush=True)
+        rows.append((head, crops, seconds, metrics))
+        print(f"{head}: AP {metrics['AP']:.3f} after {seconds:.0f} s", flush=True)
 
     keys = ("AP", "AP50", "AP75", "AR")
-    header = f"{'head':<9} {'train min':>9} " + " ".join(f"{k:>6}" for k in keys)
+    header = f"{'head':<9} {'crops':>6} {'train s':>7} {'img/s':>6} " + " ".join(
+        f"{k:>6}" for k in keys
+    )
     print(header)
     print("-" * len(header))
-    for head, minutes, metrics in rows:
-        print(f"{head:<9} {minutes:>9.1f} " + " ".join(f"{metrics[k]:>6.3f}" for k in keys))
+    for head, crops, seconds, metrics in rows:
+        print(
+            f"{head:<9} {crops:>6} {seconds:>7.0f} {crops / seconds:>6.1f} "
+            + " ".join(f"{metrics[k]:>6.3f}" for k in keys)
+        )
 
 
 if __name__ == "__main__":

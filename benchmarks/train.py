@@ -4,10 +4,13 @@ Times exactly what ``ihl.engine.train`` runs per batch (``TrainStep``: forward,
 IHL loss with its flow, backward, Adam, the GradScaler under fp16) on batches
 already in device memory, so the numbers are the model's ceiling; the loader's
 is in benchmarks/data.py. Rows: the ``sample`` preset on CPU, with and without
-channels-last, and on CUDA (when present) ResNet-50 and HRNet-W32 at 256x192
-in fp32, bf16 and fp16, each with and without channels-last.
+channels-last, any ``--variant`` of it (overrides as ``ihl train --set`` takes them,
+separated by ``;``), and on CUDA (when present) ResNet-50 and HRNet-W32 at 256x192
+in fp32, bf16 and fp16, each with and without channels-last. Compare rows of one run:
+on a shared machine only their ratios mean something.
 
     uv run python benchmarks/train.py [--steps 10] [--cpu-only]
+        [--variant "model.input_size=[96, 128]"] [--variant "train.batch_size=32;train.lr=4e-3"]
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import argparse
 import time
 
 import torch
+import yaml
 
 from ihl import config
 from ihl.config import Config
@@ -37,6 +41,17 @@ def batch(cfg: Config, device: torch.device) -> tuple[torch.Tensor, dict[str, to
         "heatmaps": torch.rand(b, k, mh, mw, device=device),
     }
     return images, targets
+
+
+def parse_variant(text: str) -> dict:
+    """``a.b=1;c.d=[2, 3]`` as overrides; values are YAML, as ``ihl train --set`` reads them."""
+    overrides = {}
+    for item in filter(None, (part.strip() for part in text.split(";"))):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--variant {text!r}: expected key=value pairs separated by ';'")
+        overrides[key.strip()] = yaml.safe_load(value)
+    return overrides
 
 
 def sync(device: torch.device) -> None:
@@ -79,13 +94,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=10, help="timed steps per row")
     parser.add_argument("--cpu-only", action="store_true", help="skip the CUDA rows")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        help="another CPU row of the sample preset: key=value overrides separated by ';'",
+    )
     args = parser.parse_args()
 
     cpu = torch.device("cpu")
-    rows = [("sample", cpu, "off", False), ("sample", cpu, "off", True)]
+    rows = [("sample", cpu, "off", False, {}), ("sample", cpu, "off", True, {})]
+    rows += [("sample", cpu, "off", False, parse_variant(text)) for text in args.variant]
     if torch.cuda.is_available() and not args.cpu_only:
         rows += [
-            (name, torch.device("cuda"), amp, channels_last)
+            (name, torch.device("cuda"), amp, channels_last, {})
             for name in CUDA_PRESETS
             for amp in AMP
             for channels_last in (False, True)
@@ -93,18 +115,19 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
     header = (
         f"{'preset':<16} {'device':<6} {'input':>7} {'batch':>5} {'amp':<4} {'NHWC':<5} "
-        f"{'img/s':>8}"
+        f"{'img/s':>8}  overrides"
     )
     print(header)
     print("-" * len(header))
-    for name, device, amp, channels_last in rows:
+    for name, device, amp, channels_last, extra in rows:
         overrides = {"train.amp": amp, "train.channels_last": channels_last}
-        cfg = config.load(name, overrides | {"model.pretrained": False})
+        cfg = config.load(name, overrides | {"model.pretrained": False} | extra)
         rate = images_per_second(cfg, device, args.steps)
         w, h = cfg.model.input_size
         print(
             f"{name:<16} {device.type:<6} {f'{w}x{h}':>7} {cfg.train.batch_size:>5} "
-            f"{amp:<4} {'yes' if channels_last else 'no':<5} {rate:>8.1f}",
+            f"{amp:<4} {'yes' if channels_last else 'no':<5} {rate:>8.1f}  "
+            + "; ".join(f"{k}={v}" for k, v in extra.items()),
             flush=True,
         )
 

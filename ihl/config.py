@@ -115,6 +115,10 @@ class DataConfig(_Section):
     """Training augmentation: range of the random box scale factor."""
     half_body_prob: float = Field(0.3, ge=0, le=1)
     """Training augmentation: chance of cropping to the upper or lower body."""
+    flip_prob: float = Field(0.5, ge=0, le=1)
+    """Training augmentation: chance of a horizontal flip (left and right joints swapped). Zero for
+    data whose sides differ by appearance, as the synthetic figures' do: a mirrored figure keeps
+    its colours, so a flip would teach that colour says nothing about the side."""
 
 
 class Config(_Section):

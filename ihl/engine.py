@@ -194,6 +194,7 @@ def build_train_dataset(cfg: Config) -> Dataset:
         rotation_factor=cfg.data.rotation_factor,
         scale_range=cfg.data.scale_range,
         half_body_prob=cfg.data.half_body_prob,
+        flip_prob=cfg.data.flip_prob,
     )
     kwargs = dict(
         train=True,

@@ -9,7 +9,7 @@ import torch
 
 from ihl.checkpoint import load_model
 from ihl.data.errors import DatasetError
-from ihl.engine import PaperSchedule, train
+from ihl.engine import PaperSchedule, build_train_dataset, train
 
 
 def test_schedule_warms_up_linearly_then_steps_down_by_epoch():
@@ -48,6 +48,13 @@ def test_baseline_heads_train(tiny_cfg, tmp_path, head):
     tiny_cfg.model.head = head
     tiny_cfg.train.epochs = 1
     assert "AP" in train(tiny_cfg, tmp_path, progress=False)
+
+
+@pytest.mark.parametrize("flip_prob", [0.0, 1.0])
+def test_flip_probability_reaches_the_training_crops(tiny_cfg, flip_prob):
+    tiny_cfg.data.flip_prob = flip_prob
+    dataset = build_train_dataset(tiny_cfg)
+    assert {bool(dataset[i]["flipped"]) for i in range(8)} == {flip_prob == 1.0}
 
 
 def test_missing_dataset_folder_is_named_and_nothing_is_written(tiny_cfg, tmp_path):
