@@ -53,6 +53,8 @@ def test_the_kserve_config_lets_the_manifest_pin_addresses():
         if "=" in line and not line.startswith("#")
     )
     assert config["enable_envvars_config"] == "true"
+    assert KSERVE_ENV["TS_MANAGEMENT_ADDRESS"].startswith("http://127.0.0.1:")
+    assert KSERVE_ENV["TS_INFERENCE_ADDRESS"] == "http://0.0.0.0:8080"  # KServe's port
     for variable in KSERVE_ENV:
         assert variable.removeprefix("TS_").lower() in config
 
