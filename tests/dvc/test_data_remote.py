@@ -97,7 +97,7 @@ def test_pull_on_another_clone_restores_identical_files(stored, tmp_path):
     assert same_tree(COCO_SAMPLE, clone / "data/coco")
 
 
-def test_missing_credentials_or_endpoint_say_what_to_do(stored, tmp_path, monkeypatch):
+def test_missing_remote_credentials_or_endpoint_say_what_to_do(stored, tmp_path, monkeypatch):
     clone = tmp_path / "clone"
     git("clone", "-q", str(stored), str(clone), cwd=tmp_path)
     for key in CREDENTIALS:
@@ -116,6 +116,14 @@ def test_missing_credentials_or_endpoint_say_what_to_do(stored, tmp_path, monkey
     assert f"cannot reach the S3 endpoint of remote 'store' (s3://datasets/dvc at {dead})" in (
         result.output
     )
+
+    result = ihl("data", "push", "-r", "elsewhere", cwd=clone)
+    assert result.exit_code == 2
+    assert "no DVC remote named 'elsewhere' (configured: store)" in result.output
+    dvc("remote", "default", "--unset", cwd=clone)
+    result = ihl("data", "push", cwd=clone)
+    assert result.exit_code == 2
+    assert "no DVC remote is configured: add one with `dvc remote add -d" in result.output
     assert not (clone / "data/coco").exists() and not (clone / ".dvc/cache").exists()
 
 
