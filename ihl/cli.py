@@ -434,7 +434,9 @@ def data_add_cmd(
     from ihl.datastore import DataStoreError, add_dataset
 
     try:
-        dvc_file = add_dataset(name, path, move=move, replace=replace, decode_images=not no_decode)
+        dvc_file = add_dataset(
+            name, path, move=move, replace=replace, decode_images=not no_decode, progress=True
+        )
     except (DataStoreError, DatasetError) as err:
         _fail(str(err))
     typer.echo(

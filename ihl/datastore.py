@@ -57,6 +57,23 @@ def _sibling(path: Path, tag: str) -> Path:
     return path.with_name(f".{path.name}.{tag}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
 
 
+def _copy_tree(source: Path, target: Path, progress: bool) -> None:
+    """``shutil.copytree`` with a per-file progress bar."""
+    from tqdm import tqdm
+
+    total = sum(len(files) for _, _, files in os.walk(source))
+    with tqdm(
+        total=total, desc=f"copying to {target.parent}", unit="file", disable=not progress
+    ) as bar:
+
+        def copy(src: str, dst: str) -> str:
+            done = shutil.copy2(src, dst)
+            bar.update()
+            return done
+
+        shutil.copytree(source, target, copy_function=copy)
+
+
 def add_dataset(
     name: str,
     source: Path,
@@ -65,6 +82,7 @@ def add_dataset(
     move: bool = False,
     replace: bool = False,
     decode_images: bool = True,
+    progress: bool = False,
 ) -> Path:
     """Check ``source`` as a ``name`` dataset, place it at data/<name> and ``dvc add`` it.
 
@@ -72,7 +90,9 @@ def add_dataset(
     renames the folder itself when it is on the same file system, else copies it
     and deletes the source last), and an existing data/<name> (with ``replace``)
     is set aside until ``dvc add`` has succeeded: any failure leaves data/ and the
-    source as they were. Returns the .dvc file to commit with Git.
+    source as they were. With ``progress``, each step is announced on stderr and the
+    copy shows a progress bar (real datasets take minutes). Returns the .dvc file to
+    commit with Git.
     """
     if name not in ADDABLE:
         raise DataStoreError(
@@ -89,6 +109,9 @@ def add_dataset(
         raise DataStoreError(
             f"{target} already exists: pass --replace to record this folder as its new version"
         )
+    if progress:
+        checking = "decoding every image" if decode_images else "checking that images exist"
+        print(f"checking {source} as {name} ({checking})", file=sys.stderr)
     check_dataset(name, source, decode_images=decode_images)
     if in_place:
         run_dvc(["add", str(target.relative_to(root))], root)
@@ -107,7 +130,7 @@ def add_dataset(
                 if err.errno != errno.EXDEV:
                     raise
         if not renamed:
-            shutil.copytree(source, staged)
+            _copy_tree(source, staged, progress)
     except BaseException:
         if not renamed:
             shutil.rmtree(staged, ignore_errors=True)
