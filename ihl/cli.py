@@ -456,15 +456,13 @@ TargetsArg = Annotated[
 
 @data_app.command("push")
 def data_push_cmd(targets: TargetsArg = None, remote: RemoteOpt = None) -> None:
-    """Upload tracked data to the DVC remote (`dvc push`), after checking that the remote's
-    credentials and endpoint work."""
+    """Upload tracked data to the DVC remote (`dvc push`) once the remote checks out."""
     _transfer("push", targets, remote)
 
 
 @data_app.command("pull")
 def data_pull_cmd(targets: TargetsArg = None, remote: RemoteOpt = None) -> None:
-    """Download tracked data from the DVC remote into the workspace (`dvc pull`), after
-    checking that the remote's credentials and endpoint work."""
+    """Download tracked data from the DVC remote (`dvc pull`) once the remote checks out."""
     _transfer("pull", targets, remote)
 
 
