@@ -245,6 +245,10 @@ class PoseHandler(BaseHandler):
         parsed = []
         for row in data:
             try:
+                if not isinstance(row, dict):
+                    raise RequestError(
+                        'each instance must be an object {"image": base64, "boxes": [...]}'
+                    )
                 image_bytes, boxes, box_format = read_request(row)
                 image = decode_image(image_bytes, self.max_pixels)
                 height, width = image.shape[:2]
@@ -253,6 +257,9 @@ class PoseHandler(BaseHandler):
                 )
             except RequestError as err:
                 parsed.append(err)
+            except Exception as err:  # a decoder's surprise must not fail the whole batch
+                log.exception("unreadable request")
+                parsed.append(RequestError(f"cannot read the request: {type(err).__name__}"))
         return parsed
 
     def inference(self, parsed):

@@ -340,3 +340,15 @@ def test_model_api_is_off(torchserve):
     delete = requests.delete(f"{models}/ihl", headers=headers, timeout=TIMEOUT)
     assert delete.status_code == 405, delete.text
     assert _post(torchserve, data=PHOTO.read_bytes()).status_code == 200
+
+
+def test_a_20_mib_photo_is_admitted_a_larger_body_refused(torchserve):
+    noise = np.random.default_rng(0).integers(0, 256, (2800, 4000, 3), dtype=np.uint8)
+    photo = _encode(Image.fromarray(noise), "JPEG", quality=100)
+    assert len(photo) > 20 * 2**20
+    response = _post(torchserve, data=photo)
+    assert response.status_code == 200, response.text
+    assert response.json()["persons"][0]["bbox"] == [0, 0, 4000, 2800]
+    too_big = _post(torchserve, data=photo + bytes(9 * 2**20))
+    assert too_big.status_code == 413
+    assert _post(torchserve, data=PHOTO.read_bytes()).status_code == 200
