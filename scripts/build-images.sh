@@ -16,7 +16,10 @@ while (($#)); do
     case "$1" in
         --push) push=true ;;
         --no-check) check=false ;;
-        --target) targets+=("$2"); shift ;;
+        --target)
+            [[ ${2:-} == train || ${2:-} == serve ]] ||
+                { echo "--target takes train or serve" >&2; exit 2; }
+            targets+=("$2"); shift ;;
         -h | --help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -113,7 +116,11 @@ if $push; then
         echo "!! pushing images built on the debootstrap stand-in base (no registry here)" >&2
     for ref in "${refs[@]}"; do
         echo "== pushing $ref"
-        podman push "$ref"
+        digest=$(mktemp)
+        podman push --digestfile "$digest" "$ref"
+        # What to pin in pipelines and manifests (--image): a tag can move, a digest cannot.
+        report+=("pushed ${ref%:*}@$(cat "$digest")")
+        rm -f "$digest"
     done
 fi
 
