@@ -61,7 +61,8 @@ def test_sigma_scores_fall_as_sigma_grows():
 
 @pytest.mark.parametrize("head", ["ihl", "integral", "heatmap"])
 def test_predict_crops_flip_test_averages_both_views(head):
-    cfg = config.load("sample", {"model.head": head, "model.input_size": [64, 64]})
+    overrides = {"model.head": head, "model.input_size": [64, 64], "test.flip": True}
+    cfg = config.load("sample", overrides)
     torch.manual_seed(0)
     model = build_model(cfg.model).eval()
     images = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
