@@ -41,7 +41,7 @@ from ihl.models import build_model
 from ihl.predict import predict_image
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests" / "serving"))
+sys.path[:0] = [str(REPO / "tests"), str(REPO / "tests" / "serving")]
 from torchserve import TorchServe  # noqa: E402  (the tests' real-TorchServe helper)
 
 PHOTO = REPO.parent / "shared" / "data" / "real_images" / "000000000872.jpg"

@@ -1,24 +1,10 @@
-"""Shared fixtures for the command-line tests: a CLI runner and the real sample data."""
+"""Shared fixtures for the command-line tests: synthetic and real sample data."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
-
-from ihl.cli import app
-
-
-@pytest.fixture
-def cli():
-    """Run ``ihl ARGS...`` in-process; returns click's Result (exit_code, output, stdout)."""
-    runner = CliRunner()
-
-    def run(*args):
-        return runner.invoke(app, [str(a) for a in args])
-
-    return run
 
 
 @pytest.fixture(scope="module")

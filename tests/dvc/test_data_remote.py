@@ -13,8 +13,9 @@ from pathlib import Path
 
 import boto3
 import pytest
-from project_copy import dvc, free_port, git, make_project, tool_env
+from project_copy import dvc, git, make_project, tool_env
 from sample_data import COCO_SAMPLE, MPII_SAMPLE
+from servers import free_port
 from typer.testing import CliRunner
 
 from ihl.cli import app
@@ -66,14 +67,14 @@ def no_debris(data: Path) -> bool:
 
 
 @pytest.fixture(scope="module")
-def stored(tmp_path_factory, s3_endpoint, aws_env) -> Path:
+def stored(tmp_path_factory, s3_server, aws_env) -> Path:
     """A project whose COCO sample was added with `ihl data add`, committed and pushed."""
     project = make_project(tmp_path_factory.mktemp("data") / "project", pipeline=False)
     result = ihl("data", "add", "coco", COCO_SAMPLE, cwd=project)
     assert result.exit_code == 0, result.output
-    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket="datasets")
+    boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket="datasets")
     dvc("remote", "add", "-d", "store", "s3://datasets/dvc", cwd=project)
-    dvc("remote", "modify", "store", "endpointurl", s3_endpoint, cwd=project)
+    dvc("remote", "modify", "store", "endpointurl", s3_server, cwd=project)
     git("add", "data/coco.dvc", ".dvc/config", cwd=project)
     git("commit", "-qm", "coco sample", cwd=project)
     result = ihl("data", "push", cwd=project)

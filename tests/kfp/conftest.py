@@ -1,23 +1,8 @@
-"""Fixtures for the Kubeflow pipeline tests: the CLI runner and a compiled pipeline."""
+"""Helpers for the Kubeflow pipeline tests: reading a compiled pipeline back."""
 
 from __future__ import annotations
 
-import pytest
 import yaml
-from typer.testing import CliRunner
-
-from ihl.cli import app
-
-
-@pytest.fixture(scope="module")
-def cli():
-    """Run ``ihl ARGS...`` in-process; returns click's Result."""
-    runner = CliRunner()
-
-    def run(*args):
-        return runner.invoke(app, [str(a) for a in args])
-
-    return run
 
 
 def load_pipeline(path) -> tuple[dict, dict]:

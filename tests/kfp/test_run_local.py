@@ -6,7 +6,6 @@ import base64
 import json
 import math
 import re
-import socket
 import zipfile
 from pathlib import Path
 
@@ -14,7 +13,6 @@ import boto3
 import cv2
 import numpy as np
 import pytest
-from moto.server import ThreadedMotoServer
 
 OVERRIDES = {
     "model.input_size": [64, 64],
@@ -36,15 +34,10 @@ MAR_ENTRIES = {
 
 
 @pytest.fixture(scope="module")
-def s3_registry():
-    """A moto S3 server on a free port with one bucket; yields its environment variables."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
+def s3_registry(s3_server):
+    """The session's S3 endpoint with a bucket for this module; yields its environment variables."""
     env = {
-        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "AWS_ENDPOINT_URL": s3_server,
         "AWS_ACCESS_KEY_ID": "test-key",
         "AWS_SECRET_ACCESS_KEY": "test-secret",
         "AWS_DEFAULT_REGION": "us-east-1",
@@ -58,8 +51,7 @@ def s3_registry():
         aws_secret_access_key="s",
     )
     s3.create_bucket(Bucket="models")
-    yield env
-    server.stop()
+    return env
 
 
 @pytest.fixture(scope="module")

@@ -4,17 +4,11 @@ Pipelines REST API (v2beta1) that records what it is sent."""
 from __future__ import annotations
 
 import json
-import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from servers import free_port
 
 
 class _KfpApi(BaseHTTPRequestHandler):

@@ -1,35 +1,15 @@
-"""A real S3 endpoint for the registry tests: moto's server on a free 127.0.0.1 port."""
+"""Registry test fixtures: S3 credentials in the environment, fresh buckets, export folders."""
 
 from __future__ import annotations
 
 import json
-import socket
 import uuid
 import zipfile
 from pathlib import Path
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
-from typer.testing import CliRunner
-
-from ihl.cli import app
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="session")
-def s3_server():
-    """The endpoint URL of a moto S3 server that lives for the whole session."""
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
+from servers import free_port
 
 
 @pytest.fixture
@@ -91,16 +71,6 @@ def _write_export(root: Path, name: str, version: str, payload: bytes) -> Path:
     (root / "model_card.md").write_text(f"# {name} {version}\n\nAP 0.5{payload.hex()}\n")
     return root
 
-
-@pytest.fixture
-def cli():
-    """Run ``ihl ARGS...`` in-process; returns click's Result."""
-    runner = CliRunner()
-
-    def run(*args):
-        return runner.invoke(app, [str(a) for a in args])
-
-    return run
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 from sample_data import REAL_IMAGES
-from serving.torchserve import TorchServe, free_port
+from servers import free_port
+from serving.torchserve import TorchServe
 
 from ihl.registry import kserve_manifest, promote, pull, push
 

@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,14 +22,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from servers import free_port
+
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "serving" / "config.properties"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _properties(text: str) -> dict[str, str]:
