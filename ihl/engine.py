@@ -36,7 +36,7 @@ from ihl.checkpoint import CheckpointError, atomic_save, safe_load, save_model
 from ihl.config import Config
 from ihl.data.coco import CocoKeypoints, coco_split_paths
 from ihl.data.errors import DatasetError
-from ihl.data.keypoints import COCO, MPII
+from ihl.data.keypoints import get_spec
 from ihl.data.mpii import MpiiKeypoints
 from ihl.data.transforms import TopDownAugment
 from ihl.evaluate import (
@@ -187,9 +187,8 @@ def needs_heatmaps(cfg: Config) -> bool:
 def build_train_dataset(cfg: Config) -> Dataset:
     root = require_dir(Path(cfg.data.root), "dataset folder")
     w, h = cfg.model.heatmap_size
-    spec = MPII if cfg.data.dataset == "mpii" else COCO
     augment = TopDownAugment(
-        spec,
+        get_spec(cfg.data.dataset),
         crop_size(cfg),
         rotation_factor=cfg.data.rotation_factor,
         scale_range=cfg.data.scale_range,

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -35,12 +34,12 @@ import yaml
 from ihl import config as config_mod
 from ihl.checkpoint import load_model, save_model
 from ihl.data.keypoints import get_spec
+from ihl.registry import NAME
 
 HANDLER = "ihl_handler.py"
 MODEL_CONFIG = "model-config.yaml"
 KSERVE_CONFIG = "kserve.config.properties"
 KSERVE_MODEL_STORE = "/mnt/models/model-store"
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
 class ExportError(ValueError):
@@ -221,7 +220,7 @@ def export_model(
     """
     checkpoint, out = Path(checkpoint), Path(out)
     for value, what in ((name, "model name"), (version, "version")):
-        if not _NAME.fullmatch(value):
+        if not NAME.fullmatch(value):
             raise ExportError(
                 f"{what} {value!r}: use letters, digits, '.', '_' and '-', starting with a letter "
                 "or digit"

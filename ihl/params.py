@@ -16,7 +16,7 @@ import yaml
 
 from ihl import config as config_mod
 from ihl.data.errors import DatasetError
-from ihl.data.keypoints import COCO, MPII
+from ihl.data.keypoints import get_spec
 from ihl.prepare import layout
 
 CONFIG_SECTIONS = ("model", "loss", "train", "data")
@@ -76,9 +76,8 @@ def config_overrides(path: str | Path) -> dict[str, Any]:
             raise config_mod.ConfigError(
                 f"{path}: {key} follows from `dataset: {dataset}`; remove it and set dataset"
             )
-    spec = MPII if kind == "mpii" else COCO
     return overrides | {
         "data.root": data_root(dataset),
         "data.dataset": kind,
-        "model.num_joints": spec.num_joints,
+        "model.num_joints": get_spec(kind).num_joints,
     }

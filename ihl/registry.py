@@ -57,7 +57,8 @@ KSERVE_ENV = {
 }
 """TorchServe settings an InferenceService pins through the environment (see inference_service)."""
 
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+"""Model names, versions and aliases: safe as S3 keys, file names and TorchServe model names."""
 
 
 class RegistryError(Exception):
@@ -81,7 +82,7 @@ def parse_uri(uri: str) -> tuple[str, str]:
 
 
 def _check_name(value: str, what: str) -> str:
-    if not _NAME.fullmatch(value):
+    if not NAME.fullmatch(value):
         raise RegistryError(
             f"{what} {value!r}: use letters, digits, '.', '_' or '-', starting with a letter "
             "or digit (at most 100 characters)"
