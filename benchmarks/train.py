@@ -3,9 +3,9 @@
 Times exactly what ``ihl.engine.train`` runs per batch (``TrainStep``: forward,
 IHL loss with its flow, backward, Adam, the GradScaler under fp16) on batches
 already in device memory, so the numbers are the model's ceiling; the loader's
-is in benchmarks/data.py. Rows: the ``sample`` preset on CPU, with and without
-channels-last, any ``--variant`` of it (overrides as ``ihl train --set`` takes them,
-separated by ``;``), and on CUDA (when present) ResNet-50 and HRNet-W32 at 256x192
+is in benchmarks/data.py. Rows: the ``sample`` preset on CPU in fp32 and bf16, each with
+and without channels-last, any ``--variant`` of it (overrides as ``ihl train --set`` takes
+them, separated by ``;``), and on CUDA (when present) ResNet-50 and HRNet-W32 at 256x192
 in fp32, bf16 and fp16, each with and without channels-last. Compare rows of one run:
 on a shared machine only their ratios mean something.
 
@@ -23,12 +23,12 @@ import yaml
 
 from ihl import config
 from ihl.config import Config
-from ihl.engine import TrainStep
+from ihl.engine import TrainStep, autocast_dtype, build_optimizer
 from ihl.losses import build_loss
 from ihl.models import build_model
 
 CUDA_PRESETS = ("coco_res50", "coco_hrnet_w32")
-AMP = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+AMP = ("off", "bf16", "fp16")
 
 
 def batch(cfg: Config, device: torch.device) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -63,11 +63,11 @@ def images_per_second(cfg: Config, device: torch.device, steps: int) -> float:
     torch.manual_seed(0)
     model = build_model(cfg.model).to(device)
     criterion = build_loss(cfg.model.head, cfg.loss).to(device)
-    amp = AMP[cfg.train.amp] if device.type == "cuda" else None
+    amp = autocast_dtype(cfg.train.amp, device)
     if cfg.train.channels_last:
         model.to(memory_format=torch.channels_last)
     step = TrainStep(model, criterion, amp)
-    optimizer = torch.optim.Adam(step.parameters(), lr=cfg.train.lr)
+    optimizer, _ = build_optimizer(step.parameters(), cfg, 1, iters_per_epoch=1)
     scaler = torch.amp.GradScaler(device.type, enabled=amp is torch.float16)
     images, targets = batch(cfg, device)
     if cfg.train.channels_last:
@@ -103,11 +103,15 @@ def main() -> None:
     args = parser.parse_args()
 
     cpu = torch.device("cpu")
-    rows = [("sample", cpu, "off", False, {}), ("sample", cpu, "off", True, {})]
-    rows += [("sample", cpu, "off", False, parse_variant(text)) for text in args.variant]
+    rows = [
+        ("sample", cpu, {"train.amp": amp, "train.channels_last": channels_last})
+        for amp in ("off", "bf16")
+        for channels_last in (False, True)
+    ]
+    rows += [("sample", cpu, parse_variant(text)) for text in args.variant]
     if torch.cuda.is_available() and not args.cpu_only:
         rows += [
-            (name, torch.device("cuda"), amp, channels_last, {})
+            (name, torch.device("cuda"), {"train.amp": amp, "train.channels_last": channels_last})
             for name in CUDA_PRESETS
             for amp in AMP
             for channels_last in (False, True)
@@ -119,15 +123,15 @@ def main() -> None:
     )
     print(header)
     print("-" * len(header))
-    for name, device, amp, channels_last, extra in rows:
-        overrides = {"train.amp": amp, "train.channels_last": channels_last}
-        cfg = config.load(name, overrides | {"model.pretrained": False} | extra)
+    for name, device, overrides in rows:
+        cfg = config.load(name, {"model.pretrained": False} | overrides)
         rate = images_per_second(cfg, device, args.steps)
         w, h = cfg.model.input_size
+        amp, nhwc = cfg.train.amp, "yes" if cfg.train.channels_last else "no"
         print(
             f"{name:<16} {device.type:<6} {f'{w}x{h}':>7} {cfg.train.batch_size:>5} "
-            f"{amp:<4} {'yes' if channels_last else 'no':<5} {rate:>8.1f}  "
-            + "; ".join(f"{k}={v}" for k, v in extra.items()),
+            f"{amp:<4} {nhwc:<5} {rate:>8.1f}  "
+            + "; ".join(f"{k}={v}" for k, v in overrides.items()),
             flush=True,
         )
 

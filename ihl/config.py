@@ -99,7 +99,9 @@ class TrainConfig(_Section):
     num_workers: int = Field(2, ge=0)
     """DataLoader worker processes per device."""
     amp: Literal["off", "bf16", "fp16"] = "off"
-    """Mixed precision on CUDA (fp16 with a GradScaler); ignored on CPU."""
+    """Mixed precision: bf16 on CUDA and on CPUs (oneDNN; fast where the CPU has bf16
+    instructions, such as AVX512-BF16 or AMX), fp16 with a GradScaler on CUDA only (ignored on
+    CPU)."""
     channels_last: bool = False
     """NHWC memory format: faster convolutions on tensor-core GPUs."""
 

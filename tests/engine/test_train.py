@@ -9,7 +9,16 @@ import torch
 
 from ihl.checkpoint import load_model
 from ihl.data.errors import DatasetError
-from ihl.engine import PaperSchedule, build_train_dataset, train
+from ihl.engine import (
+    PaperSchedule,
+    TrainStep,
+    autocast_dtype,
+    build_optimizer,
+    build_train_dataset,
+    train,
+)
+from ihl.losses import build_loss
+from ihl.models.pose import build_model
 
 
 def test_schedule_warms_up_linearly_then_steps_down_by_epoch():
@@ -21,6 +30,40 @@ def test_schedule_warms_up_linearly_then_steps_down_by_epoch():
     assert schedule(4) == schedule(19) == 1.0
     assert schedule(20) == pytest.approx(0.1)
     assert schedule(30) == pytest.approx(0.01)
+
+
+def test_bf16_autocast_applies_on_cpu_and_fp16_only_on_cuda():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert autocast_dtype("bf16", cpu) is autocast_dtype("bf16", cuda) is torch.bfloat16
+    assert autocast_dtype("fp16", cpu) is None and autocast_dtype("fp16", cuda) is torch.float16
+    assert autocast_dtype("off", cpu) is autocast_dtype("off", cuda) is None
+
+
+def test_bf16_step_runs_the_model_in_bf16_and_the_loss_in_float32(tiny_cfg):
+    torch.manual_seed(0)
+    model = build_model(tiny_cfg.model)
+    step = TrainStep(model, build_loss("ihl", tiny_cfg.loss), torch.bfloat16)
+    seen = []
+    model.head.final_layer.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    batch = [build_train_dataset(tiny_cfg)[i] for i in range(4)]
+    images = torch.stack([b["image"] for b in batch])
+    targets = {
+        k: torch.stack([torch.as_tensor(b[k]) for b in batch])
+        for k in ("coords", "weights", "heatmaps")
+    }
+    terms = step(images, targets)
+    terms["loss"].backward()
+    assert seen == [torch.bfloat16]
+    assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in terms.values())
+    grads = [p.grad for p in model.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+def test_optimizer_is_fused_adam_at_the_configured_lr(tiny_cfg):
+    model = torch.nn.Linear(2, 2)
+    optimizer, scheduler = build_optimizer(model.parameters(), tiny_cfg, 1, iters_per_epoch=10)
+    assert isinstance(optimizer, torch.optim.Adam) and optimizer.defaults["fused"]
+    assert optimizer.defaults["lr"] == tiny_cfg.train.lr
 
 
 def test_training_writes_checkpoints_and_logs(tiny_cfg, straight_run):
