@@ -147,8 +147,10 @@ def import_checkpoint_cmd(
 def synth_cmd(
     out: Annotated[Path, typer.Argument(help="Dataset folder to create, e.g. data/synth.")],
     dataset: Annotated[Dataset, typer.Option(help="Layout to write.")] = Dataset.coco,
-    train: Annotated[int, typer.Option(min=0, help="Training images.")] = 200,
-    val: Annotated[int, typer.Option(min=0, help="Validation images.")] = 50,
+    train: Annotated[
+        int, typer.Option(min=0, help="Training images (the sample preset is tuned for 1000).")
+    ] = 1000,
+    val: Annotated[int, typer.Option(min=0, help="Validation images.")] = 100,
     seed: Annotated[int, typer.Option(help="Same seed, same bytes.")] = 0,
     size: Annotated[str, typer.Option(help="Image size WxH.")] = "320x240",
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty OUT.")] = False,
