@@ -61,7 +61,12 @@ def test_sigma_scores_fall_as_sigma_grows():
 
 @pytest.mark.parametrize("head", ["ihl", "integral", "heatmap"])
 def test_predict_crops_flip_test_averages_both_views(head):
-    overrides = {"model.head": head, "model.input_size": [64, 64], "test.flip": True}
+    overrides = {
+        "model.head": head,
+        "model.input_size": [64, 64],
+        "test.flip": True,
+        "test.keypoint_score": "reference",
+    }
     cfg = config.load("sample", overrides)
     torch.manual_seed(0)
     model = build_model(cfg.model).eval()
@@ -81,8 +86,13 @@ def test_predict_crops_flip_test_averages_both_views(head):
 
 
 def test_sigma_keypoint_scores_are_selectable():
-    cfg = config.load("sample", {"model.input_size": [64, 64], "test.keypoint_score": "sigma"})
+    overrides = {
+        "model.input_size": [64, 64],
+        "test.keypoint_score": "sigma",
+        "test.sigma_score_tolerance": 0.05,
+    }
+    cfg = config.load("sample", overrides)
     model = build_model(cfg.model).eval()
     pred = predict_crops(model, torch.zeros(1, 3, 64, 64, dtype=torch.uint8), cfg.test, FLIP)
-    torch.testing.assert_close(pred.scores, sigma_scores(pred.sigma, 0.02))
+    torch.testing.assert_close(pred.scores, sigma_scores(pred.sigma, 0.05))
     assert (pred.scores < 1).all()
