@@ -127,7 +127,8 @@ def main() -> None:
         cfg = config.load(name, {"model.pretrained": False} | overrides)
         rate = images_per_second(cfg, device, args.steps)
         w, h = cfg.model.input_size
-        amp, nhwc = cfg.train.amp, "yes" if cfg.train.channels_last else "no"
+        amp = cfg.train.amp if autocast_dtype(cfg.train.amp, device) else "off"
+        nhwc = "yes" if cfg.train.channels_last else "no"
         print(
             f"{name:<16} {device.type:<6} {f'{w}x{h}':>7} {cfg.train.batch_size:>5} "
             f"{amp:<4} {nhwc:<5} {rate:>8.1f}  "

@@ -99,9 +99,9 @@ class TrainConfig(_Section):
     num_workers: int = Field(2, ge=0)
     """DataLoader worker processes per device."""
     amp: Literal["off", "bf16", "fp16"] = "off"
-    """Mixed precision: bf16 on CUDA and on CPUs (oneDNN; fast where the CPU has bf16
-    instructions, such as AVX512-BF16 or AMX), fp16 with a GradScaler on CUDA only (ignored on
-    CPU)."""
+    """Mixed precision: bf16 on CUDA and on CPUs with bf16 instructions (AVX512-BF16, AMX, Arm
+    BF16; other CPUs would emulate it many times slower, so they train in float32), fp16 with a
+    GradScaler on CUDA only (float32 on CPU)."""
     channels_last: bool = False
     """NHWC memory format: faster convolutions on tensor-core GPUs."""
 

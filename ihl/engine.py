@@ -120,11 +120,23 @@ class TrainStep(nn.Module):
         return self.criterion({k: v.float() for k, v in out.items()}, targets)
 
 
+def cpu_has_bf16() -> bool:
+    """Whether oneDNN has native bf16 kernels on this CPU (AVX512-BF16, AMX or Arm's BF16).
+
+    Without them bf16 convolutions are emulated: a sample-preset step took 3.7 s against
+    0.23 s in float32 on an AVX2-only oneDNN (``ONEDNN_MAX_CPU_ISA=AVX2``).
+    """
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype of ``train.amp`` on ``device``: bf16 anywhere, fp16 on CUDA only (CPU
-    autocast has no fp16 speed-up, so it trains in float32 there)."""
+    """The autocast dtype of ``train.amp`` on ``device``: bf16 on CUDA and on CPUs with bf16
+    instructions, fp16 on CUDA only; None (float32) otherwise."""
     if amp == "bf16":
-        return torch.bfloat16
+        return torch.bfloat16 if device.type != "cpu" or cpu_has_bf16() else None
     if amp == "fp16" and device.type == "cuda":
         return torch.float16
     return None
@@ -423,6 +435,13 @@ def _train(
     if cfg.train.channels_last:
         model.to(memory_format=torch.channels_last)
     amp_dtype = autocast_dtype(cfg.train.amp, dev)
+    if cfg.train.amp != "off" and amp_dtype is None:
+        log.warning(
+            "train.amp %s is not used on this %s (%s); training in float32",
+            cfg.train.amp,
+            dev.type,
+            "fp16 is for CUDA" if cfg.train.amp == "fp16" else "no bf16 instructions",
+        )
     step_fn: nn.Module = TrainStep(model, criterion, amp_dtype)
     optimizer, scheduler = build_optimizer(
         step_fn.parameters(), cfg, ddp.world_size, iters_per_epoch

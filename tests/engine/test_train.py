@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from ihl import engine
 from ihl.checkpoint import load_model
 from ihl.data.errors import DatasetError
 from ihl.engine import (
@@ -32,11 +33,32 @@ def test_schedule_warms_up_linearly_then_steps_down_by_epoch():
     assert schedule(30) == pytest.approx(0.01)
 
 
-def test_bf16_autocast_applies_on_cpu_and_fp16_only_on_cuda():
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_autocast_applies_on_cpus_with_bf16_and_fp16_only_on_cuda(monkeypatch, native):
+    monkeypatch.setattr(engine, "cpu_has_bf16", lambda: native)
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert autocast_dtype("bf16", cpu) is autocast_dtype("bf16", cuda) is torch.bfloat16
+    assert autocast_dtype("bf16", cpu) is (torch.bfloat16 if native else None)
+    assert autocast_dtype("bf16", cuda) is torch.bfloat16
     assert autocast_dtype("fp16", cpu) is None and autocast_dtype("fp16", cuda) is torch.float16
     assert autocast_dtype("off", cpu) is autocast_dtype("off", cuda) is None
+
+
+def test_bf16_on_a_cpu_without_it_trains_in_float32_and_says_so(
+    tiny_cfg, tmp_path, monkeypatch, caplog
+):
+    monkeypatch.setattr(engine, "cpu_has_bf16", lambda: False)
+    seen = []
+    real_init = engine.TrainStep.__init__
+
+    def spy(self, model, criterion, amp_dtype):
+        seen.append(amp_dtype)
+        real_init(self, model, criterion, amp_dtype)
+
+    monkeypatch.setattr(engine.TrainStep, "__init__", spy)
+    tiny_cfg.train.amp, tiny_cfg.train.epochs = "bf16", 1
+    train(tiny_cfg, tmp_path, progress=False)
+    assert seen == [None]
+    assert "train.amp bf16 is not used on this cpu (no bf16 instructions)" in caplog.text
 
 
 def test_bf16_step_runs_the_model_in_bf16_and_the_loss_in_float32(tiny_cfg):
