@@ -86,4 +86,3 @@ def make_project(path: Path, params: dict | None = None, *, pipeline: bool = Tru
     git("add", "-A", cwd=path)
     git("commit", "-qm", "project", cwd=path)
     return path
-

@@ -72,7 +72,6 @@ def _write_export(root: Path, name: str, version: str, payload: bytes) -> Path:
     return root
 
 
-
 @pytest.fixture(scope="session")
 def real_export(tmp_path_factory) -> Path:
     """`ihl export` of a small randomly initialised model: a real archive TorchServe loads."""
