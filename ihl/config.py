@@ -34,6 +34,8 @@ class ModelConfig(_Section):
     deconv_layers: int = Field(3, ge=0)
     """Transposed convolutions before the 1x1 output layer (ResNet backbones; HRNet uses 0)."""
     deconv_channels: int = Field(256, gt=0)
+    resnet_stages: int = Field(4, ge=2, le=4)
+    """ResNet stages kept: 4 is the usual stride-32 backbone, 3 ends at layer3 (stride 16)."""
     beta: float = Field(1.0, gt=0)
     """Temperature on the maps; SIHN ignores it, the debias correction does not."""
     debias: bool = False
@@ -42,6 +44,8 @@ class ModelConfig(_Section):
     def _check(self) -> ModelConfig:
         if self.backbone.startswith("hrnet") and self.deconv_layers:
             raise ValueError("model.deconv_layers: HRNet heads are a 1x1 convolution, set it to 0")
+        if self.backbone.startswith("hrnet") and self.resnet_stages != 4:
+            raise ValueError("model.resnet_stages: applies to ResNet backbones only, not HRNet")
         if any(s % 32 for s in self.input_size):
             raise ValueError(f"model.input_size: {self.input_size} must be multiples of 32")
         return self
@@ -50,7 +54,7 @@ class ModelConfig(_Section):
     def stride(self) -> int:
         if self.backbone.startswith("hrnet"):
             return 4
-        return 32 // 2**self.deconv_layers
+        return 2 ** (self.resnet_stages + 1 - self.deconv_layers)
 
     @property
     def heatmap_size(self) -> tuple[int, int]:

@@ -50,9 +50,13 @@ def test_ill_typed_key_is_named(tmp_path):
         config.load(path)
 
 
-def test_hrnet_refuses_deconvolutions():
+def test_hrnet_refuses_deconvolutions_and_resnet_stages():
     with pytest.raises(config.ConfigError, match="deconv_layers"):
         config.load("coco_hrnet_w32", {"model.deconv_layers": 3})
+    with pytest.raises(config.ConfigError, match="resnet_stages"):
+        config.load("coco_hrnet_w32", {"model.resnet_stages": 3})
+    with pytest.raises(config.ConfigError, match="resnet_stages"):
+        config.load("coco_res50", {"model.resnet_stages": 1})
 
 
 def test_overrides_and_unknown_preset():

@@ -83,6 +83,28 @@ def test_resnet_torchvision_checkpoint_layout_loads(tmp_path):
     torch.testing.assert_close(backbone.layer3[2].conv2.weight, state["layer3.2.conv2.weight"])
 
 
+@pytest.mark.parametrize(
+    ("stages", "stride", "channels"), [(4, 32, 512), (3, 16, 256), (2, 8, 128)]
+)
+def test_truncated_resnet_features(stages, stride, channels):
+    backbone = ResNetBackbone(18, stages)
+    assert backbone.out_channels == channels
+    assert backbone(torch.zeros(1, 3, 96, 64)).shape == (1, channels, 96 // stride, 64 // stride)
+    assert not any(k.startswith(f"layer{stages + 1}") for k in backbone.state_dict())
+    cfg = config.load("sample", {"model.resnet_stages": stages, "model.deconv_layers": 1})
+    assert cfg.model.stride == stride // 2
+
+
+def test_truncated_resnet_loads_imagenet_weights_without_its_dropped_stage(tmp_path):
+    state = torchvision.models.resnet18().state_dict()
+    path = tmp_path / "resnet18.pth"
+    torch.save(state, path)
+    backbone = ResNetBackbone(18, 3)
+    ignored = load_imagenet(backbone, path)
+    assert "layer4.1.conv2.weight" in ignored and "fc.weight" in ignored
+    torch.testing.assert_close(backbone.layer3[1].conv2.weight, state["layer3.1.conv2.weight"])
+
+
 def test_model_info_reports_params_and_macs():
     from ihl.model_info import model_info
 

@@ -21,19 +21,28 @@ RESNET_CHANNELS = {18: 512, 34: 512, 50: 2048, 101: 2048, 152: 2048}
 
 
 class ResNetBackbone(nn.Module):
-    """torchvision ResNet without its pooling and classifier: stride-32 features."""
+    """torchvision ResNet without its pooling and classifier.
 
-    def __init__(self, depth: int):
+    All four stages give stride-32 features; ``stages=3`` stops after layer3
+    (stride 16, half the channels), ``stages=2`` after layer2 (stride 8).
+    """
+
+    def __init__(self, depth: int, stages: int = 4):
         super().__init__()
         net = torchvision.models.get_model(f"resnet{depth}", weights=None)
-        for name in ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"):
+        for name in ("conv1", "bn1", "relu", "maxpool"):
             setattr(self, name, getattr(net, name))
-        self.out_channels = RESNET_CHANNELS[depth]
+        self.layers = [f"layer{i}" for i in range(1, stages + 1)]
+        for name in self.layers:
+            setattr(self, name, getattr(net, name))
+        self.out_channels = RESNET_CHANNELS[depth] // 2 ** (4 - stages)
         self.depth = depth
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        for name in self.layers:
+            x = getattr(self, name)(x)
+        return x
 
     def imagenet_state_dict(self) -> dict[str, Tensor]:
         weights = torchvision.models.get_model_weights(f"resnet{self.depth}").IMAGENET1K_V1
@@ -74,9 +83,9 @@ class PoseHRNet(timm_hrnet.HighResolutionNet):
         return timm.create_model(f"hrnet_w{self.width}", pretrained=True).state_dict()
 
 
-def build_backbone(name: str) -> nn.Module:
+def build_backbone(name: str, resnet_stages: int = 4) -> nn.Module:
     if name.startswith("resnet"):
-        return ResNetBackbone(int(name[len("resnet") :]))
+        return ResNetBackbone(int(name[len("resnet") :]), resnet_stages)
     if name.startswith("hrnet_w"):
         return PoseHRNet(int(name[len("hrnet_w") :]))
     raise ValueError(f"unknown backbone {name!r}")

@@ -23,7 +23,7 @@ class PoseModel(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
-        self.backbone = build_backbone(cfg.backbone)
+        self.backbone = build_backbone(cfg.backbone, cfg.resnet_stages)
         kwargs = dict(
             num_joints=cfg.num_joints,
             deconv_layers=cfg.deconv_layers,
