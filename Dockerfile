@@ -67,6 +67,8 @@ ENV IHL_SERVING_DIR=/opt/ihl/serving
 ARG VERSION=dev
 ARG REVISION=unknown
 ARG SOURCE=https://github.com/ihl-pose/ihl
+# The image has no git checkout: `ihl export` writes this revision into the model card.
+ENV IHL_REVISION=${REVISION}
 LABEL org.opencontainers.image.title="ihl-train" \
       org.opencontainers.image.description="IHL pose estimation: training, evaluation and Kubeflow components" \
       org.opencontainers.image.source="${SOURCE}" \

@@ -60,8 +60,9 @@ def serving_dir() -> Path:
 
 
 def code_version() -> str:
-    """The git revision of the code (``+dirty`` with uncommitted changes), else the package
-    version."""
+    """The git revision of the code (``+dirty`` with uncommitted changes); without a checkout
+    (the container images) the revision the image was built from (``IHL_REVISION``), else the
+    package version."""
     root = Path(__file__).resolve().parents[1]
     try:
         rev = subprocess.run(
@@ -73,7 +74,8 @@ def code_version() -> str:
             capture_output=True, text=True, check=True, timeout=10,
         ).stdout.strip()  # fmt: skip
     except (OSError, subprocess.SubprocessError):
-        return f"ihl {package_version('ihl')}"
+        built_from = os.environ.get("IHL_REVISION", "unknown")
+        return built_from if built_from != "unknown" else f"ihl {package_version('ihl')}"
     return f"{rev}+dirty" if dirty else rev
 
 

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from ihl import config
 from ihl.cli import app
 from ihl.data.keypoints import COCO
-from ihl.export import ExportError, export_model
+from ihl.export import ExportError, code_version, export_model
 
 
 def _archive(export_dir) -> zipfile.ZipFile:
@@ -109,3 +109,17 @@ def test_cli_export_and_its_errors(serving_checkpoint, tmp_path):
     done = runner.invoke(app, [*args, "--name", "pose"])
     assert done.exit_code == 0, done.output
     assert (tmp_path / "a" / "model-store" / "pose.mar").is_file()
+
+
+def test_code_version_without_git_is_the_image_revision(monkeypatch):
+    """The container images have no git: the REVISION they were built with names the code."""
+    def no_git(*args, **kwargs):
+        raise FileNotFoundError("git")
+
+    monkeypatch.setattr("ihl.export.subprocess.run", no_git)
+    monkeypatch.setenv("IHL_REVISION", "0123abc")
+    assert code_version() == "0123abc"
+    monkeypatch.setenv("IHL_REVISION", "unknown")
+    assert code_version().startswith("ihl ")
+    monkeypatch.delenv("IHL_REVISION")
+    assert code_version().startswith("ihl ")
