@@ -11,8 +11,8 @@ import typer
 from ihl.cli import USER_ERRORS, _fail, _print_table, app
 
 registry_app = typer.Typer(
-    help="Model registry on S3 (KServe storage layout): push, list, pull, promote, register, "
-    "manifest.",
+    help="Model registry on S3 (KServe storage layout): push, list, pull, abandon, promote, "
+    "register, manifest.",
     no_args_is_help=True,
 )
 app.add_typer(registry_app, name="registry")
@@ -120,6 +120,31 @@ def pull_cmd(
     except _errors() as err:
         _fail(str(err))
     typer.echo(dest)
+
+
+@registry_app.command("abandon")
+def abandon_cmd(
+    uri: UriArg,
+    name: NameArg,
+    version: Annotated[str, typer.Argument(help="The incomplete version.")],
+    older_than: Annotated[
+        float,
+        typer.Option(
+            min=0, help="Minutes since the push started, below which it may still be running."
+        ),
+    ] = 60.0,
+    endpoint_url: EndpointOpt = None,
+) -> None:
+    """Remove an interrupted push: a version without manifest (complete versions are kept)."""
+    from ihl import registry
+
+    try:
+        deleted = registry.abandon(
+            uri, name, version, older_than_minutes=older_than, endpoint_url=endpoint_url
+        )
+    except _errors() as err:
+        _fail(str(err))
+    typer.echo(f"removed {len(deleted)} objects of incomplete version {name}/{version}")
 
 
 @registry_app.command("promote")

@@ -12,8 +12,10 @@ A version is complete once its manifest exists, and is never written again: a
 push first claims the version with a conditional write (``If-None-Match: *``)
 of ``.push-claim.json``, so of two concurrent pushes one fails before it has
 uploaded anything, and the manifest, also written conditionally, is the
-commit point. Pulls download to a temporary folder next to the destination,
-check every file against the manifest and only then rename it into place.
+commit point. A push killed before its manifest leaves an incomplete version
+that ``abandon`` removes once its claim is old enough. Pulls download to a
+temporary folder next to the destination, check every file against the
+manifest and only then rename it into place.
 Aliases (``production``, ``staging``) are small objects under
 ``<name>/_aliases/`` that name a version; versions cannot start with ``_``.
 
@@ -303,7 +305,8 @@ class _Store:
         if self.keys(self.key(name, version_or_alias)):
             raise RegistryError(
                 f"version {version_or_alias!r} of model {name!r} in {self.uri} is incomplete "
-                "(an interrupted or running push): it has no manifest"
+                "(an interrupted or running push): it has no manifest; `ihl registry abandon` "
+                "removes an interrupted one"
             )
         versions = [v for v in self.subfolders(self.key(name)) if v != ALIASES]
         if not versions:
@@ -396,8 +399,8 @@ def push(
             other = (store.get_json(store.key(name, version, CLAIM)) or ({},))[0]
             raise RegistryError(
                 f"{version_uri} is being pushed by {other.get('pushed_by', 'another client')} "
-                f"(since {other.get('started', '?')}); if that push was interrupted, delete "
-                f"{version_uri}/ and push again"
+                f"(since {other.get('started', '?')}); if that push was interrupted, "
+                f"`ihl registry abandon {uri} {name} {version}` removes it"
             ) from err
     uploaded = [store.key(name, version, CLAIM)]
     try:
@@ -408,6 +411,11 @@ def push(
                     str(path), store.bucket, key, Callback=progress(rel, entries[rel]["size"])
                 )
                 uploaded.append(key)
+            if store.get_json(store.key(name, version, CLAIM)) is None:
+                raise RegistryError(
+                    f"{version_uri}: the push was abandoned (`ihl registry abandon`) while it "
+                    "uploaded; nothing was committed, push again"
+                )
             manifest = {
                 "name": name,
                 "version": version,
@@ -421,6 +429,49 @@ def push(
             store.delete(uploaded)
         raise
     return version_uri
+
+
+def abandon(
+    uri: str,
+    name: str,
+    version: str,
+    *,
+    older_than_minutes: float = 60.0,
+    endpoint_url: str | None = None,
+) -> list[str]:
+    """Remove an incomplete version (a push that never wrote its manifest); returns the keys
+    deleted.
+
+    Complete versions are immutable and refused. So is a version whose push claim is younger
+    than ``older_than_minutes``: that push may still be uploading (a running push that finds
+    its claim gone stops before it commits).
+    """
+    _check_name(name, "model name")
+    _check_name(version, "version")
+    store = _Store(uri, endpoint_url)
+    folder = store.key(name, version)
+    version_uri = store.url(folder)
+    if store.manifest(name, version) is not None:
+        raise RegistryError(f"{version_uri} is complete; versions are immutable and never removed")
+    found = store.keys(folder)
+    if not found:
+        raise RegistryError(f"{version_uri} does not exist; nothing to abandon")
+    claim = store.get_json(store.key(name, version, CLAIM))
+    if claim is not None:
+        started = claim[0].get("started", "")
+        try:
+            age = datetime.now(UTC) - datetime.fromisoformat(started)
+        except (TypeError, ValueError):
+            age = None
+        if age is not None and age.total_seconds() < older_than_minutes * 60:
+            raise RegistryError(
+                f"{version_uri} is being pushed by {claim[0].get('pushed_by', 'another client')} "
+                f"since {started} ({age.total_seconds() / 60:.0f} min ago): it may still be "
+                f"running; wait, or set the age limit lower (now {older_than_minutes:g} min)"
+            )
+    with _s3_errors(version_uri):
+        store.delete(found)
+    return found
 
 
 def list_models(uri: str, *, endpoint_url: str | None = None) -> list[str]:

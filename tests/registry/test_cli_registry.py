@@ -73,3 +73,18 @@ def test_errors_are_one_line_with_exit_code_2(cli, bucket, make_export, tmp_path
     cli("registry", "push", make_export("e"), f"s3://{bucket}", "ihl", "1")
     bad_name = cli("registry", "manifest", f"s3://{bucket}", "ihl", "1", "--service-name", "IHL_1")
     assert bad_name.exit_code == 2 and "InferenceService name 'IHL_1'" in bad_name.output
+
+
+def test_abandon_an_interrupted_push(cli, bucket, s3):
+    s3.put_object(
+        Bucket=bucket,
+        Key="ihl/7/.push-claim.json",
+        Body=json.dumps({"pushed_by": "me@host", "started": "2025-01-01T00:00:00Z"}),
+    )
+    listed = cli("registry", "list", f"s3://{bucket}", "ihl").stdout
+    assert "INCOMPLETE" in listed
+    done = cli("registry", "abandon", f"s3://{bucket}", "ihl", "7")
+    assert done.exit_code == 0, done.output
+    assert "removed 1 objects of incomplete version ihl/7" in done.stdout
+    again = cli("registry", "abandon", f"s3://{bucket}", "ihl", "7")
+    assert again.exit_code == 2 and "does not exist" in again.output

@@ -225,3 +225,54 @@ def test_missing_credentials_and_unreachable_endpoint(bucket, dead_endpoint, mon
     with pytest.raises(RegistryError, match="cannot reach the S3 endpoint.*--endpoint-url"):
         registry.pull(uri, "ihl", "1", tmp_path / "p", endpoint_url=dead_endpoint)
     assert not (tmp_path / "p").exists()
+
+
+def _interrupted_push(s3, bucket: str, version: str, started: str) -> None:
+    """What a push killed mid-upload leaves: its claim and some files, no manifest."""
+    claim = json.dumps({"pushed_by": "ci@runner-7", "started": started})
+    s3.put_object(Bucket=bucket, Key=f"ihl/{version}/.push-claim.json", Body=claim)
+    s3.put_object(Bucket=bucket, Key=f"ihl/{version}/model_card.md", Body=b"# half")
+
+
+def test_abandon_removes_an_interrupted_push_so_it_can_be_pushed_again(s3, bucket, make_export):
+    uri = f"s3://{bucket}"
+    registry.push(make_export("one"), uri, "ihl", "1")
+    _interrupted_push(s3, bucket, "2", "2025-01-01T00:00:00Z")
+    two = make_export("two")
+    with pytest.raises(RegistryError, match="ihl registry abandon"):
+        registry.push(two, uri, "ihl", "2")
+
+    deleted = registry.abandon(uri, "ihl", "2")
+    assert sorted(deleted) == ["ihl/2/.push-claim.json", "ihl/2/model_card.md"]
+    assert [k for k in keys(s3, bucket) if k.startswith("ihl/2/")] == []
+    registry.push(two, uri, "ihl", "2")
+    assert [v["complete"] for v in registry.list_versions(uri, "ihl")] == [True, True]
+
+
+def test_abandon_refuses_complete_missing_and_recent_versions(s3, bucket, make_export):
+    uri = f"s3://{bucket}"
+    registry.push(make_export("one"), uri, "ihl", "1")
+    _interrupted_push(s3, bucket, "2", registry._now())
+    before = keys(s3, bucket)
+
+    with pytest.raises(RegistryError, match="complete; versions are immutable"):
+        registry.abandon(uri, "ihl", "1")
+    with pytest.raises(RegistryError, match="ihl/3 does not exist"):
+        registry.abandon(uri, "ihl", "3")
+    with pytest.raises(RegistryError, match="may still be running"):
+        registry.abandon(uri, "ihl", "2")
+    assert keys(s3, bucket) == before
+    assert len(registry.abandon(uri, "ihl", "2", older_than_minutes=0)) == 2
+
+
+def test_a_push_abandoned_while_it_uploads_commits_nothing(s3, bucket, make_export):
+    uri = f"s3://{bucket}"
+
+    def abandon_on_second_file(label, total):
+        if label == "model_card.md":
+            registry.abandon(uri, "ihl", "1", older_than_minutes=0)
+        return lambda n: None
+
+    with pytest.raises(RegistryError, match="abandoned"):
+        registry.push(make_export("e"), uri, "ihl", "1", progress=abandon_on_second_file)
+    assert keys(s3, bucket) == []

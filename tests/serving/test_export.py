@@ -113,6 +113,7 @@ def test_cli_export_and_its_errors(serving_checkpoint, tmp_path):
 
 def test_code_version_without_git_is_the_image_revision(monkeypatch):
     """The container images have no git: the REVISION they were built with names the code."""
+
     def no_git(*args, **kwargs):
         raise FileNotFoundError("git")
 
