@@ -32,6 +32,7 @@ import hashlib
 import json
 import os
 import re
+import secrets
 import shutil
 import socket
 import tempfile
@@ -385,7 +386,7 @@ def push(
         )
     if store.alias(name, version) is not None:
         raise RegistryError(f"{name!r} already has an alias {version!r}; pick another version")
-    claim = {"pushed_by": _who(), "started": _now()}
+    claim = {"pushed_by": _who(), "started": _now(), "push_id": secrets.token_hex(8)}
     with _s3_errors(version_uri):
         try:
             store.put_json(store.key(name, version, CLAIM), claim, IfNoneMatch="*")
@@ -403,6 +404,7 @@ def push(
                 f"`ihl registry abandon {uri} {name} {version}` removes it"
             ) from err
     uploaded = [store.key(name, version, CLAIM)]
+    abandoned = False
     try:
         with _s3_errors(version_uri):
             for rel, path in files.items():
@@ -411,10 +413,13 @@ def push(
                     str(path), store.bucket, key, Callback=progress(rel, entries[rel]["size"])
                 )
                 uploaded.append(key)
-            if store.get_json(store.key(name, version, CLAIM)) is None:
+            current = store.get_json(store.key(name, version, CLAIM))
+            if current is None or current[0] != claim:
+                abandoned = True
                 raise RegistryError(
                     f"{version_uri}: the push was abandoned (`ihl registry abandon`) while it "
-                    "uploaded; nothing was committed, push again"
+                    "uploaded; nothing was committed. Files it uploaded since are left for "
+                    "`ihl registry abandon` (the version may be another push's by now)"
                 )
             manifest = {
                 "name": name,
@@ -425,8 +430,9 @@ def push(
             }
             store.put_json(store.key(name, version, MANIFEST), manifest, IfNoneMatch="*")
     except BaseException:
-        with suppress(Exception):  # best effort: a leftover claim names the failed push
-            store.delete(uploaded)
+        if not abandoned:
+            with suppress(Exception):  # best effort: a leftover claim names the failed push
+                store.delete(uploaded)
         raise
     return version_uri
 
@@ -460,14 +466,19 @@ def abandon(
     if claim is not None:
         started = claim[0].get("started", "")
         try:
-            age = datetime.now(UTC) - datetime.fromisoformat(started)
+            minutes = (datetime.now(UTC) - datetime.fromisoformat(started)).total_seconds() / 60
         except (TypeError, ValueError):
-            age = None
-        if age is not None and age.total_seconds() < older_than_minutes * 60:
+            minutes = None
+        if minutes is None and older_than_minutes > 0:
+            raise RegistryError(
+                f"{version_uri}: its push claim has no readable start time ({started!r}); "
+                "if no push is running, abandon it with `--older-than 0`"
+            )
+        if minutes is not None and minutes < older_than_minutes:
             raise RegistryError(
                 f"{version_uri} is being pushed by {claim[0].get('pushed_by', 'another client')} "
-                f"since {started} ({age.total_seconds() / 60:.0f} min ago): it may still be "
-                f"running; wait, or set the age limit lower (now {older_than_minutes:g} min)"
+                f"since {started} ({minutes:.0f} min ago): it may still be "
+                f"running; wait, or lower `--older-than` (now {older_than_minutes:g} min)"
             )
     with _s3_errors(version_uri):
         store.delete(found)

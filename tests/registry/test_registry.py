@@ -261,18 +261,35 @@ def test_abandon_refuses_complete_missing_and_recent_versions(s3, bucket, make_e
         registry.abandon(uri, "ihl", "3")
     with pytest.raises(RegistryError, match="may still be running"):
         registry.abandon(uri, "ihl", "2")
+    _interrupted_push(s3, bucket, "4", "yesterday")
+    with pytest.raises(RegistryError, match=r"no readable start time \('yesterday'\)"):
+        registry.abandon(uri, "ihl", "4")
+    assert len(registry.abandon(uri, "ihl", "4", older_than_minutes=0)) == 2
     assert keys(s3, bucket) == before
     assert len(registry.abandon(uri, "ihl", "2", older_than_minutes=0)) == 2
 
 
-def test_a_push_abandoned_while_it_uploads_commits_nothing(s3, bucket, make_export):
+@pytest.mark.parametrize("reclaimed", [False, True])
+def test_a_push_abandoned_while_it_uploads_commits_nothing(s3, bucket, make_export, reclaimed):
+    """Abandoned mid-upload, and perhaps claimed again by a new push: the first push must not
+    write a manifest over files that are gone or not its own."""
     uri = f"s3://{bucket}"
 
-    def abandon_on_second_file(label, total):
+    def abandon_on_last_file(label, total):
         if label == "model_card.md":
             registry.abandon(uri, "ihl", "1", older_than_minutes=0)
+            if reclaimed:
+                _interrupted_push(s3, bucket, "1", registry._now())
         return lambda n: None
 
     with pytest.raises(RegistryError, match="abandoned"):
-        registry.push(make_export("e"), uri, "ihl", "1", progress=abandon_on_second_file)
-    assert keys(s3, bucket) == []
+        registry.push(make_export("e"), uri, "ihl", "1", progress=abandon_on_last_file)
+    assert "ihl/1/manifest.json" not in keys(s3, bucket)
+    claim = registry._Store(uri).get_json("ihl/1/.push-claim.json")
+    if reclaimed:  # the new push's claim is left alone
+        assert claim[0]["pushed_by"] == "ci@runner-7"
+    else:
+        assert claim is None
+        assert registry.list_versions(uri, "ihl")[0]["complete"] is False
+        registry.abandon(uri, "ihl", "1")
+        assert keys(s3, bucket) == []
