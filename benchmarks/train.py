@@ -59,7 +59,10 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def images_per_second(cfg: Config, device: torch.device, steps: int) -> float:
+def images_per_second(
+    cfg: Config, device: torch.device, steps: int
+) -> tuple[float, torch.dtype | None]:
+    """Training images per second, and the autocast dtype the steps really ran in."""
     torch.manual_seed(0)
     model = build_model(cfg.model).to(device)
     criterion = build_loss(cfg.model.head, cfg.loss).to(device)
@@ -87,7 +90,7 @@ def images_per_second(cfg: Config, device: torch.device, steps: int) -> float:
     for _ in range(steps):
         one()
     sync(device)
-    return steps * cfg.train.batch_size / (time.perf_counter() - start)
+    return steps * cfg.train.batch_size / (time.perf_counter() - start), amp
 
 
 def main() -> None:
@@ -125,9 +128,9 @@ def main() -> None:
     print("-" * len(header))
     for name, device, overrides in rows:
         cfg = config.load(name, {"model.pretrained": False} | overrides)
-        rate = images_per_second(cfg, device, args.steps)
+        rate, dtype = images_per_second(cfg, device, args.steps)
         w, h = cfg.model.input_size
-        amp = cfg.train.amp if autocast_dtype(cfg.train.amp, device) else "off"
+        amp = cfg.train.amp if dtype else "off"
         nhwc = "yes" if cfg.train.channels_last else "no"
         print(
             f"{name:<16} {device.type:<6} {f'{w}x{h}':>7} {cfg.train.batch_size:>5} "
