@@ -46,6 +46,11 @@ class ModelConfig(_Section):
             raise ValueError("model.deconv_layers: HRNet heads are a 1x1 convolution, set it to 0")
         if self.backbone.startswith("hrnet") and self.resnet_stages != 4:
             raise ValueError("model.resnet_stages: applies to ResNet backbones only, not HRNet")
+        if self.backbone.startswith("resnet") and self.deconv_layers > self.resnet_stages + 1:
+            raise ValueError(
+                f"model.deconv_layers: {self.deconv_layers} would make maps finer than the input "
+                f"(a {self.resnet_stages}-stage ResNet has stride {2 ** (self.resnet_stages + 1)})"
+            )
         if any(s % 32 for s in self.input_size):
             raise ValueError(f"model.input_size: {self.input_size} must be multiples of 32")
         return self

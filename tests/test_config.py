@@ -57,6 +57,12 @@ def test_hrnet_refuses_deconvolutions_and_resnet_stages():
         config.load("coco_hrnet_w32", {"model.resnet_stages": 3})
     with pytest.raises(config.ConfigError, match="resnet_stages"):
         config.load("coco_res50", {"model.resnet_stages": 1})
+    with pytest.raises(config.ConfigError, match="stride 8"):
+        config.load("sample", {"model.resnet_stages": 2, "model.deconv_layers": 4})
+    assert (
+        config.load("sample", {"model.resnet_stages": 2, "model.deconv_layers": 3}).model.stride
+        == 1
+    )
 
 
 def test_overrides_and_unknown_preset():
