@@ -11,7 +11,7 @@ photos of real_images, whose larger JPEGs cost more to decode; those get one
 whole-image box each and the joints of a sample person scaled into it, so the
 target code has the same work to do. Target: >= 150 samples/s per worker.
 
-    uv run python benchmarks/data.py [--data ../shared/data] [--seconds 3]
+    uv run python benchmarks/data.py [--data data/samples] [--seconds 3]
 """
 
 from __future__ import annotations
@@ -104,8 +104,8 @@ def main() -> None:
     parser.add_argument(
         "--data",
         type=Path,
-        default=REPO.parent / "shared" / "data",
-        help="folder holding coco_sample/ and real_images/ (default: ../shared/data)",
+        default=REPO / "data" / "samples",
+        help="folder holding coco_sample/ and real_images/ (default: data/samples)",
     )
     parser.add_argument("--seconds", type=float, default=3.0, help="time per measurement")
     args = parser.parse_args()

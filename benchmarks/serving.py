@@ -44,7 +44,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "tests"), str(REPO / "tests" / "serving")]
 from torchserve import TorchServe  # noqa: E402  (the tests' real-TorchServe helper)
 
-PHOTO = REPO.parent / "shared" / "data" / "real_images" / "000000000872.jpg"
+PHOTO = REPO / "data" / "samples" / "real_images" / "000000000872.jpg"
 BOXES = [[40, 30, 200, 420], [250, 60, 150, 400], [420, 100, 180, 360], [5, 200, 120, 270]]
 BOXES.append([300, 10, 330, 460])
 

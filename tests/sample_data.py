@@ -1,18 +1,12 @@
-"""Where the real COCO/MPII samples live: ../shared/data beside the repository
-(IHL_SHARED_DATA overrides). Tests need them and fail loudly if they are absent."""
+"""The real COCO/MPII samples vendored in the repository (data/samples, see its README
+for provenance and licences). Tests and benchmarks read them from there only."""
 
-import os
 from pathlib import Path
 
-SHARED_DATA = Path(
-    os.environ.get("IHL_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
-)
-COCO_SAMPLE = SHARED_DATA / "coco_sample"
+SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples"
+COCO_SAMPLE = SAMPLES / "coco_sample"
 COCO_ANN = COCO_SAMPLE / "annotations" / "person_keypoints_sample.json"
 COCO_IMAGES = COCO_SAMPLE / "images"
 COCO_DETS = COCO_SAMPLE / "person_detection_results" / "sample_detections.json"
-MPII_SAMPLE = SHARED_DATA / "mpii_sample"
-REAL_IMAGES = SHARED_DATA / "real_images"
-
-if not COCO_ANN.is_file():
-    raise FileNotFoundError(f"sample data not found at {SHARED_DATA}; set IHL_SHARED_DATA")
+MPII_SAMPLE = SAMPLES / "mpii_sample"
+REAL_IMAGES = SAMPLES / "real_images"

@@ -1,7 +1,7 @@
 """COCO keypoints as a top-down dataset: one sample per person box.
 
 Layout (ihl-method.md section 8): ``annotations/person_keypoints_<split>.json``
-with images under ``<split>/`` (the samples in ../shared/data use ``images/``)
+with images under ``<split>/`` (the vendored samples in data/samples use ``images/``)
 and detector boxes in ``person_detection_results/*.json``.
 
 Annotations are checked when the dataset is built (cheap: keys, lengths,

@@ -15,8 +15,8 @@ from ihl.data.synth import make_mpii_synth
 from ihl.evaluate import evaluate
 from ihl.evaluation.coco import METRIC_KEYS, validate_results
 from ihl.models import build_model
+from sample_data import COCO_SAMPLE
 
-COCO_SAMPLE = Path(__file__).resolve().parents[3] / "shared" / "data" / "coco_sample"
 SMALL = {
     "model.backbone": "resnet18",
     "model.input_size": [64, 64],
@@ -31,7 +31,6 @@ def _checkpoint(path: Path, overrides: dict) -> Path:
     return save_model(path, build_model(cfg.model), cfg)
 
 
-@pytest.mark.skipif(not COCO_SAMPLE.is_dir(), reason="shared/data/coco_sample is not there")
 @pytest.mark.parametrize("boxes", ["detections", "gt"])
 def test_coco_sample_with_its_detection_file(tmp_path, boxes):
     ckpt = _checkpoint(tmp_path / "model.pt", {})
