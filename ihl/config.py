@@ -39,6 +39,10 @@ class ModelConfig(_Section):
     beta: float = Field(1.0, gt=0)
     """Temperature on the maps; SIHN ignores it, the debias correction does not."""
     debias: bool = False
+    debias_form: Literal["reference", "gu"] = "reference"
+    """With debias on: "reference" is the authors' correction C/(C-1) * (mu - 1/(2C)), C the sum
+    of exp(z) over the map; "gu" is Gu et al.'s, which removes a uniform background's pull
+    toward the grid centre and uses beta."""
 
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:
@@ -71,9 +75,17 @@ class LossConfig(_Section):
     flow_per_axis: bool = True
     """Count -log G(e) once per axis as the reference does (True) or once per joint."""
     wasserstein: Literal["exact", "sinkhorn", "none"] = "exact"
+    """"sinkhorn": the reference's term, geomloss' Sinkhorn divergence between each sample's
+    joints as points (a joint is its concatenated x and y marginals, zeroed when invisible);
+    "exact": the closed-form 1-D W1 of each visible joint's marginals (docs/fidelity.md)."""
     wasserstein_weight: float = Field(1.0, ge=0)
     lambda_t: int = -1
-    """Switch the Wasserstein term off after this epoch; -1 keeps it on."""
+    """Drop the Wasserstein term from the 0-based epoch lambda_t on, when positive; zero or
+    negative keeps it for the whole run (the reference's rule)."""
+    flow_init: Literal["reference", "rle"] = "reference"
+    """The flow's starting weights: "reference" is what the reference's head init leaves (Linear
+    weights N(0, 0.01), biases 0: within ~1e-4 of the identity map); "rle" is RLE's own init
+    (Xavier weights with gain 0.01 and PyTorch's default biases, a fixed shift of up to 0.125)."""
     heatmap_sigma: float = Field(2.0, gt=0)
     """Gaussian target sigma in heatmap pixels (Wasserstein target, heatmap baseline)."""
 
@@ -95,6 +107,8 @@ class TrainConfig(_Section):
     base_batch_size: int = Field(512, gt=0)
     """lr is given for this global batch and scaled linearly to the real one."""
     scale_lr: bool = False
+    """Off in the paper presets: the reference declares a base batch but trains at lr whatever the
+    number of GPUs (MMEngine scales only when asked to at launch)."""
     warmup_iters: int = Field(500, ge=0)
     warmup_ratio: float = Field(0.001, gt=0, le=1)
     lr_steps: tuple[int, ...] = (170, 200)
@@ -116,16 +130,19 @@ class TrainConfig(_Section):
 
 
 class DataConfig(_Section):
-    dataset: Literal["coco", "mpii"] = "coco"
+    dataset: Literal["coco", "mpii", "crowdpose"] = "coco"
     root: str = "data/coco"
     detections: str = "person_detection_results/COCO_val2017_detections_AP_H_56_person.json"
-    """COCO validation person boxes, relative to root; ground-truth boxes when it is absent."""
+    """Validation person boxes (COCO, CrowdPose), relative to root; ground-truth boxes when it is
+    absent."""
     rotation_factor: float = Field(80.0, ge=0)
     """Training augmentation (ihl-method.md section 6): rotation limit in degrees."""
     scale_range: tuple[float, float] = (0.5, 1.5)
     """Training augmentation: range of the random box scale factor."""
     half_body_prob: float = Field(0.3, ge=0, le=1)
     """Training augmentation: chance of cropping to the upper or lower body."""
+    shift_prob: float = Field(0.3, ge=0, le=1)
+    """Training augmentation: chance of moving the box centre (up to 0.16 of its size)."""
     flip_prob: float = Field(0.5, ge=0, le=1)
     """Training augmentation: chance of a horizontal flip (left and right joints swapped). Zero for
     data whose sides differ by appearance, as the synthetic figures' do: a mirrored figure keeps
@@ -193,6 +210,16 @@ def load(name_or_path: str | Path, overrides: dict[str, Any] | None = None) -> C
                 raise ConfigError(f"invalid override {dotted}: {key} is not a section")
         node[leaf] = value
     return from_dict(data, source)
+
+
+def effective_lr(cfg: Config, world_size: int = 1) -> float:
+    """The learning rate the optimizer starts from (before warm-up) on ``world_size`` devices."""
+    if world_size < 1:
+        raise ConfigError(f"world size {world_size}: must be at least 1")
+    train = cfg.train
+    if not train.scale_lr:
+        return train.lr
+    return train.lr * train.batch_size * world_size / train.base_batch_size
 
 
 def to_dict(cfg: Config) -> dict[str, Any]:

@@ -24,17 +24,28 @@ def _mlp(tanh: bool) -> nn.Sequential:
 
 
 class RealNVP(nn.Module):
-    """Six affine couplings on R^2 with alternating masks; learns the shape of the error density."""
+    """Six affine couplings on R^2 with alternating masks; learns the shape of the error density.
 
-    def __init__(self, num_layers: int = 6):
+    ``init`` is LossConfig.flow_init: "reference" leaves the flow as the reference's head init
+    does (every Linear N(0, 0.01), biases 0), "rle" as RLE's own init does.
+    """
+
+    def __init__(self, num_layers: int = 6, init: str = "reference"):
         super().__init__()
         masks = torch.tensor([[0.0, 1.0], [1.0, 0.0]]).repeat(num_layers // 2, 1)
         self.register_buffer("masks", masks)
         self.s = nn.ModuleList(_mlp(tanh=True) for _ in range(num_layers))
         self.t = nn.ModuleList(_mlp(tanh=False) for _ in range(num_layers))
+        if init not in ("reference", "rle"):
+            raise ValueError(f"unknown flow init {init!r}; choose reference or rle")
         for m in self.modules():
-            if isinstance(m, nn.Linear):
+            if not isinstance(m, nn.Linear):
+                continue
+            if init == "rle":
                 nn.init.xavier_uniform_(m.weight, gain=0.01)
+            else:
+                nn.init.normal_(m.weight, std=0.01)
+                nn.init.zeros_(m.bias)
 
     def log_prob(self, x: Tensor) -> Tensor:
         return ops.realnvp_log_prob(x, self.masks, self.s, self.t)
@@ -46,13 +57,19 @@ def _target_marginals(target: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
     return hm.sum(-2) / total, hm.sum(-1) / total
 
 
+def wasserstein_active(lambda_t: int, epoch: int) -> bool:
+    """The reference's lambda_t rule: the term is dropped from 0-based epoch ``lambda_t`` on when
+    lambda_t is positive, and never when it is zero or negative."""
+    return lambda_t <= 0 or epoch < lambda_t
+
+
 class IHLLoss(nn.Module):
     """Residual log-likelihood (RLE form) plus a Wasserstein term on the heatmap marginals."""
 
     def __init__(self, cfg: LossConfig):
         super().__init__()
         self.cfg = cfg
-        self.flow = RealNVP()
+        self.flow = RealNVP(init=cfg.flow_init)
         self.set_epoch(0)
         if cfg.wasserstein == "sinkhorn":
             from geomloss import SamplesLoss
@@ -60,10 +77,9 @@ class IHLLoss(nn.Module):
             self.sinkhorn = SamplesLoss("sinkhorn", p=2, blur=0.05, scaling=0.5)
 
     def set_epoch(self, epoch: int) -> None:
-        """Apply the lambda_t switch-off: no Wasserstein term after that epoch."""
-        lambda_t = self.cfg.lambda_t
+        """Apply lambda_t for this 0-based epoch (``wasserstein_active``)."""
         on = self.cfg.wasserstein != "none" and self.cfg.wasserstein_weight > 0
-        self.wasserstein_on = on and (lambda_t < 0 or epoch <= lambda_t)
+        self.wasserstein_on = on and wasserstein_active(self.cfg.lambda_t, epoch)
 
     def likelihood(self, mu: Tensor, sigma: Tensor, target: Tensor, weights: Tensor) -> Tensor:
         sigma = sigma + _SIGMA_EPS
@@ -77,13 +93,19 @@ class IHLLoss(nn.Module):
         return per_axis.sum() / mu.shape[0]
 
     def wasserstein(self, out: dict[str, Tensor], target: dict[str, Tensor]) -> Tensor:
+        """ "exact": W1 per visible joint and axis, summed, averaged over samples. "sinkhorn": each
+        sample's K joints are K points in R^(W+H) (x then y marginal, scaled by the joint's
+        weight, so an invisible joint is the origin on both sides), compared as point clouds by
+        geomloss' Sinkhorn divergence and averaged over samples."""
         px, py = out["marginals_x"], out["marginals_y"]
         qx, qy = _target_marginals(target)
+        weights = target["weights"]
         if self.cfg.wasserstein == "exact":
             w1 = ops.marginal_wasserstein(px, qx) + ops.marginal_wasserstein(py, qy)
-            return (w1 * target["weights"]).sum() / px.shape[0]
-        pred = torch.cat((px, py), -1)
-        ref = torch.cat((qx, qy), -1).to(pred.dtype)
+            return (w1 * weights).sum() / px.shape[0]
+        w = weights.unsqueeze(-1).to(px.dtype)
+        pred = torch.cat((px, py), -1) * w
+        ref = torch.cat((qx, qy), -1).to(pred.dtype) * w
         return self.sinkhorn(pred, ref).mean()
 
     def forward(self, out: dict[str, Tensor], target: dict[str, Tensor]) -> dict[str, Tensor]:

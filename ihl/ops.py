@@ -86,6 +86,20 @@ def debias(mu: Tensor, z: Tensor, beta: float = 1.0) -> Tensor:
     return (r * mu - centre) / torch.expm1(log_r).unsqueeze(-1).clamp_min(1e-6)
 
 
+def debias_reference(mu: Tensor, z: Tensor, beta: float = 1.0) -> Tensor:
+    """The reference head's debias: C / (C - 1) * (mu - 1 / (2C)) on both axes.
+
+    C is the sum of exp(z) over the map, without beta (the reference leaves beta out of it).
+    Computed from 1/C = exp(-logsumexp(z)) so a large C does not overflow.
+    """
+    neg_log_c = -torch.logsumexp(z.flatten(-2), dim=-1).unsqueeze(-1)
+    return (mu - neg_log_c.exp() / 2) / -torch.expm1(neg_log_c)
+
+
+DEBIAS = {"reference": debias_reference, "gu": debias}
+"""ModelConfig.debias_form -> the correction applied to the SIHN expectation."""
+
+
 def marginal_wasserstein(p: Tensor, q: Tensor) -> Tensor:
     """Exact 1-Wasserstein distance between 1-D distributions on the normalised grid.
 

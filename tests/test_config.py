@@ -28,7 +28,8 @@ def test_paper_hyper_parameters():
     assert cfg.model.heatmap_size == (48, 64)
     assert (cfg.train.lr, cfg.train.epochs, cfg.train.lr_steps) == (5e-4, 210, (170, 200))
     assert cfg.train.warmup_iters == 500 and cfg.train.batch_size == 64
-    assert cfg.loss.wasserstein == "exact" and cfg.loss.flow_per_axis
+    assert cfg.loss.wasserstein == "sinkhorn" and cfg.loss.flow_per_axis
+    assert not cfg.train.scale_lr
     mpii = config.load("mpii_res50")
     assert mpii.model.num_joints == 16 and mpii.model.heatmap_size == (64, 64)
 

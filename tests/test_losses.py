@@ -95,16 +95,18 @@ def test_sinkhorn_form_matches_squared_distance_between_marginal_vectors():
     assert got.item() == pytest.approx(expected.item(), rel=1e-4)
 
 
-def test_lambda_t_switches_the_wasserstein_term_off():
+def test_lambda_t_switches_the_wasserstein_term_off_like_the_reference():
+    """The reference drops the term once the 0-based epoch reaches lambda_t (if positive)."""
     out, target = _inputs()
     loss = _loss(lambda_t=5)
-    loss.set_epoch(5)
+    loss.set_epoch(4)
     assert "wasserstein" in loss(out, target)
-    loss.set_epoch(6)
+    loss.set_epoch(5)
     assert "wasserstein" not in loss(out, target)
-    never = _loss(lambda_t=-1)
-    never.set_epoch(10_000)
-    assert "wasserstein" in never(out, target)
+    for lambda_t in (0, -1):
+        never = _loss(lambda_t=lambda_t)
+        never.set_epoch(10_000)
+        assert "wasserstein" in never(out, target)
 
 
 def test_baseline_losses():

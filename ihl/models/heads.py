@@ -30,11 +30,15 @@ class MapHead(nn.Module):
             in_channels = deconv_channels
         self.deconv_layers = nn.Sequential(*layers)
         self.final_layer = nn.Conv2d(in_channels, num_joints, 1)
-        for m in self.modules():
-            if isinstance(m, nn.ConvTranspose2d | nn.Conv2d):
-                nn.init.normal_(m.weight, std=0.001)
-            if isinstance(m, nn.Conv2d):
-                nn.init.zeros_(m.bias)
+        if deconv_layers:
+            # SimpleBaseline's init, as the reference's deconvolution head has it. Without
+            # deconvolutions (HRNet) the reference's 1x1 layer keeps PyTorch's default init: under
+            # SIHN's scale invariance N(0, 0.001) would make early steps ~100x larger.
+            for m in self.modules():
+                if isinstance(m, nn.ConvTranspose2d | nn.Conv2d):
+                    nn.init.normal_(m.weight, std=0.001)
+                if isinstance(m, nn.Conv2d):
+                    nn.init.zeros_(m.bias)
 
     def maps(self, features: Tensor) -> Tensor:
         return self.final_layer(self.deconv_layers(features))
@@ -43,9 +47,18 @@ class MapHead(nn.Module):
 class ExpectationHead(MapHead):
     """Maps become distributions whose per-axis mean is the joint and whose spread is sigma."""
 
-    def __init__(self, *args, beta: float = 1.0, debias: bool = False, **kwargs):
+    def __init__(
+        self,
+        *args,
+        beta: float = 1.0,
+        debias: bool = False,
+        debias_form: str = "reference",
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
-        self.beta, self.debias = beta, debias
+        if debias_form not in ops.DEBIAS:
+            raise ValueError(f"unknown debias form {debias_form!r}; choose from {list(ops.DEBIAS)}")
+        self.beta, self.debias, self.debias_form = beta, debias, debias_form
 
     def marginals(self, z: Tensor) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
@@ -55,7 +68,7 @@ class ExpectationHead(MapHead):
         px, py = self.marginals(z)
         mu, var = ops.marginal_moments(px, py)
         if self.debias:
-            mu = ops.debias(mu, z, self.beta)
+            mu = ops.DEBIAS[self.debias_form](mu, z, self.beta)
         return {
             "maps": z,
             "coords": mu,

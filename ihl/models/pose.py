@@ -30,7 +30,7 @@ class PoseModel(nn.Module):
             deconv_channels=cfg.deconv_channels,
         )
         if cfg.head != "heatmap":
-            kwargs |= dict(beta=cfg.beta, debias=cfg.debias)
+            kwargs |= dict(beta=cfg.beta, debias=cfg.debias, debias_form=cfg.debias_form)
         self.head = HEADS[cfg.head](self.backbone.out_channels, **kwargs)
         self.register_buffer("pixel_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), False)
