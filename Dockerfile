@@ -36,16 +36,21 @@ RUN --mount=type=cache,target=/root/.cache \
     && /tmp/uv/bin/uv build --wheel --out-dir /dist --link-mode=copy --system-certs
 
 # Third-party dependencies only: rebuilt when pyproject.toml or uv.lock change. The lock
-# file stays in the image as the record of what is installed.
+# file stays in the image as the record of what is installed. xtcocotools is built from
+# source (pyproject.toml says why), so a C compiler is installed for this step and removed.
 FROM base AS deps
 ARG UV_VERSION
 COPY pyproject.toml uv.lock /opt/ihl/
 RUN --mount=type=cache,target=/root/.cache \
-    python3 -m venv /tmp/uv \
+    apt-get update \
+    && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && python3 -m venv /tmp/uv \
     && /tmp/uv/bin/pip install -q --cert /etc/ssl/certs/ca-certificates.crt "uv==${UV_VERSION}" \
     && cd /opt/ihl && /tmp/uv/bin/uv sync --active --frozen --no-dev --no-install-project \
         --no-python-downloads --compile-bytecode --link-mode=copy --system-certs \
-    && rm -rf /tmp/uv
+    && rm -rf /tmp/uv \
+    && apt-get purge -y --auto-remove gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
 
 # ---------------------------------------------------------------- train
 FROM deps AS train

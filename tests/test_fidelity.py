@@ -178,3 +178,29 @@ def test_debias_offers_the_reference_formula_by_default():
     gu.load_state_dict(head.state_dict())
     assert not torch.allclose(gu.double()(features)["coords"], out["coords"])
     assert config.ModelConfig().debias_form == "reference"
+
+
+def test_random_hrnet_starts_as_mmpose_initialises_it():
+    from ihl.models.backbones import PoseHRNet
+
+    torch.manual_seed(0)
+    net = PoseHRNet(32)
+    convs = [m.weight for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert torch.cat([w.flatten() for w in convs]).std().item() == pytest.approx(0.001, rel=0.05)
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert all(bool((m.weight == 1).all() and (m.bias == 0).all()) for m in norms)
+
+
+def test_crowdpose_preset_is_the_reference_config():
+    cfg = config.load("crowdpose_hrnet_w32")
+    assert (cfg.model.backbone, cfg.model.num_joints, cfg.model.pretrained) == (
+        "hrnet_w32",
+        14,
+        False,
+    )
+    assert cfg.model.heatmap_size == (48, 64)
+    assert (cfg.data.dataset, cfg.data.detections) == (
+        "crowdpose",
+        "annotations/det_for_crowd_test_0.1_0.5.json",
+    )
+    assert config.effective_lr(cfg, 4) == 5e-4

@@ -126,7 +126,12 @@ def _images(data: dict, path: Path) -> dict[int, dict]:
 
 
 def _parse_annotation(
-    ann: dict, index: int, path: Path, images: dict[int, dict], spec: KeypointSpec
+    ann: dict,
+    index: int,
+    path: Path,
+    images: dict[int, dict],
+    spec: KeypointSpec,
+    keys: tuple[str, ...] = _ANNOTATION_KEYS,
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """(box clipped to the image, keypoints (K, 3)) of a usable person, else None.
 
@@ -135,7 +140,7 @@ def _parse_annotation(
     where = f"{path}: annotation #{index}"
     if isinstance(ann, dict) and "id" in ann:
         where = f"{path}: annotation id {ann['id']}"
-    _require(ann, _ANNOTATION_KEYS, where)
+    _require(ann, keys, where)
     if int(ann["image_id"]) not in images:
         raise DatasetError(f"{where}: key 'image_id' {ann['image_id']} is not in 'images'")
     try:
@@ -198,6 +203,9 @@ class CocoKeypoints(TopDownDataset):
     ``augment``, ``seed`` and ``set_epoch`` as in ``TopDownDataset``.
     """
 
+    annotation_keys = _ANNOTATION_KEYS
+    """Keys every annotation must have; a file without 'area' takes the box's w * h."""
+
     def __init__(
         self,
         ann_file: str | Path,
@@ -243,14 +251,17 @@ class CocoKeypoints(TopDownDataset):
         for index, ann in enumerate(data["annotations"]):
             if isinstance(ann, dict) and ann.get("category_id", category) != category:
                 continue
-            parsed = _parse_annotation(ann, index, self.ann_file, images, self.spec)
+            parsed = _parse_annotation(
+                ann, index, self.ann_file, images, self.spec, self.annotation_keys
+            )
             if parsed is None:
                 continue
+            box = parsed[0]
             image_ids.append(int(ann["image_id"]))
             ann_ids.append(int(ann["id"]))
-            boxes.append(parsed[0])
+            boxes.append(box)
             keypoints.append(parsed[1])
-            areas.append(float(ann["area"]))
+            areas.append(float(ann["area"]) if "area" in ann else float(box[2] * box[3]))
         k = self.spec.num_joints
         self.image_ids = np.asarray(image_ids, dtype=np.int64)
         self.ann_ids = np.asarray(ann_ids, dtype=np.int64)
@@ -312,6 +323,7 @@ def validate_coco(
     detections: str | Path | None = None,
     decode_images: bool = True,
     spec: KeypointSpec = COCO,
+    annotation_keys: tuple[str, ...] = _ANNOTATION_KEYS,
 ) -> list[str]:
     """Scan a COCO keypoint dataset and list every problem found (empty: all good).
 
@@ -346,7 +358,8 @@ def validate_coco(
             if isinstance(ann, dict) and ann.get("category_id", category) != category:
                 continue
             try:
-                samples += _parse_annotation(ann, index, ann_path, images, spec) is not None
+                parsed = _parse_annotation(ann, index, ann_path, images, spec, annotation_keys)
+                samples += parsed is not None
             except DatasetError as err:
                 problems.append(str(err))
         if samples == 0:

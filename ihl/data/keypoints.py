@@ -72,9 +72,27 @@ MPII = KeypointSpec(
     sigmas=None,
 )
 
+CROWDPOSE = KeypointSpec(
+    name="crowdpose",
+    joints=(
+        "left_shoulder", "right_shoulder", "left_elbow", "right_elbow",
+        "left_wrist", "right_wrist", "left_hip", "right_hip",
+        "left_knee", "right_knee", "left_ankle", "right_ankle",
+        "top_head", "neck",
+    ),
+    skeleton=(
+        (10, 8), (8, 6), (11, 9), (9, 7), (6, 7), (0, 6), (1, 7), (0, 1),
+        (0, 2), (1, 3), (2, 4), (3, 5), (12, 13), (1, 13), (0, 13),
+    ),
+    sigmas=(
+        0.079, 0.079, 0.072, 0.072, 0.062, 0.062, 0.107, 0.107, 0.087, 0.087,
+        0.089, 0.089, 0.079, 0.079,
+    ),
+)
+
 # fmt: on
 
-SPECS = {spec.name: spec for spec in (COCO, MPII)}
+SPECS = {spec.name: spec for spec in (COCO, MPII, CROWDPOSE)}
 
 
 def get_spec(name: str) -> KeypointSpec:

@@ -74,6 +74,18 @@ class PoseHRNet(timm_hrnet.HighResolutionNet):
         self.out_channels = width
         self.width = width
 
+    def init_weights(self) -> None:
+        """MMPose's HRNet init, which the reference trains from when it has no ImageNet weights
+        (CrowdPose): convolutions N(0, 0.001), batch norms weight 1 and bias 0."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.normal_(m.weight, std=0.001)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_features(x)[0]
 
