@@ -2,12 +2,22 @@
 
 A checkpoint is a plain dict of tensors and JSON-like values, so it always loads
 with ``torch.load(weights_only=True)``: no pickled code runs on load.
+
+Reference checkpoints are MMEngine's: besides the weights they pickle MMEngine and NumPy
+objects (message hub, dataset meta, scheduler state). ``load_foreign`` reads them with an
+unpickler that rebuilds only tensors and plain containers; every other class becomes an
+inert ``Skipped`` placeholder that records its name, so nothing in the file runs.
 """
 
 from __future__ import annotations
 
+import collections
+import logging
 import os
+import pickle
+import re
 import tempfile
+import types
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +26,10 @@ from torch import Tensor
 
 from ihl import config as config_mod
 from ihl.config import Config
+from ihl.losses import RealNVP
 from ihl.models import build_model
+
+log = logging.getLogger(__name__)
 
 FORMAT = "ihl-checkpoint/1"
 
@@ -132,18 +145,173 @@ def convert_reference(
     return out
 
 
+_REBUILT = {
+    ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
+    ("torch._utils", "_rebuild_parameter"): torch._utils._rebuild_parameter,
+    ("collections", "OrderedDict"): collections.OrderedDict,
+}
+"""The only callables a foreign checkpoint may name: tensors and ordered dicts. (Storages
+are resolved by torch.load itself, from its own table.)"""
+
+
+class Skipped:
+    """Stands in for an object of a class that is not rebuilt; keeps the class name only.
+
+    Whatever the pickle asks of it (construct, set state, append, set items) is ignored.
+    """
+
+    name = ""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Skipped:
+        return super().__new__(cls)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __setstate__(self, state: Any) -> None:
+        pass
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        pass
+
+    def append(self, value: Any) -> None:
+        pass
+
+    def extend(self, values: Any) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        return f"Skipped({self.name})"
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        found = _REBUILT.get((module, name))
+        if found is not None:
+            return found
+        return type(name, (Skipped,), {"name": f"{module}.{name}", "__module__": __name__})
+
+
+_RESTRICTED_PICKLE = types.SimpleNamespace(
+    Unpickler=_RestrictedUnpickler,
+    load=lambda f, **kw: _RestrictedUnpickler(f, **kw).load(),
+    __name__="ihl.checkpoint.restricted_pickle",
+)
+
+
+def load_foreign(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint written by another framework without running anything it pickled.
+
+    Tensors, dicts, lists, tuples and scalars come back as they were; an object of any
+    other class comes back as a ``Skipped`` placeholder naming it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        obj = torch.load(
+            path, map_location="cpu", pickle_module=_RESTRICTED_PICKLE, weights_only=False
+        )
+    except Exception as err:
+        raise CheckpointError(f"{path}: cannot be read as a torch checkpoint: {err}") from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path}: expected a dict, found {type(obj).__name__}")
+    return obj
+
+
+def skipped_names(obj: Any) -> set[str]:
+    """The class names of the ``Skipped`` placeholders anywhere in a loaded checkpoint."""
+    if isinstance(obj, Skipped):
+        return {obj.name}
+    if isinstance(obj, dict):
+        return set().union(*(skipped_names(v) for v in obj.values()), set())
+    if isinstance(obj, list | tuple):
+        return set().union(*(skipped_names(v) for v in obj), set())
+    return set()
+
+
+# The reference's flow sits in the loss: head.loss_module.flow_model.* for a single loss,
+# head.loss_module.loss_modules.<i>.flow_model.* inside MMPose's MultipleLossWrapper.
+_FLOW_KEY = re.compile(r"^head\.loss_module\.(?:loss_modules\.\d+\.)?flow_model\.(.+)$")
+_UNUSED_REFERENCE_KEYS = ("head.fc.weight", "head.fc.bias")
+"""A Linear the reference head builds and never calls."""
+
+
+def split_reference_state(
+    state: dict[str, Any], heatmap_size: tuple[int, int]
+) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """(model weights, flow weights) of a reference state dict, the flow under our names.
+
+    The reference's coordinate grids (head.linspace_x/y) must be ours (j / W, i / H) and are
+    then dropped, as are its unused head.fc and its flow prior (which must be the standard
+    normal ours assumes). A value that is not a tensor is refused by name.
+    """
+    bad = sorted(k for k, v in state.items() if not isinstance(v, Tensor))
+    if bad:
+        kinds = ", ".join(f"{k} ({type(state[k]).__name__})" for k in bad[:5])
+        raise CheckpointError(f"state_dict holds values that are not tensors: {kinds}")
+    w, h = heatmap_size
+    grids = {
+        "head.linspace_x": (torch.arange(w, dtype=torch.float64) / w).view(1, 1, 1, w),
+        "head.linspace_y": (torch.arange(h, dtype=torch.float64) / h).view(1, 1, h, 1),
+    }
+    model: dict[str, Tensor] = {}
+    flow: dict[str, Tensor] = {}
+    for key, value in state.items():
+        match = _FLOW_KEY.match(key)
+        if key in grids:
+            if value.shape != grids[key].shape or not torch.allclose(
+                value.double(), grids[key], atol=1e-6
+            ):
+                raise CheckpointError(
+                    f"{key}: shape {tuple(value.shape)} is not the grid of a {w}x{h} map"
+                )
+        elif key in _UNUSED_REFERENCE_KEYS:
+            continue
+        elif match is None:
+            model[key] = value
+        elif match.group(1) == "loc" and bool(value.abs().max() == 0):
+            continue
+        elif match.group(1) == "cov" and torch.equal(value.double(), torch.eye(2).double()):
+            continue
+        elif match.group(1) in ("loc", "cov"):
+            raise CheckpointError(f"{key}: the flow's prior is not the standard normal")
+        else:
+            flow["masks" if match.group(1) == "mask" else match.group(1)] = value
+    return model, flow
+
+
 def import_checkpoint(
     src: str | Path, dst: str | Path, cfg: Config, drop: tuple[str, ...] = ()
 ) -> Path:
-    """Convert a reference checkpoint for the model described by ``cfg`` into our format."""
-    ckpt = safe_load(src)
+    """Convert a reference (MMEngine) checkpoint for the model described by ``cfg``.
+
+    The model weights load strictly; the flow's weights, when the checkpoint has them, are
+    kept under ``flow`` for fine-tuning (our RealNVP's state dict, checked against it).
+    """
+    ckpt = load_foreign(src)
+    skipped = skipped_names(ckpt)
+    if skipped:
+        log.info("%s: not rebuilt (training state only): %s", src, ", ".join(sorted(skipped)))
     state = ckpt.get("state_dict", ckpt)
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{src}: 'state_dict' is a {type(state).__name__}, not a dict")
+    state = {k: v for k, v in state.items() if not k.startswith(drop)} if drop else state
     cfg = cfg.model_copy(deep=True)
     cfg.model.pretrained = False
     model = build_model(cfg.model)
     try:
-        converted = convert_reference(state, model.state_dict(), drop)
+        weights, flow_state = split_reference_state(state, cfg.model.heatmap_size)
+        converted = convert_reference(weights, model.state_dict(), drop)
     except CheckpointError as err:
         raise CheckpointError(f"{src}: {err}") from None
     model.load_state_dict(converted, strict=False)
-    return save_model(dst, model, cfg, source=str(src))
+    extra: dict[str, Any] = {"source": str(src)}
+    if flow_state:
+        flow = RealNVP()
+        try:
+            flow.load_state_dict(flow_state)
+        except RuntimeError as err:
+            raise CheckpointError(f"{src}: the flow's weights do not fit ours: {err}") from None
+        extra["flow"] = flow.state_dict()
+    return save_model(dst, model, cfg, **extra)
