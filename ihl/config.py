@@ -224,3 +224,8 @@ def effective_lr(cfg: Config, world_size: int = 1) -> float:
 
 def to_dict(cfg: Config) -> dict[str, Any]:
     return cfg.model_dump(mode="json")
+
+
+def resolved(cfg: Config, world_size: int = 1) -> dict[str, Any]:
+    """The config as ``ihl config show`` prints it: every key, plus ``effective_lr``."""
+    return {**to_dict(cfg), "effective_lr": effective_lr(cfg, world_size)}

@@ -204,3 +204,9 @@ def test_crowdpose_preset_is_the_reference_config():
         "annotations/det_for_crowd_test_0.1_0.5.json",
     )
     assert config.effective_lr(cfg, 4) == 5e-4
+
+
+def test_resolved_config_carries_the_effective_lr():
+    shown = config.resolved(config.load("coco_hrnet_w32"), world_size=2)
+    assert shown["effective_lr"] == 5e-4 and shown["train"]["scale_lr"] is False
+    assert config.from_dict({k: v for k, v in shown.items() if k != "effective_lr"})
