@@ -104,16 +104,23 @@ def _person_category(data: dict, path: Path) -> int:
     return 1
 
 
-def _load_annotations(path: Path) -> tuple[dict, dict[int, dict]]:
-    """A COCO keypoint file and its images by id, checked at the top level."""
+def _load_annotations(path: Path, image_info: bool = False) -> tuple[dict, dict[int, dict]]:
+    """A COCO keypoint file and its images by id, checked at the top level. With
+    ``image_info`` the file may be an image-info file (test-dev: images, no annotations)."""
     data = load_json(path)
     if not isinstance(data, dict):
         raise DatasetError(f"{path}: expected a JSON object at the top level")
-    return data, _images(data, path)
+    return data, _images(data, path, ("images",) if image_info else ("images", "annotations"))
 
 
-def _images(data: dict, path: Path) -> dict[int, dict]:
-    for key in ("images", "annotations"):
+def is_image_info(path: str | Path) -> bool:
+    """Whether a COCO file lists images without annotations (test-dev's image-info files)."""
+    data = load_json(path)
+    return isinstance(data, dict) and "images" in data and "annotations" not in data
+
+
+def _images(data: dict, path: Path, required: tuple[str, ...]) -> dict[int, dict]:
+    for key in required:
         if key not in data:
             raise DatasetError(f"{path}: missing top-level key {key!r}")
         if not isinstance(data[key], list):
@@ -228,7 +235,7 @@ class CocoKeypoints(TopDownDataset):
             ann_file, image_dir, train, input_size, heatmap_size, sigma, augment, seed, spec
         )
         self.num_bad_boxes = 0
-        data, images = _load_annotations(self.ann_file)
+        data, images = _load_annotations(self.ann_file, image_info=detections is not None)
         self._file_names = {image_id: str(image["file_name"]) for image_id, image in images.items()}
         if detections is None:
             self._load_ground_truth(data, images)
