@@ -7,10 +7,9 @@ from typing import Annotated
 
 import typer
 
-from ihl.cli import USER_ERRORS, _fail, _print_table, app
+from ihl.cli.common import USER_ERRORS, fail, print_table
 
 
-@app.command("export")
 def export_cmd(
     checkpoint: Annotated[Path, typer.Argument(help="IHL checkpoint to serve.")],
     out: Annotated[
@@ -58,8 +57,8 @@ def export_cmd(
             overwrite=overwrite,
         )
     except (*USER_ERRORS, CheckpointError, ExportError) as err:
-        _fail(str(err))
-    _print_table(
+        fail(str(err))
+    print_table(
         {
             "archive": str(archive),
             "kserve config": str(out / "config" / "config.properties"),

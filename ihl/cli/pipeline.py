@@ -16,13 +16,12 @@ from typing import Annotated, Any
 
 import typer
 
-from ihl.cli import _fail, _parse_overrides, _print_table, app
+from ihl.cli.common import fail, parse_overrides, print_table
 
-pipeline_app = typer.Typer(
+app = typer.Typer(
     help="Kubeflow pipeline: compile to YAML, submit to a cluster, or run locally.",
     no_args_is_help=True,
 )
-app.add_typer(pipeline_app, name="pipeline")
 
 DatasetOpt = Annotated[str | None, typer.Option(help="synth, coco or mpii (default: synth).")]
 PresetOpt = Annotated[str | None, typer.Option(help="Config preset (default: sample).")]
@@ -61,12 +60,12 @@ def _arguments(**given: Any) -> dict[str, Any]:
     from pipelines.training import check_arguments
 
     if given.get("overrides"):
-        given["overrides"] = _parse_overrides(given["overrides"])
+        given["overrides"] = parse_overrides(given["overrides"])
     arguments = {key: value for key, value in given.items() if value not in (None, [])}
     try:
         check_arguments(arguments)
     except ValueError as err:
-        _fail(str(err))
+        fail(str(err))
     return arguments
 
 
@@ -76,13 +75,13 @@ def _import_pipelines() -> None:
     except ModuleNotFoundError as err:
         if err.name not in ("pipelines", "components"):
             raise
-        _fail(
+        fail(
             f"the {err.name}/ folder is not importable: run `ihl pipeline` from a checkout of "
             "the repository (pipelines/ and components/ are not in the installed package)"
         )
 
 
-@pipeline_app.command("compile")
+@app.command("compile")
 def compile_cmd(
     out: Annotated[Path, typer.Option("--out", "-o", help="Pipeline YAML to write.")] = Path(
         "ihl-pipeline.yaml"
@@ -125,13 +124,13 @@ def compile_cmd(
         pairs = [item.partition("=") for item in node_selector]
         bad = [key + sep + value for key, sep, value in pairs if not (key and sep and value)]
         if bad:
-            _fail(f"--node-selector {bad[0]!r}: expected KEY=VALUE")
+            fail(f"--node-selector {bad[0]!r}: expected KEY=VALUE")
         settings["node_selector"] = {key: value for key, _, value in pairs}
     if toleration:
         try:
             settings["tolerations"] = tuple(Toleration.parse(text) for text in toleration)
         except ValueError as err:
-            _fail(str(err))
+            fail(str(err))
     try:
         cluster = ClusterSettings(
             accelerator=accelerator,
@@ -146,7 +145,7 @@ def compile_cmd(
         )
         path = compile_pipeline(out, cluster, image)
     except ValueError as err:
-        _fail(str(err))
+        fail(str(err))
     typer.echo(f"wrote {path}")
 
 
@@ -163,14 +162,14 @@ def _check_reachable(host: str) -> None:
         return
     except (urllib.error.URLError, OSError, ValueError) as err:
         reason = getattr(err, "reason", err)
-        _fail(
+        fail(
             f"cannot reach Kubeflow Pipelines at {host} ({reason}); check --host "
             "(e.g. `kubectl port-forward -n kubeflow svc/ml-pipeline-ui 8080:80` "
             "then --host http://localhost:8080)"
         )
 
 
-@pipeline_app.command("submit")
+@app.command("submit")
 def submit_cmd(
     host: Annotated[
         str,
@@ -232,9 +231,9 @@ def submit_cmd(
         model_version=model_version,
     )
     if package is not None and not package.is_file():
-        _fail(f"pipeline package not found: {package}")
+        fail(f"pipeline package not found: {package}")
     if cache and "@sha256:" not in (image or default_image("train")):
-        _fail("--cache needs --image pinned by digest (REPOSITORY@sha256:...): a tag can move")
+        fail("--cache needs --image pinned by digest (REPOSITORY@sha256:...): a tag can move")
     _check_reachable(host)
 
     import tempfile
@@ -257,12 +256,12 @@ def submit_cmd(
                 enable_caching=cache,
             )
         except ApiException as err:
-            _fail(f"Kubeflow Pipelines at {host} refused the run: {err.status} {err.reason}")
+            fail(f"Kubeflow Pipelines at {host} refused the run: {err.status} {err.reason}")
     typer.echo(f"submitted run {run.run_id} (caching {'on' if cache else 'off'})")
     typer.echo(f"{host.rstrip('/')}/#/runs/details/{run.run_id}")
 
 
-@pipeline_app.command("run-local")
+@app.command("run-local")
 def run_local_cmd(
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Folder for the data volume and task outputs.")
@@ -332,9 +331,9 @@ def run_local_cmd(
         try:
             task = build_pipeline(None, volume=str(volume))(**arguments)
         except RuntimeError as err:
-            _fail(f"{err} (its log is above)")
+            fail(f"{err} (its log is above)")
     metrics, report, package = (task.outputs[k] for k in ("metrics", "report", "package"))
-    _print_table(json.loads(Path(metrics.path).read_text()))
+    print_table(json.loads(Path(metrics.path).read_text()))
     typer.echo(f"metrics: {metrics.path}")
     typer.echo(f"report:  {report.path}")
     typer.echo(f"model:   {Path(package.path) / package.metadata['archive']}")
@@ -342,7 +341,7 @@ def run_local_cmd(
         typer.echo(f"registered: {task.outputs['registered']}")
 
 
-@pipeline_app.command("pytorchjob")
+@app.command("pytorchjob")
 def pytorchjob_cmd(
     name: Annotated[str, typer.Option(help="Job name; the run folder is /data/runs/NAME.")],
     data_path: Annotated[str, typer.Option(help="Dataset folder on the data volume.")],
@@ -369,7 +368,7 @@ def pytorchjob_cmd(
     from pipelines.pytorchjob import pytorchjob_manifest
 
     if preset not in config_mod.preset_names():
-        _fail(f"unknown preset {preset!r}; presets: {', '.join(config_mod.preset_names())}")
+        fail(f"unknown preset {preset!r}; presets: {', '.join(config_mod.preset_names())}")
     manifest = pytorchjob_manifest(
         name,
         image=image or default_image("train"),
@@ -377,7 +376,7 @@ def pytorchjob_cmd(
         gpus_per_node=gpus_per_node,
         preset=preset,
         data_path=data_path,
-        overrides=_parse_overrides(overrides or []),
+        overrides=parse_overrides(overrides or []),
         data_pvc=data_pvc,
         namespace=namespace,
     )

@@ -8,14 +8,13 @@ from typing import Annotated
 
 import typer
 
-from ihl.cli import USER_ERRORS, _fail, _print_table, app
+from ihl.cli.common import USER_ERRORS, fail, print_table
 
-registry_app = typer.Typer(
+app = typer.Typer(
     help="Model registry on S3 (KServe storage layout): push, list, pull, abandon, promote, "
     "register, manifest.",
     no_args_is_help=True,
 )
-app.add_typer(registry_app, name="registry")
 
 UriArg = Annotated[str, typer.Argument(help="Registry root, s3://BUCKET[/PREFIX].")]
 NameArg = Annotated[str, typer.Argument(help="Model name, e.g. ihl.")]
@@ -48,7 +47,7 @@ def _errors():
     return (*USER_ERRORS, RegistryError)
 
 
-@registry_app.command("push")
+@app.command("push")
 def push_cmd(
     export_dir: Annotated[Path, typer.Argument(help="Folder written by `ihl export`.")],
     uri: UriArg,
@@ -64,11 +63,11 @@ def push_cmd(
             export_dir, uri, name, version, endpoint_url=endpoint_url, progress=_progress
         )
     except _errors() as err:
-        _fail(str(err))
+        fail(str(err))
     typer.echo(pushed)
 
 
-@registry_app.command("list")
+@app.command("list")
 def list_cmd(
     uri: UriArg,
     name: Annotated[str | None, typer.Argument(help="Model name; omit to list the models.")] = None,
@@ -84,11 +83,11 @@ def list_cmd(
         else:
             found = registry.list_versions(uri, name, endpoint_url=endpoint_url)
     except _errors() as err:
-        _fail(str(err))
+        fail(str(err))
     if as_json:
         typer.echo(json.dumps(found, indent=2))
     elif not found:
-        _fail(f"no {'models' if name is None else f'versions of model {name!r}'} in {uri}")
+        fail(f"no {'models' if name is None else f'versions of model {name!r}'} in {uri}")
     elif name is None:
         for model in found:
             typer.echo(model)
@@ -102,7 +101,7 @@ def list_cmd(
             typer.echo(f"{v['version']:<{width}}  {pushed:<20}  {size:>9}  {aliases}".rstrip())
 
 
-@registry_app.command("pull")
+@app.command("pull")
 def pull_cmd(
     uri: UriArg,
     name: NameArg,
@@ -118,11 +117,11 @@ def pull_cmd(
     try:
         dest = registry.pull(uri, name, version, out, endpoint_url=endpoint_url, progress=_progress)
     except _errors() as err:
-        _fail(str(err))
+        fail(str(err))
     typer.echo(dest)
 
 
-@registry_app.command("abandon")
+@app.command("abandon")
 def abandon_cmd(
     uri: UriArg,
     name: NameArg,
@@ -143,11 +142,11 @@ def abandon_cmd(
             uri, name, version, older_than_minutes=older_than, endpoint_url=endpoint_url
         )
     except _errors() as err:
-        _fail(str(err))
+        fail(str(err))
     typer.echo(f"removed {len(deleted)} objects of incomplete version {name}/{version}")
 
 
-@registry_app.command("promote")
+@app.command("promote")
 def promote_cmd(
     uri: UriArg,
     name: NameArg,
@@ -162,7 +161,7 @@ def promote_cmd(
         previous = registry.promote(uri, name, version, alias, endpoint_url=endpoint_url)
         target = registry.resolve(uri, name, alias, endpoint_url=endpoint_url)
     except _errors() as err:
-        _fail(str(err))
+        fail(str(err))
     typer.echo(f"{name} {alias}: {previous or '(none)'} -> {target}")
 
 
@@ -172,10 +171,10 @@ def _management_key(token: str | None, key_file: Path | None) -> str | None:
     try:
         return json.loads(key_file.read_text())["management"]["key"]
     except (OSError, ValueError, KeyError, TypeError) as err:
-        _fail(f"--key-file {key_file}: expected TorchServe's key_file.json ({err})")
+        fail(f"--key-file {key_file}: expected TorchServe's key_file.json ({err})")
 
 
-@registry_app.command("register")
+@app.command("register")
 def register_cmd(
     uri: UriArg,
     name: NameArg,
@@ -216,11 +215,11 @@ def register_cmd(
             progress=_progress,
         )
     except _errors() as err:
-        _fail(str(err))
-    _print_table(result)
+        fail(str(err))
+    print_table(result)
 
 
-@registry_app.command("manifest")
+@app.command("manifest")
 def manifest_cmd(
     uri: UriArg,
     name: NameArg,
@@ -257,7 +256,7 @@ def manifest_cmd(
             endpoint_url=endpoint_url,
         )
     except _errors() as err:
-        _fail(str(err))
+        fail(str(err))
     text = yaml.safe_dump(manifest, sort_keys=False)
     if out is None:
         typer.echo(text, nl=False)

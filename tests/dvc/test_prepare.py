@@ -72,7 +72,7 @@ def test_prepare_refuses_bad_input_and_writes_nothing(synth, tmp_path, dataset, 
 def test_prepare_command_says_how_to_get_missing_data(tmp_path):
     from typer.testing import CliRunner
 
-    from ihl.cli import app
+    from ihl.cli.main import app
 
     result = CliRunner().invoke(
         app, ["prepare", "--dataset", "coco", "--root", str(tmp_path / "coco"), "--out", "o"]
@@ -125,7 +125,7 @@ def test_bad_params_are_named(tmp_path, changes, message):
 def test_train_command_names_a_bad_params_key(tmp_path):
     from typer.testing import CliRunner
 
-    from ihl.cli import app
+    from ihl.cli.main import app
 
     params = _write_params(tmp_path, model={"heed": "ihl"})
     result = CliRunner().invoke(

@@ -13,7 +13,7 @@ from serving.conftest import BATCH_SIZE, MAX_BATCH_DELAY_MS
 from typer.testing import CliRunner
 
 from ihl import config
-from ihl.cli import app
+from ihl.cli.main import app
 from ihl.data.keypoints import COCO
 from ihl.export import ExportError, code_version, export_model
 
