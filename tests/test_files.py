@@ -21,10 +21,11 @@ def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
 
 
 def test_write_json_refuses_nan_without_touching_the_target(tmp_path):
-    target = tmp_path / "out" / "m.json"
+    target = files.write_json(tmp_path / "m.json", {"AP": 0.5})
     with pytest.raises(ValueError):
         files.write_json(target, {"AP": float("nan")})
-    assert list(target.parent.iterdir()) == []
+    assert json.loads(target.read_text()) == {"AP": 0.5}
+    assert [p.name for p in tmp_path.iterdir()] == ["m.json"]
 
 
 def test_text_bytes_and_torch_round_trip(tmp_path):
