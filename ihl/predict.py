@@ -41,7 +41,7 @@ from ihl.data.transforms import (
     read_image_bgr,
     warp,
 )
-from ihl.evaluation.coco import rescore, write_results
+from ihl.metrics.coco import rescore, write_results
 from ihl.inference import predict_crops
 from ihl.visualize import draw_people, write_image
 

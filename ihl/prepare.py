@@ -15,7 +15,7 @@ from pathlib import Path
 from ihl.data.coco import load_json, load_json_list, validate_coco
 from ihl.data.errors import DatasetError
 from ihl.data.mpii import validate_mpii
-from ihl.evaluation.coco import _atomic_write_json
+from ihl.metrics.coco import _atomic_write_json
 
 DATASETS = ("synth", "coco", "mpii")
 """Dataset names the pipeline knows; ``synth`` is the generated set in the COCO layout."""

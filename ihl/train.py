@@ -21,7 +21,7 @@ import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -34,20 +34,9 @@ from tqdm import tqdm
 from ihl import config as config_mod
 from ihl.checkpoint import CheckpointError, atomic_save, safe_load, save_model
 from ihl.config import Config
-from ihl.data.coco import CocoKeypoints, coco_split_paths
+from ihl.data.build import build_train_dataset, build_val_dataset, worker_init
 from ihl.data.errors import DatasetError
-from ihl.data.keypoints import get_spec
-from ihl.data.mpii import MpiiKeypoints
-from ihl.data.transforms import TopDownAugment
-from ihl.evaluate import (
-    COCO_SPLITS,
-    build_eval_dataset,
-    crop_size,
-    predict_dataset,
-    require_dir,
-    score,
-    worker_init,
-)
+from ihl.evaluate import predict_dataset, score
 from ihl.inference import resolve_device
 from ihl.losses import build_loss
 from ihl.models import build_model
@@ -81,6 +70,21 @@ def init_distributed() -> Distributed:
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     return Distributed(dist.get_rank(), world_size, local_rank, owns_group)
+
+
+class EpochLog(Protocol):
+    """Where ``train`` reports a run, from the main process only; ``ihl.edge.live`` writes
+    DVCLive files, and any object with these methods will do."""
+
+    def start(self, params: dict[str, Any], resumed: bool, epoch: int) -> None:
+        """Before the first epoch: the config, and whether the run continues at ``epoch``."""
+
+    def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+        """After each epoch: train/<loss term> means, train/lr, and val/<metric> when it was
+        validated."""
+
+    def end(self) -> None:
+        """Once, also when training fails."""
 
 
 @dataclass
@@ -197,52 +201,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def needs_heatmaps(cfg: Config) -> bool:
-    """Gaussian targets cost time in the loader; only the heatmap loss and the Wasserstein term
-    read them."""
-    if cfg.model.head == "heatmap":
-        return True
-    loss = cfg.loss
-    return cfg.model.head == "ihl" and loss.wasserstein != "none" and loss.wasserstein_weight > 0
-
-
-def build_train_dataset(cfg: Config) -> Dataset:
-    root = require_dir(Path(cfg.data.root), "dataset folder")
-    w, h = cfg.model.heatmap_size
-    augment = TopDownAugment(
-        get_spec(cfg.data.dataset),
-        crop_size(cfg),
-        rotation_factor=cfg.data.rotation_factor,
-        scale_range=cfg.data.scale_range,
-        half_body_prob=cfg.data.half_body_prob,
-        flip_prob=cfg.data.flip_prob,
-    )
-    kwargs = dict(
-        train=True,
-        augment=augment,
-        input_size=crop_size(cfg),
-        heatmap_size=(h, w) if needs_heatmaps(cfg) else None,
-        sigma=cfg.loss.heatmap_sigma,
-        seed=cfg.train.seed,
-    )
-    if cfg.data.dataset == "mpii":
-        images = require_dir(root / "images", "image folder")
-        return MpiiKeypoints(root / "annotations" / "mpii_train.json", images, **kwargs)
-    ann_file, images = coco_split_paths(root, COCO_SPLITS["train"])
-    return CocoKeypoints(ann_file, require_dir(images, "image folder"), **kwargs)
-
-
-def build_val_dataset(cfg: Config) -> tuple[Dataset, Path]:
-    """Validation crops: detector boxes when the results file exists, else ground-truth boxes."""
-    has_detections = (Path(cfg.data.root) / cfg.data.detections).is_file()
-    dataset, ground_truth = build_eval_dataset(
-        cfg, split="val", boxes="detections" if has_detections else "gt"
-    )
-    if not ground_truth.is_file():
-        raise DatasetError(f"{ground_truth}: validation ground truth not found")
-    return dataset, ground_truth
-
-
 def train_loader(
     dataset: Dataset, cfg: Config, ddp: Distributed, state: TrainState, pin_memory: bool
 ) -> DataLoader:
@@ -262,29 +220,6 @@ def train_loader(
         pin_memory=pin_memory,
         drop_last=True,
     )
-
-
-def open_live(directory: Path, resume: bool) -> Any:
-    """A DVCLive logger that writes metrics files and nothing else.
-
-    Inside ``dvc repro`` or a DVC repository it is stock DVCLive. Elsewhere stock
-    DVCLive runs ``dvc init`` in the enclosing Git repository (treeverse/dvclive#539),
-    a side effect no training run should have, so its DVC set-up is skipped there.
-    """
-    from dvc.exceptions import NotDvcRepoError
-    from dvc.repo import Repo
-    from dvclive import Live
-
-    class FilesOnlyLive(Live):
-        def _init_dvc(self) -> None:
-            """Not in a DVC repository: nothing to register the files with."""
-
-    try:
-        in_dvc = bool(Repo.find_root())
-    except NotDvcRepoError:
-        in_dvc = bool(os.environ.get("DVC_ROOT"))
-    live_cls = Live if in_dvc else FilesOnlyLive
-    return live_cls(dir=str(directory), resume=resume, save_dvc_exp=False, dvcyaml=None)
 
 
 def validate(
@@ -382,20 +317,22 @@ def train(
     device: str | None = None,
     progress: bool = True,
     on_step: Callable[[int], None] | None = None,
+    epoch_log: EpochLog | None = None,
 ) -> dict[str, float]:
     """Train ``cfg`` into ``out_dir``; returns the validation metrics of the best checkpoint.
 
     Writes ``checkpoints/latest.pt`` (full training state, at each epoch end and
-    every ``train.checkpoint_interval_iters`` steps), ``checkpoints/best.pt`` (model
-    only, best validation AP or PCKh) and DVCLive logs under ``live/``; under
-    torchrun only rank 0 writes. With ``resume`` a run continues from latest.pt
+    every ``train.checkpoint_interval_iters`` steps) and ``checkpoints/best.pt`` (model
+    only, best validation AP or PCKh), and reports each epoch to ``epoch_log`` (the
+    command line passes ``ihl.edge.live.LiveLog``, DVCLive files under ``live/``);
+    under torchrun only rank 0 writes. With ``resume`` a run continues from latest.pt
     when there is one (so a restarted pod can always pass it). ``on_step(iteration)``
     is called after every optimisation step, once any checkpoint of that step is
     written. Datasets are checked before anything is written.
     """
     ddp = init_distributed()
     try:
-        return _train(cfg, Path(out_dir), ddp, resume, device, progress, on_step)
+        return _train(cfg, Path(out_dir), ddp, resume, device, progress, on_step, epoch_log)
     finally:
         if ddp.owns_group:
             dist.destroy_process_group()
@@ -409,6 +346,7 @@ def _train(
     device: str | None,
     progress: bool,
     on_step: Callable[[int], None] | None,
+    epoch_log: EpochLog | None,
 ) -> dict[str, float]:
     dev = resolve_device(device)
     if dev.type == "cuda" and dev.index is None:
@@ -483,10 +421,9 @@ def _train(
         step_fn = DistributedDataParallel(
             step_fn, device_ids=[dev.index] if dev.type == "cuda" else None
         )
-    live = open_live(out_dir / "live", resume=resuming) if ddp.is_main else None
-    if live is not None:
-        live.log_params(config_mod.to_dict(cfg))
-        live.step = state.epoch
+    report = epoch_log if ddp.is_main else None
+    if report is not None:
+        report.start(config_mod.to_dict(cfg), resuming, state.epoch)
 
     key = key_metric(cfg)
     show = progress and ddp.is_main
@@ -530,16 +467,16 @@ def _train(
                 state.best = {**metrics, "epoch": float(epoch + 1)}
                 if ddp.is_main:
                     save_model(best_path, model, cfg, epoch=epoch + 1, metrics=metrics)
-            if live is not None:
-                for name, total in state.sums.items():
-                    live.log_metric(f"train/{name}", total / iters_per_epoch)
-                live.log_metric("train/lr", scheduler.get_last_lr()[0])
-                for name, value in metrics.items():
-                    live.log_metric(f"val/{name}", value)
-                live.next_step()
+            if report is not None:
+                logged = {
+                    f"train/{name}": total / iters_per_epoch for name, total in state.sums.items()
+                }
+                logged["train/lr"] = scheduler.get_last_lr()[0]
+                logged.update({f"val/{name}": value for name, value in metrics.items()})
+                report.log_epoch(epoch, logged)
             state.epoch, state.step, state.sums = epoch + 1, 0, {}
             save_latest()
     finally:
-        if live is not None:
-            live.end()
+        if report is not None:
+            report.end()
     return {k: v for k, v in state.best.items() if k != "epoch"}

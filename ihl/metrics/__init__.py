@@ -3,7 +3,7 @@
 COCO metrics are in pycocotools' 0-1 scale; MPII PCKh is in percent.
 """
 
-from ihl.evaluation.coco import (
+from ihl.metrics.coco import (
     METRIC_KEYS,
     build_results,
     evaluate_coco,
@@ -15,7 +15,7 @@ from ihl.evaluation.coco import (
     write_metrics,
     write_results,
 )
-from ihl.evaluation.mpii import evaluate_mpii_mat, pckh
+from ihl.metrics.mpii import evaluate_mpii_mat, pckh
 
 __all__ = [
     "METRIC_KEYS",

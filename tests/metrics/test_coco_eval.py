@@ -6,7 +6,7 @@ import pytest
 from sample_data import COCO_ANN
 
 from ihl.data.keypoints import COCO
-from ihl.evaluation.coco import (
+from ihl.metrics.coco import (
     METRIC_KEYS,
     build_results,
     evaluate_coco,

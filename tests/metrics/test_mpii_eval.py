@@ -6,7 +6,7 @@ from scipy.io import loadmat, savemat
 
 from ihl.data.errors import DatasetError
 from ihl.data.keypoints import MPII
-from ihl.evaluation.mpii import evaluate_mpii_mat, pckh
+from ihl.metrics.mpii import evaluate_mpii_mat, pckh
 
 J = {name: i for i, name in enumerate(MPII.joints)}
 GROUP_KEYS = ["Head", "Shoulder", "Elbow", "Wrist", "Hip", "Knee", "Ankle"]

@@ -8,7 +8,8 @@ import pytest
 
 from ihl import config
 from ihl.data.synth import make_coco_synth
-from ihl.engine import train
+from ihl.edge.live import LiveLog
+from ihl.train import train
 
 TINY = {
     "model.backbone": "resnet18",
@@ -41,4 +42,4 @@ def straight_run(tiny_coco, tmp_path_factory) -> tuple[Path, dict[str, float]]:
     """One uninterrupted tiny run: (its folder, the metrics train returned)."""
     out = tmp_path_factory.mktemp("straight")
     cfg = config.load("sample", TINY | {"data.root": str(tiny_coco)})
-    return out, train(cfg, out, progress=False)
+    return out, train(cfg, out, progress=False, epoch_log=LiveLog(out / "live"))

@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from sample_data import COCO_SAMPLE
 
 from ihl import config
 from ihl.checkpoint import save_model
 from ihl.data.errors import DatasetError
 from ihl.data.synth import make_mpii_synth
 from ihl.evaluate import evaluate
-from ihl.evaluation.coco import METRIC_KEYS, validate_results
+from ihl.metrics.coco import METRIC_KEYS, validate_results
 from ihl.models import build_model
-from sample_data import COCO_SAMPLE
 
 SMALL = {
     "model.backbone": "resnet18",

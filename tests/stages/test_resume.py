@@ -12,7 +12,8 @@ import torch
 
 from ihl import config
 from ihl.checkpoint import safe_load
-from ihl.engine import train
+from ihl.edge.live import LiveLog
+from ihl.train import train
 
 # Trains in a child process that SIGKILLs itself right after optimisation step KILL_AT:
 # no cleanup, no finally blocks, exactly what a preempted node does.
@@ -20,7 +21,8 @@ CHILD = """
 import json, os, signal, sys
 from pathlib import Path
 from ihl import config
-from ihl.engine import train
+from ihl.edge.live import LiveLog
+from ihl.train import train
 
 cfg = config.from_dict(json.loads(sys.argv[1]))
 kill_at = int(sys.argv[3])
@@ -31,7 +33,8 @@ def on_step(iteration):
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-train(cfg, Path(sys.argv[2]), progress=False, on_step=on_step)
+out = Path(sys.argv[2])
+train(cfg, out, progress=False, on_step=on_step, epoch_log=LiveLog(out / "live"))
 """
 KILL_AT = 8
 """Epoch 1, step 3 of 5; the last checkpoint (every 3 steps) is then that of step 6."""
@@ -60,7 +63,7 @@ def test_killed_and_resumed_run_matches_uninterrupted_run(tiny_cfg, straight_run
     assert (at_kill["state"]["epoch"], at_kill["state"]["step"]) == (1, 1)
     assert not list((out / "checkpoints").glob(".*")), "a temporary file was left behind"
 
-    resumed = train(tiny_cfg, out, resume=True, progress=False)
+    resumed = train(tiny_cfg, out, resume=True, progress=False, epoch_log=LiveLog(out / "live"))
 
     assert resumed == pytest.approx(reference, nan_ok=True)
     want = safe_load(straight / "checkpoints" / "latest.pt")

@@ -7,19 +7,13 @@ import json
 import pytest
 import torch
 
-from ihl import engine
+from ihl import train as stage
 from ihl.checkpoint import load_model
+from ihl.data.build import build_train_dataset
 from ihl.data.errors import DatasetError
-from ihl.engine import (
-    PaperSchedule,
-    TrainStep,
-    autocast_dtype,
-    build_optimizer,
-    build_train_dataset,
-    train,
-)
 from ihl.losses import build_loss
 from ihl.models.pose import build_model
+from ihl.train import PaperSchedule, TrainStep, autocast_dtype, build_optimizer, train
 
 
 def test_schedule_warms_up_linearly_then_steps_down_by_epoch():
@@ -35,7 +29,7 @@ def test_schedule_warms_up_linearly_then_steps_down_by_epoch():
 
 @pytest.mark.parametrize("native", [True, False])
 def test_bf16_autocast_applies_on_cpus_with_bf16_and_fp16_only_on_cuda(monkeypatch, native):
-    monkeypatch.setattr(engine, "cpu_has_bf16", lambda: native)
+    monkeypatch.setattr(stage, "cpu_has_bf16", lambda: native)
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert autocast_dtype("bf16", cpu) is (torch.bfloat16 if native else None)
     assert autocast_dtype("bf16", cuda) is torch.bfloat16
@@ -46,15 +40,15 @@ def test_bf16_autocast_applies_on_cpus_with_bf16_and_fp16_only_on_cuda(monkeypat
 def test_bf16_on_a_cpu_without_it_trains_in_float32_and_says_so(
     tiny_cfg, tmp_path, monkeypatch, caplog
 ):
-    monkeypatch.setattr(engine, "cpu_has_bf16", lambda: False)
+    monkeypatch.setattr(stage, "cpu_has_bf16", lambda: False)
     seen = []
-    real_init = engine.TrainStep.__init__
+    real_init = stage.TrainStep.__init__
 
     def spy(self, model, criterion, amp_dtype):
         seen.append(amp_dtype)
         real_init(self, model, criterion, amp_dtype)
 
-    monkeypatch.setattr(engine.TrainStep, "__init__", spy)
+    monkeypatch.setattr(stage.TrainStep, "__init__", spy)
     tiny_cfg.train.amp, tiny_cfg.train.epochs = "bf16", 1
     train(tiny_cfg, tmp_path, progress=False)
     assert seen == [None]
