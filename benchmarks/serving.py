@@ -36,7 +36,7 @@ import torch
 
 from ihl import config
 from ihl.checkpoint import load_model, save_model
-from ihl.export import export_model
+from ihl.edge.export import export_model
 from ihl.models import build_model
 from ihl.predict import predict_image
 

@@ -30,7 +30,7 @@ from kfp.dsl import HTML, Metrics, Model
 
 from components import evaluate, export, prepare, register, train
 from ihl import config
-from ihl.images import image as default_image
+from ihl.edge.container_images import image as default_image
 from ihl.prepare import DATASETS
 from pipelines.settings import S3_KEYS, VOLUME_MOUNT, ClusterSettings
 
@@ -76,7 +76,7 @@ def build_pipeline(
 
     ``volume`` is where tasks find the data volume (the PVC's mount path on a
     cluster, a local folder for kfp.local); ``image`` the default of the
-    ``image`` parameter (``ihl.images.image("train")``).
+    ``image`` parameter (``ihl.edge.container_images.image("train")``).
     """
     image_default = image or default_image("train")
 

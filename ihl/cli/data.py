@@ -57,7 +57,7 @@ def data_add_cmd(
     ] = False,
 ) -> None:
     """Check a COCO or MPII folder, place it at data/NAME and track it with DVC (`dvc add`)."""
-    from ihl.datastore import DataStoreError, add_dataset
+    from ihl.edge.datastore import DataStoreError, add_dataset
 
     try:
         dvc_file = add_dataset(
@@ -93,7 +93,7 @@ def data_pull_cmd(targets: TargetsArg = None, remote: RemoteOpt = None) -> None:
 
 
 def _transfer(direction: str, targets: list[str] | None, remote: str | None) -> None:
-    from ihl.datastore import DataStoreError, transfer
+    from ihl.edge.datastore import DataStoreError, transfer
 
     try:
         transfer(direction, targets or [], remote=remote)

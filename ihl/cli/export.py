@@ -41,7 +41,7 @@ def export_cmd(
 ) -> None:
     """Build the TorchServe archive (weights, config, joints, model card) and its KServe folder."""
     from ihl.checkpoint import CheckpointError
-    from ihl.export import ExportError, export_model
+    from ihl.edge.export import ExportError, export_model
 
     try:
         archive = export_model(

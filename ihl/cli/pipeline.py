@@ -212,7 +212,7 @@ def submit_cmd(
 ) -> None:
     """Start a pipeline run on a Kubeflow cluster."""
     _import_pipelines()
-    from ihl.images import image as default_image
+    from ihl.edge.container_images import image as default_image
 
     arguments = _arguments(
         dataset=dataset,
@@ -349,7 +349,8 @@ def pytorchjob_cmd(
     gpus_per_node: Annotated[int, typer.Option(min=1, help="GPUs (processes) per node.")] = 8,
     preset: Annotated[str, typer.Option(help="Config preset.")] = "coco_res50",
     image: Annotated[
-        str | None, typer.Option(help="Image (default: ihl.images train); pin a digest.")
+        str | None,
+        typer.Option(help="Image (default: ihl.edge.container_images train); pin a digest."),
     ] = None,
     data_pvc: Annotated[str, typer.Option(help="PVC holding the data volume.")] = "ihl-data",
     namespace: Annotated[str | None, typer.Option(help="Kubernetes namespace.")] = None,
@@ -364,7 +365,7 @@ def pytorchjob_cmd(
     import yaml
 
     from ihl import config as config_mod
-    from ihl.images import image as default_image
+    from ihl.edge.container_images import image as default_image
     from pipelines.pytorchjob import pytorchjob_manifest
 
     if preset not in config_mod.preset_names():

@@ -42,7 +42,7 @@ def _progress(label: str, total: int):
 
 
 def _errors():
-    from ihl.registry import RegistryError
+    from ihl.edge.registry.store import RegistryError
 
     return (*USER_ERRORS, RegistryError)
 
@@ -56,10 +56,10 @@ def push_cmd(
     endpoint_url: EndpointOpt = None,
 ) -> None:
     """Upload an export folder as URI/NAME/VERSION (refused if that version exists)."""
-    from ihl import registry
+    from ihl.edge.registry import store
 
     try:
-        pushed = registry.push(
+        pushed = store.push(
             export_dir, uri, name, version, endpoint_url=endpoint_url, progress=_progress
         )
     except _errors() as err:
@@ -75,13 +75,13 @@ def list_cmd(
     endpoint_url: EndpointOpt = None,
 ) -> None:
     """List the models, or one model's versions with their aliases."""
-    from ihl import registry
+    from ihl.edge.registry import store
 
     try:
         if name is None:
-            found = registry.list_models(uri, endpoint_url=endpoint_url)
+            found = store.list_models(uri, endpoint_url=endpoint_url)
         else:
-            found = registry.list_versions(uri, name, endpoint_url=endpoint_url)
+            found = store.list_versions(uri, name, endpoint_url=endpoint_url)
     except _errors() as err:
         fail(str(err))
     if as_json:
@@ -112,10 +112,10 @@ def pull_cmd(
     endpoint_url: EndpointOpt = None,
 ) -> None:
     """Download a version, checking every file's sha256 against its manifest."""
-    from ihl import registry
+    from ihl.edge.registry import store
 
     try:
-        dest = registry.pull(uri, name, version, out, endpoint_url=endpoint_url, progress=_progress)
+        dest = store.pull(uri, name, version, out, endpoint_url=endpoint_url, progress=_progress)
     except _errors() as err:
         fail(str(err))
     typer.echo(dest)
@@ -135,10 +135,10 @@ def abandon_cmd(
     endpoint_url: EndpointOpt = None,
 ) -> None:
     """Remove an interrupted push: a version without manifest (complete versions are kept)."""
-    from ihl import registry
+    from ihl.edge.registry import store
 
     try:
-        deleted = registry.abandon(
+        deleted = store.abandon(
             uri, name, version, older_than_minutes=older_than, endpoint_url=endpoint_url
         )
     except _errors() as err:
@@ -155,11 +155,11 @@ def promote_cmd(
     endpoint_url: EndpointOpt = None,
 ) -> None:
     """Point an alias (default: production) at a version."""
-    from ihl import registry
+    from ihl.edge.registry import store
 
     try:
-        previous = registry.promote(uri, name, version, alias, endpoint_url=endpoint_url)
-        target = registry.resolve(uri, name, alias, endpoint_url=endpoint_url)
+        previous = store.promote(uri, name, version, alias, endpoint_url=endpoint_url)
+        target = store.resolve(uri, name, alias, endpoint_url=endpoint_url)
     except _errors() as err:
         fail(str(err))
     typer.echo(f"{name} {alias}: {previous or '(none)'} -> {target}")
@@ -199,10 +199,10 @@ def register_cmd(
     endpoint_url: EndpointOpt = None,
 ) -> None:
     """Pull a version and register it with a running TorchServe (management API)."""
-    from ihl import registry
+    from ihl.edge.registry import torchserve
 
     try:
-        result = registry.register(
+        result = torchserve.register(
             uri,
             name,
             version,
@@ -242,10 +242,10 @@ def manifest_cmd(
     """KServe InferenceService YAML for a version (an alias is resolved to its version)."""
     import yaml
 
-    from ihl import registry
+    from ihl.edge.registry import kserve
 
     try:
-        manifest = registry.kserve_manifest(
+        manifest = kserve.kserve_manifest(
             uri,
             name,
             version,

@@ -70,7 +70,7 @@ def train_cmd(
     ] = None,
 ) -> None:
     """Train a pose model from a preset or YAML config."""
-    from ihl.params import config_overrides
+    from ihl.edge.params import config_overrides
 
     try:
         layered = {} if params is None else config_overrides(params)

@@ -34,7 +34,7 @@ import yaml
 from ihl import config as config_mod
 from ihl.checkpoint import load_model, save_model
 from ihl.data.keypoints import get_spec
-from ihl.registry import NAME
+from ihl.edge.names import NAME
 
 HANDLER = "ihl_handler.py"
 MODEL_CONFIG = "model-config.yaml"

@@ -14,7 +14,7 @@ from sample_data import MPII_SAMPLE
 from ihl import config
 from ihl.data.errors import DatasetError
 from ihl.data.synth import make_coco_synth
-from ihl.params import CONFIG_SECTIONS, config_overrides
+from ihl.edge.params import CONFIG_SECTIONS, config_overrides
 from ihl.prepare import fingerprint, prepare
 
 REPO = Path(__file__).resolve().parents[2]
@@ -143,9 +143,9 @@ def test_stages_declare_every_section_and_module_they_read():
     for stage, modules in [
         ("synth", ["ihl.data.synth"]),
         ("prepare", ["ihl.prepare"]),
-        ("train", ["ihl.engine", "ihl.params"]),
+        ("train", ["ihl.engine", "ihl.edge.params"]),
         ("evaluate", ["ihl.evaluate"]),
-        ("export", ["ihl.export"]),
+        ("export", ["ihl.edge.export"]),
     ]:
         deps = [(REPO / d).resolve() for d in stages[stage]["deps"]]
         files = _import_closure(modules)

@@ -6,7 +6,7 @@ import json
 
 import yaml
 
-from ihl.images import image
+from ihl.edge.container_images import image
 
 
 def test_push_list_promote_pull_manifest(cli, bucket, make_export, s3_server, tmp_path):

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from ihl import config
 from ihl.cli.main import app
 from ihl.data.keypoints import COCO
-from ihl.export import ExportError, code_version, export_model
+from ihl.edge.export import ExportError, code_version, export_model
 
 
 def _archive(export_dir) -> zipfile.ZipFile:
@@ -117,7 +117,7 @@ def test_code_version_without_git_is_the_image_revision(monkeypatch):
     def no_git(*args, **kwargs):
         raise FileNotFoundError("git")
 
-    monkeypatch.setattr("ihl.export.subprocess.run", no_git)
+    monkeypatch.setattr("ihl.edge.export.subprocess.run", no_git)
     monkeypatch.setenv("IHL_REVISION", "0123abc")
     assert code_version() == "0123abc"
     monkeypatch.setenv("IHL_REVISION", "unknown")

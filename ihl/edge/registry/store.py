@@ -1,6 +1,6 @@
 """Model registry on S3, in the layout KServe's storage initializer downloads as is.
 
-One version of a model is an export folder (see ``ihl.export``) under
+One version of a model is an export folder (see ``ihl.edge.export``) under
 ``s3://BUCKET/PREFIX/<name>/<version>/``::
 
     model-store/<name>.mar
@@ -30,7 +30,6 @@ import functools
 import getpass
 import hashlib
 import json
-import os
 import re
 import secrets
 import shutil
@@ -39,29 +38,18 @@ import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
-import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
-from typing import Any
+
+from ihl.edge.names import NAME
 
 MANIFEST = "manifest.json"
 CLAIM = ".push-claim.json"
 ALIASES = "_aliases"
 REQUIRED = ("config/config.properties", "model_card.md")
 """Files every export holds besides its archive (``model-store/*.mar``)."""
-
-KSERVE_ENV = {
-    "TS_INFERENCE_ADDRESS": "http://0.0.0.0:8080",
-    "TS_MANAGEMENT_ADDRESS": "http://127.0.0.1:8081",
-    "TS_METRICS_ADDRESS": "http://0.0.0.0:8082",
-    "TS_SERVICE_ENVELOPE": "kserve",
-}
-"""TorchServe settings an InferenceService pins through the environment (see inference_service)."""
-
-NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
-"""Model names, versions and aliases: safe as S3 keys, file names and TorchServe model names."""
 
 
 class RegistryError(Exception):
@@ -105,7 +93,7 @@ def _who() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     with path.open("rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
@@ -351,7 +339,7 @@ Progress = Callable[[str, int], Callable[[int], None]]
 """``progress(label, total_bytes)`` returns a callback that takes bytes done since the last call."""
 
 
-def _no_progress(label: str, total: int) -> Callable[[int], None]:
+def no_progress(label: str, total: int) -> Callable[[int], None]:
     return lambda n: None
 
 
@@ -362,7 +350,7 @@ def push(
     version: str,
     *,
     endpoint_url: str | None = None,
-    progress: Progress = _no_progress,
+    progress: Progress = no_progress,
 ) -> str:
     """Upload an export folder as ``<uri>/<name>/<version>/`` and return that URI.
 
@@ -375,7 +363,8 @@ def push(
     export_dir = Path(export_dir)
     files = _export_files(export_dir)
     entries = {
-        rel: {"sha256": _sha256(path), "size": path.stat().st_size} for rel, path in files.items()
+        rel: {"sha256": file_sha256(path), "size": path.stat().st_size}
+        for rel, path in files.items()
     }
     store = _Store(uri, endpoint_url)
     folder = store.key(name, version)
@@ -528,6 +517,15 @@ def resolve(uri: str, name: str, version_or_alias: str, *, endpoint_url: str | N
     return _Store(uri, endpoint_url).resolve(name, version_or_alias)[0]
 
 
+def version_uri(
+    uri: str, name: str, version_or_alias: str, *, endpoint_url: str | None = None
+) -> str:
+    """The s3:// folder of the complete version that ``version_or_alias`` names."""
+    store = _Store(uri, endpoint_url)
+    version, _ = store.resolve(name, version_or_alias)
+    return store.url(store.key(name, version))
+
+
 def _safe_relpath(rel: str) -> PurePosixPath:
     path = PurePosixPath(rel)
     if path.is_absolute() or ".." in path.parts or not path.parts:
@@ -542,7 +540,7 @@ def pull(
     dest: Path,
     *,
     endpoint_url: str | None = None,
-    progress: Progress = _no_progress,
+    progress: Progress = no_progress,
 ) -> Path:
     """Download a version (or the version an alias names) into ``dest`` and return ``dest``.
 
@@ -576,7 +574,7 @@ def pull(
                             f"{store.url(key)} is listed in the manifest but missing"
                         ) from err
                     raise
-            size, digest = target.stat().st_size, _sha256(target)
+            size, digest = target.stat().st_size, file_sha256(target)
             if size != expected["size"] or digest != expected["sha256"]:
                 raise ChecksumError(
                     f"{store.url(key)} does not match the manifest written at push time "
@@ -627,198 +625,3 @@ def promote(
                 ) from err
             raise
     return previous
-
-
-def archive_identity(mar: Path) -> tuple[str, str]:
-    """(model name, model version) recorded in a .mar's MAR-INF/MANIFEST.json."""
-    try:
-        with zipfile.ZipFile(mar) as archive:
-            model = json.loads(archive.read("MAR-INF/MANIFEST.json"))["model"]
-        return model["modelName"], model["modelVersion"]
-    except (zipfile.BadZipFile, KeyError, ValueError) as err:
-        raise RegistryError(f"{mar} is not a TorchServe model archive: {err}") from err
-
-
-def _management(method: str, url: str, token: str | None, timeout: float) -> dict:
-    request = urllib.request.Request(url, method=method)
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return json.loads(response.read() or b"{}")
-    except urllib.error.HTTPError as err:
-        body = err.read().decode(errors="replace")
-        try:
-            detail = json.loads(body).get("message", body)
-        except ValueError:
-            detail = body
-        if "token" in str(detail).lower():  # TorchServe answers a bad key with HTTP 400
-            hint = " (pass the management key: --token, or --key-file key_file.json)"
-        else:
-            hint = {
-                405: " (start TorchServe with --enable-model-api or enable_model_api=true)",
-                409: " (that model version is registered already)",
-            }.get(err.code, "")
-        raise RegistryError(f"TorchServe {method} {url}: HTTP {err.code}: {detail}{hint}") from err
-    except (urllib.error.URLError, OSError) as err:
-        raise RegistryError(
-            f"cannot reach the TorchServe management API at {url}: {err}; is TorchServe running "
-            "and is --management-url its management_address?"
-        ) from err
-
-
-def register(
-    uri: str,
-    name: str,
-    version_or_alias: str,
-    *,
-    management_url: str,
-    model_store: Path,
-    token: str | None = None,
-    workers: int = 1,
-    set_default: bool = False,
-    timeout: float = 300.0,
-    endpoint_url: str | None = None,
-    progress: Progress = _no_progress,
-) -> dict:
-    """Pull a version and register its archive with a running TorchServe.
-
-    ``model_store`` is the server's model store: the verified archive is copied
-    there as ``<name>-<version>.mar`` (atomically) and registered by that file
-    name through the management API, so the server needs no S3 access and no
-    ``allowed_urls`` change. The copy is removed again if registration fails.
-    Returns the server's model name and version, the file and its reply.
-    """
-    model_store = Path(model_store)
-    if not model_store.is_dir():
-        raise FileNotFoundError(f"TorchServe model store not found: {model_store}")
-    store = _Store(uri, endpoint_url)
-    version, _ = store.resolve(name, version_or_alias)
-    with tempfile.TemporaryDirectory(prefix="ihl-pull-") as tmp:
-        pulled = pull(
-            uri, name, version, Path(tmp) / "v", endpoint_url=endpoint_url, progress=progress
-        )
-        archives = sorted((pulled / "model-store").glob("*.mar"))
-        if len(archives) != 1:
-            raise RegistryError(f"{name} {version} holds {len(archives)} archives; expected one")
-        model_name, model_version = archive_identity(archives[0])
-        target = model_store / f"{name}-{version}.mar"
-        created = not target.exists()
-        if not created and _sha256(target) != _sha256(archives[0]):
-            raise FileExistsError(
-                f"{target} exists with other contents; remove it or use another model store"
-            )
-        if created:  # a hidden partial name first: the store never shows half an archive
-            partial = model_store / f".{target.name}.partial"
-            try:
-                shutil.copyfile(archives[0], partial)
-                os.replace(partial, target)
-            finally:
-                partial.unlink(missing_ok=True)
-    query = urllib.parse.urlencode(
-        {"url": target.name, "initial_workers": workers, "synchronous": "true"}
-    )
-    base = management_url.rstrip("/")
-    try:
-        reply = _management("POST", f"{base}/models?{query}", token, timeout)
-    except BaseException:
-        if created:
-            target.unlink(missing_ok=True)
-        raise
-    if set_default:
-        _management(
-            "PUT", f"{base}/models/{model_name}/{model_version}/set-default", token, timeout
-        )
-    return {
-        "model": model_name,
-        "model_version": model_version,
-        "version": version,
-        "file": str(target.resolve()),
-        "status": reply.get("status", ""),
-    }
-
-
-def inference_service(
-    storage_uri: str,
-    *,
-    name: str = "ihl",
-    gpus: int = 0,
-    service_account: str = "ihl-s3",
-    image: str | None = None,
-) -> dict:
-    """A KServe InferenceService for one registry version (``storage_uri``).
-
-    KServe's ``pytorch`` model format with protocol v1: the storage initializer
-    downloads the version to /mnt/models using the S3 credentials bound to
-    ``service_account``; the serve image (``ihl.images.image("serve")``, which
-    holds the handler's dependencies) runs TorchServe in the foreground, under
-    the image's entrypoint, on that folder's model store and KServe
-    config.properties. That config lets the environment override it
-    (enable_envvars_config), which pins what KServe relies on whatever the
-    image's defaults: inference on the pod port 8080 with the v1 envelope,
-    management on the pod's loopback only, metrics on 8082 for Prometheus.
-    ``gpus`` > 0 asks for that many ``nvidia.com/gpu`` and tolerates GPU taints.
-    """
-    from ihl.images import image as image_ref
-
-    if not re.fullmatch(r"[a-z]([-a-z0-9]{0,43}[a-z0-9])?", name):
-        raise RegistryError(
-            f"InferenceService name {name!r}: use lowercase letters, digits and '-' "
-            "(a DNS label of at most 45 characters, starting with a letter)"
-        )
-    limits = {"cpu": "4", "memory": "8Gi"}
-    if gpus:
-        limits["nvidia.com/gpu"] = str(gpus)
-    predictor: dict[str, Any] = {
-        "serviceAccountName": service_account,
-        "model": {
-            "modelFormat": {"name": "pytorch"},
-            "protocolVersion": "v1",
-            "storageUri": storage_uri,
-            "image": image or image_ref("serve"),
-            "args": [
-                "torchserve",
-                "--foreground",
-                "--no-config-snapshots",
-                "--model-store=/mnt/models/model-store",
-                "--ts-config=/mnt/models/config/config.properties",
-            ],
-            "env": [{"name": k, "value": v} for k, v in KSERVE_ENV.items()],
-            "ports": [{"name": "http1", "containerPort": 8080, "protocol": "TCP"}],
-            "resources": {"requests": {"cpu": "2", "memory": "4Gi"}, "limits": limits},
-        },
-    }
-    if gpus:
-        predictor["tolerations"] = [
-            {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
-        ]
-    return {
-        "apiVersion": "serving.kserve.io/v1beta1",
-        "kind": "InferenceService",
-        "metadata": {"name": name},
-        "spec": {"predictor": predictor},
-    }
-
-
-def kserve_manifest(
-    uri: str,
-    name: str,
-    version_or_alias: str,
-    *,
-    service_name: str | None = None,
-    gpus: int = 0,
-    service_account: str = "ihl-s3",
-    image: str | None = None,
-    endpoint_url: str | None = None,
-) -> dict:
-    """The InferenceService for a registry version; an alias is resolved to its version
-    now (KServe knows nothing of aliases) and the version is checked to be complete."""
-    store = _Store(uri, endpoint_url)
-    version, _ = store.resolve(name, version_or_alias)
-    return inference_service(
-        store.url(store.key(name, version)),
-        name=service_name or name,
-        gpus=gpus,
-        service_account=service_account,
-        image=image,
-    )
