@@ -32,11 +32,12 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from tqdm import tqdm
 
 from ihl import config as config_mod
-from ihl.checkpoint import CheckpointError, atomic_save, safe_load, save_model
+from ihl.checkpoint import CheckpointError, safe_load, save_model
 from ihl.config import Config
 from ihl.data.build import build_train_dataset, build_val_dataset, worker_init
 from ihl.data.errors import DatasetError
 from ihl.evaluate import predict_dataset, score
+from ihl.files import torch_save
 from ihl.inference import resolve_device
 from ihl.losses import build_loss
 from ihl.models import build_model
@@ -406,7 +407,7 @@ def _train(
 
     def save_latest() -> None:
         if ddp.is_main:
-            atomic_save(
+            torch_save(
                 {
                     "format": STATE_FORMAT,
                     "config": config_mod.to_dict(cfg),

@@ -17,6 +17,7 @@ from typing import Annotated, Any
 import typer
 
 from ihl.cli.common import fail, parse_overrides, print_table
+from ihl.files import write_text
 
 app = typer.Typer(
     help="Kubeflow pipeline: compile to YAML, submit to a cluster, or run locally.",
@@ -385,8 +386,5 @@ def pytorchjob_cmd(
     if out is None:
         typer.echo(text, nl=False)
         return
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(out.name + ".partial")
-    partial.write_text(text)
-    partial.replace(out)
+    write_text(out, text)
     typer.echo(f"wrote {out}")

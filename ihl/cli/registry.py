@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from ihl.cli.common import USER_ERRORS, fail, print_table
+from ihl.files import write_text
 
 app = typer.Typer(
     help="Model registry on S3 (KServe storage layout): push, list, pull, abandon, promote, "
@@ -261,5 +262,5 @@ def manifest_cmd(
     if out is None:
         typer.echo(text, nl=False)
     else:
-        out.write_text(text)
+        write_text(out, text)
         typer.echo(out)

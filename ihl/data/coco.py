@@ -11,12 +11,13 @@ naming the file, the record and the key.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ihl import files
 
 from .base import TopDownDataset
 from .errors import DatasetError
@@ -47,13 +48,7 @@ _DETECTION_KEYS = ("image_id", "category_id", "bbox", "score")
 
 def load_json(path: str | Path) -> Any:
     """Read a JSON file, turning every way it can fail into a DatasetError."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise DatasetError(f"{path}: cannot read JSON: {err}") from err
+    return files.load_json(path, DatasetError)
 
 
 def load_json_list(path: str | Path, what: str) -> list:

@@ -35,6 +35,7 @@ from ihl import config as config_mod
 from ihl.checkpoint import load_model, save_model
 from ihl.data.keypoints import get_spec
 from ihl.edge.names import NAME
+from ihl.files import load_json
 
 HANDLER = "ihl_handler.py"
 MODEL_CONFIG = "model-config.yaml"
@@ -80,12 +81,9 @@ def code_version() -> str:
 
 
 def _read_metrics(path: Path) -> dict[str, float]:
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ExportError(f"metrics file not found: {path}") from None
-    except ValueError as err:
-        raise ExportError(f"{path}: not valid JSON: {err}") from None
+    if not path.is_file():
+        raise ExportError(f"metrics file not found: {path}")
+    data = load_json(path, ExportError)
     if not isinstance(data, dict) or not all(
         v is None or isinstance(v, int | float) and not isinstance(v, bool) for v in data.values()
     ):

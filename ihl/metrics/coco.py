@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ from pycocotools.coco import COCO as CocoApi
 from pycocotools.cocoeval import COCOeval
 
 from ihl.data.keypoints import COCO
+from ihl.files import load_json, write_json
 
 METRIC_KEYS = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
 """Flat metric names, in the order of COCOeval.stats for keypoints."""
@@ -224,39 +223,17 @@ def score_results_file(
 ) -> dict[str, float]:
     """Evaluate a results file written earlier (by us or in test-dev form)."""
     path = Path(results_json)
-    try:
-        results = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from None
+    results = load_json(path)
     validate_results(results, source=str(path))
     return evaluate_coco(results, ann_file, verbose=verbose)
 
 
-def _atomic_write_json(obj: Any, path: str | os.PathLike) -> Path:
-    """Write to a temporary file beside `path`, then rename, so a crash never
-    leaves a half-written file where a reader expects a whole one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, allow_nan=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return path
-
-
 def write_results(results: list[dict], path: str | os.PathLike) -> Path:
     """Write COCO keypoint results JSON atomically."""
-    return _atomic_write_json(results, path)
+    return write_json(path, results)
 
 
 def write_metrics(metrics: Mapping[str, float], path: str | os.PathLike) -> Path:
     """Write flat metrics JSON atomically; undefined (NaN) metrics become null."""
     flat = {k: (float(v) if math.isfinite(v) else None) for k, v in metrics.items()}
-    return _atomic_write_json(flat, path)
+    return write_json(path, flat)

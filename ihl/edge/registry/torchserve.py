@@ -7,7 +7,6 @@ store and registered by file name, so the server itself needs no S3 access.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 import urllib.error
@@ -24,6 +23,7 @@ from ihl.edge.registry.store import (
     pull,
     resolve,
 )
+from ihl.files import replacing
 
 
 def archive_identity(mar: Path) -> tuple[str, str]:
@@ -105,12 +105,8 @@ def register(
                 f"{target} exists with other contents; remove it or use another model store"
             )
         if created:  # a hidden partial name first: the store never shows half an archive
-            partial = model_store / f".{target.name}.partial"
-            try:
-                shutil.copyfile(archives[0], partial)
-                os.replace(partial, target)
-            finally:
-                partial.unlink(missing_ok=True)
+            with archives[0].open("rb") as source, replacing(target) as handle:
+                shutil.copyfileobj(source, handle)
     query = urllib.parse.urlencode(
         {"url": target.name, "initial_workers": workers, "synchronous": "true"}
     )
