@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 import torch
 
+from ihl.boxes import BoxError, parse_box
 from ihl.config import Config
 from ihl.data.coco import load_json
 from ihl.data.errors import DatasetError
@@ -41,8 +42,8 @@ from ihl.data.transforms import (
     read_image_bgr,
     warp,
 )
-from ihl.metrics.coco import rescore, write_results
 from ihl.inference import predict_crops
+from ihl.metrics.coco import rescore, write_results
 from ihl.visualize import draw_people, write_image
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -194,13 +195,10 @@ def _numeric_id(path: Path) -> int | None:
 
 def _box(value: Any, where: str) -> tuple[list[float], float]:
     """(x, y, w, h) and score from [x, y, w, h] or [x, y, w, h, score]."""
-    if not isinstance(value, list | tuple) or len(value) not in (4, 5):
-        raise DatasetError(f"{where}: a box must be [x, y, w, h] or [x, y, w, h, score]")
-    if not all(isinstance(v, int | float) and math.isfinite(v) for v in value):
-        raise DatasetError(f"{where}: box {value} holds a non-numeric or non-finite value")
-    if value[2] <= 0 or value[3] <= 0:
-        raise DatasetError(f"{where}: box {value} has zero or negative size")
-    return [float(v) for v in value[:4]], float(value[4]) if len(value) == 5 else 1.0
+    try:
+        return parse_box(value)
+    except BoxError as err:
+        raise DatasetError(f"{where}: box {err}") from None
 
 
 def load_boxes(path: str | Path, images: Sequence[Path]) -> dict[Path, Boxes]:

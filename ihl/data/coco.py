@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ihl import files
+from ihl.boxes import BoxError, parse_box
 
 from .base import TopDownDataset
 from .errors import DatasetError
@@ -79,16 +80,10 @@ def _require(record: dict, keys: tuple[str, ...], where: str) -> None:
 def _box(value: Any, where: str) -> np.ndarray:
     """A finite (x, y, w, h) box with positive size, or a DatasetError."""
     try:
-        box = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise DatasetError(f"{where}: key 'bbox' is not a list of 4 numbers") from None
-    if box.shape != (4,):
-        raise DatasetError(f"{where}: key 'bbox' must have 4 numbers, got shape {box.shape}")
-    if not np.all(np.isfinite(box)):
-        raise DatasetError(f"{where}: key 'bbox' is not finite: {value}")
-    if box[2] <= 0 or box[3] <= 0:
-        raise DatasetError(f"{where}: key 'bbox' has zero or negative size: {value}")
-    return box
+        box, _ = parse_box(value, scored=False)
+    except BoxError as err:
+        raise DatasetError(f"{where}: key 'bbox' {err}") from None
+    return np.asarray(box, dtype=np.float64)
 
 
 def _person_category(data: dict, path: Path) -> int:
