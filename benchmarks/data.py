@@ -30,9 +30,9 @@ from ihl.data.transforms import (
     TopDownAugment,
     TopDownPipeline,
     box_to_center_scale,
-    read_image_bgr,
     sample_rng,
 )
+from ihl.image_io import read_image_bgr
 
 INPUT_SIZE = (256, 192)
 HEATMAP_SIZE = (64, 48)

@@ -39,9 +39,9 @@ from ihl.data.transforms import (
     box_to_center_scale,
     coords_to_image,
     get_affine_transform,
-    read_image_bgr,
     warp,
 )
+from ihl.image_io import read_image_bgr
 from ihl.inference import predict_crops
 from ihl.metrics.coco import rescore, write_results
 from ihl.visualize import draw_people, write_image

@@ -19,6 +19,7 @@ import numpy as np
 
 from ihl import files
 from ihl.boxes import BoxError, parse_box
+from ihl.image_io import image_problem
 
 from .base import TopDownDataset
 from .errors import DatasetError
@@ -28,7 +29,6 @@ from .transforms import (
     TopDownAugment,
     box_to_center_scale,
     coords_to_image,
-    image_problem,
 )
 
 __all__ = ["CocoKeypoints", "DatasetError", "coco_split_paths", "coords_to_image", "validate_coco"]

@@ -27,20 +27,16 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
 
-from .errors import DatasetError
 from .keypoints import KeypointSpec
 
 Size = tuple[int, int]
 
 _LOWER_BODY_WORDS = ("hip", "knee", "ankle", "pelvis")
-_JPEG_START = b"\xff\xd8"
-_JPEG_END = b"\xff\xd9"
 
 
 def box_to_center_scale(
@@ -152,43 +148,6 @@ def coords_to_image(
     )
     out = np.einsum("nkj,nij->nki", pixels, inverses[:, :, :2]) + inverses[:, None, :, 2]
     return out[0] if single else out
-
-
-def read_image_bgr(path: str | Path, record: str = "") -> np.ndarray:
-    """Decode an image file to a uint8 BGR array, refusing broken files.
-
-    OpenCV decodes a truncated JPEG into a partly grey image with only a
-    warning, so JPEGs must also end with their end-of-image marker (trailing
-    padding after it is tolerated).
-    """
-    where = f"{path}{f' ({record})' if record else ''}"
-    try:
-        data = np.fromfile(str(path), dtype=np.uint8)
-    except OSError as err:
-        raise DatasetError(f"{where}: cannot read image: {err.strerror or err}") from err
-    if data.size == 0:
-        raise DatasetError(f"{where}: image file is empty")
-    head = data[:2].tobytes()
-    if head == _JPEG_START and _JPEG_END not in data[-1024:].tobytes():
-        raise DatasetError(f"{where}: truncated JPEG (no end-of-image marker)")
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
-    if image is None or image.size == 0:
-        raise DatasetError(f"{where}: cannot decode image")
-    return image
-
-
-def image_problem(path: Path, record: str, decode: bool = True) -> str | None:
-    """What is wrong with one image file, None if nothing: for the dataset checks.
-
-    Without ``decode`` only that the file exists is checked (fast).
-    """
-    if not decode:
-        return None if path.is_file() else f"{path}: image file not found ({record})"
-    try:
-        read_image_bgr(path, record)
-    except DatasetError as err:
-        return str(err)
-    return None
 
 
 def upper_body_mask(spec: KeypointSpec) -> np.ndarray:

@@ -16,7 +16,7 @@ from ihl.data.coco import CocoKeypoints, coords_to_image, validate_coco
 from ihl.data.errors import DatasetError
 from ihl.data.keypoints import COCO, MPII
 from ihl.data.mpii import MpiiKeypoints, load_mpii_gt, validate_mpii
-from ihl.data.transforms import read_image_bgr
+from ihl.image_io import read_image_bgr
 
 COCO_ROOT = COCO_SAMPLE
 MPII_ROOT = MPII_SAMPLE
