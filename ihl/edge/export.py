@@ -49,7 +49,7 @@ class ExportError(ValueError):
 
 def serving_dir() -> Path:
     """The folder with the handler and TorchServe configs."""
-    default = Path(__file__).resolve().parents[1] / "serving"
+    default = Path(__file__).resolve().parents[2] / "serving"
     path = Path(os.environ.get("IHL_SERVING_DIR") or default)
     missing = [f for f in (HANDLER, MODEL_CONFIG, KSERVE_CONFIG) if not (path / f).is_file()]
     if missing:
@@ -64,7 +64,7 @@ def code_version() -> str:
     """The git revision of the code (``+dirty`` with uncommitted changes); without a checkout
     (the container images) the revision the image was built from (``IHL_REVISION``), else the
     package version."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     try:
         rev = subprocess.run(
             ["git", "-C", str(root), "rev-parse", "HEAD"],
