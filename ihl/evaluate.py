@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from ihl.checkpoint import load_model
 from ihl.config import Config
-from ihl.data.build import build_eval_dataset, crop_size, worker_init
+from ihl.data.build import build_eval_dataset, worker_init
 from ihl.data.errors import DatasetError
 from ihl.data.transforms import coords_to_image
 from ihl.inference import predict_crops, resolve_device
@@ -71,7 +71,7 @@ def predict_dataset(
             batch["center"],
             batch["scale"],
             batch["rotation"],
-            crop_size(cfg),
+            cfg.model.input_size,
             batch["flipped"],
         )
         found = {

@@ -74,8 +74,8 @@ def make_crops(
     scales = np.empty((len(boxes), 2))
     for i, box in enumerate(boxes):
         centers[i], scales[i] = box_to_center_scale(box, width / height, padding)
-        matrix = get_affine_transform(centers[i], scales[i], 0.0, (height, width))
-        crops[i] = warp(image_rgb, matrix, (height, width))
+        matrix = get_affine_transform(centers[i], scales[i], 0.0, (width, height))
+        crops[i] = warp(image_rgb, matrix, (width, height))
     return torch.from_numpy(crops).permute(0, 3, 1, 2).contiguous(), centers, scales
 
 
@@ -150,7 +150,7 @@ def predict_images(
             np.concatenate(centers),
             np.concatenate(scales),
             0.0,
-            (input_wh[1], input_wh[0]),
+            input_wh,
         )
         kp_scores = pred.scores.float().cpu().numpy()
         instance = rescore(kp_scores, np.array([score for _, _, score in batch]))

@@ -34,11 +34,6 @@ def require_dir(path: Path, what: str) -> Path:
     return path
 
 
-def crop_size(cfg: Config) -> tuple[int, int]:
-    """The data layer's (height, width) of the model's (width, height) input."""
-    return cfg.model.input_size[1], cfg.model.input_size[0]
-
-
 def needs_heatmaps(cfg: Config) -> bool:
     """Gaussian targets cost time in the loader; only the heatmap loss and the Wasserstein term
     read them."""
@@ -51,10 +46,9 @@ def needs_heatmaps(cfg: Config) -> bool:
 def build_train_dataset(cfg: Config) -> Dataset:
     """The augmented training split of ``cfg.data``, seeded by ``cfg.train.seed``."""
     root = require_dir(Path(cfg.data.root), "dataset folder")
-    w, h = cfg.model.heatmap_size
     augment = TopDownAugment(
         get_spec(cfg.data.dataset),
-        crop_size(cfg),
+        cfg.model.input_size,
         rotation_factor=cfg.data.rotation_factor,
         scale_range=cfg.data.scale_range,
         half_body_prob=cfg.data.half_body_prob,
@@ -63,8 +57,8 @@ def build_train_dataset(cfg: Config) -> Dataset:
     kwargs = dict(
         train=True,
         augment=augment,
-        input_size=crop_size(cfg),
-        heatmap_size=(h, w) if needs_heatmaps(cfg) else None,
+        input_size=cfg.model.input_size,
+        heatmap_size=cfg.model.heatmap_size if needs_heatmaps(cfg) else None,
         sigma=cfg.loss.heatmap_sigma,
         seed=cfg.train.seed,
     )
@@ -111,7 +105,7 @@ def build_eval_dataset(
     if cfg.data.dataset == "mpii":
         ann = Path(ann_file or root / "annotations" / f"mpii_{split}.json")
         images = require_dir(Path(image_dir or root / "images"), "image folder")
-        dataset = MpiiKeypoints(ann, images, input_size=crop_size(cfg))
+        dataset = MpiiKeypoints(ann, images, input_size=cfg.model.input_size)
         return dataset, root / "annotations" / f"mpii_gt_{split}.mat"
     default_ann, default_images = coco_split_paths(root, COCO_SPLITS.get(split, split))
     ann = Path(ann_file or default_ann)
@@ -121,5 +115,5 @@ def build_eval_dataset(
         dets = Path(detections or root / cfg.data.detections)
         if not dets.is_file():
             raise DatasetError(f"{dets}: detection results file not found (or use boxes='gt')")
-    dataset = CocoKeypoints(ann, images, input_size=crop_size(cfg), detections=dets)
+    dataset = CocoKeypoints(ann, images, input_size=cfg.model.input_size, detections=dets)
     return dataset, ann

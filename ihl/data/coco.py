@@ -194,7 +194,7 @@ class CocoKeypoints(TopDownDataset):
         image_dir: str | Path,
         *,
         train: bool = False,
-        input_size: Size = (256, 192),
+        input_size: Size = (192, 256),
         heatmap_size: Size | None = None,
         sigma: float = 2.0,
         detections: str | Path | None = None,
