@@ -1,4 +1,5 @@
-"""IHL head + loss, forward and backward: this project against the reference's pattern.
+"""IHL head + loss, forward and backward: time per step and peak memory of this project
+against the reference's computation pattern.
 
 The reference computes DSDT with coordinate grids repeated to full map size
 (B x K x H x W) and the Wasserstein term as a geomloss Sinkhorn between the
@@ -8,7 +9,7 @@ W1. Both share the same RealNVP likelihood. Each variant runs in its own process
 (peak memory is that process's high-water resident set above its baseline),
 rounds alternate between variants, and the table gives ratios from one run.
 
-    uv run python benchmarks/head.py [--batch 64] [--iters 20] [--rounds 3]
+    uv run python benchmarks/loss_speed.py [--batch 64] [--iters 20] [--rounds 3]
 """
 
 from __future__ import annotations
