@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -82,3 +84,14 @@ def test_missing_dataset_folder_is_named(tmp_path):
     with pytest.raises(DatasetError, match="gone"):
         evaluate(ckpt, tmp_path / "eval", progress=False)
     assert not (tmp_path / "eval").exists()
+
+
+def test_the_stages_import_one_way():
+    """train reuses evaluate's prediction and scoring; evaluate never leads back into train,
+    and train reaches DVCLive only through the logger it is handed."""
+    code = (
+        "import sys, ihl.evaluate; stages = 'ihl.train' in sys.modules; import ihl.train; "
+        "print(stages, 'dvclive' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["False", "False"]

@@ -136,3 +136,25 @@ def test_empty_split_is_named_and_nothing_is_written(tiny_coco, tiny_cfg, tmp_pa
     with pytest.raises(DatasetError, match="person_keypoints_train2017.json.*empty"):
         train(tiny_cfg, tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_any_epoch_log_will_do_and_without_one_nothing_is_logged(tiny_cfg, tmp_path):
+    class Recorder:
+        def __init__(self):
+            self.calls = []
+
+        def start(self, params, resumed, epoch):
+            self.calls.append(("start", params["model"]["head"], resumed, epoch))
+
+        def log_epoch(self, epoch, metrics):
+            self.calls.append(("epoch", epoch, sorted(k.split("/")[0] for k in metrics)[-1]))
+
+        def end(self):
+            self.calls.append(("end",))
+
+    tiny_cfg.train.epochs = tiny_cfg.train.val_interval = 1
+    recorder = Recorder()
+    metrics = train(tiny_cfg, tmp_path, progress=False, epoch_log=recorder)
+    assert recorder.calls == [("start", "ihl", False, 0), ("epoch", 0, "val"), ("end",)]
+    assert sorted(tmp_path.iterdir()) == [tmp_path / "checkpoints"]
+    assert "AP" in metrics

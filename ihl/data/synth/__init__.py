@@ -1,7 +1,7 @@
 """Synthetic pose datasets written in the exact COCO and MPII layouts.
 
 The pipeline has to run end to end where the real datasets cannot be
-downloaded (a laptop CPU, CI), so this module draws articulated figures and
+downloaded (a laptop CPU, CI), so this package draws articulated figures and
 writes them where ``data/coco`` and ``data/mpii`` would be: the same loaders,
 evaluators and detection-box paths then run unchanged on real and synthetic
 data.

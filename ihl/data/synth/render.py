@@ -17,7 +17,7 @@ MIN_VISIBLE_AREA = 10
 
 _SHIFT = 4
 _ONE = 1 << _SHIFT
-PERSON_BITS = 6
+_PERSON_BITS = 6
 
 _MPII_FROM_NAMED = tuple(
     j.replace("r_", "right_", 1)
@@ -63,11 +63,11 @@ class Scene:
 
     def owner(self) -> np.ndarray:
         """Index of the person seen at each pixel, -1 for background."""
-        return (self.labels >> PERSON_BITS).astype(np.int32) - 1
+        return (self.labels >> _PERSON_BITS).astype(np.int32) - 1
 
     def part(self) -> np.ndarray:
         """Part code (see PART) seen at each pixel, 0 for background."""
-        return self.labels & ((1 << PERSON_BITS) - 1)
+        return self.labels & ((1 << _PERSON_BITS) - 1)
 
 
 def _draw(img: np.ndarray, labels: np.ndarray, prim: tuple, code: int) -> None:
@@ -181,7 +181,7 @@ def render_scene(
         figs.append(fig)
     figs.sort(key=lambda f: f.extent()[1][1] + f.offset[1])
     for k, fig in enumerate(figs):
-        code = (k + 1) << PERSON_BITS
+        code = (k + 1) << _PERSON_BITS
         for prim in fig.primitives():
             _draw(img, labels, prim, code | prim[6])
     if rng.random() < 0.3:
