@@ -78,10 +78,13 @@ def train_cmd(
         fail(str(err))
     cfg = load_config(config, layered | parse_overrides(overrides))
     from ihl.checkpoint import CheckpointError
-    from ihl.engine import train
+    from ihl.edge.live import LiveLog
+    from ihl.train import train
 
     try:
-        result = train(cfg, out, resume=resume, device=device, progress=True)
+        result = train(
+            cfg, out, resume=resume, device=device, progress=True, epoch_log=LiveLog(out / "live")
+        )
     except (*USER_ERRORS, CheckpointError) as err:
         fail(str(err))
     print_table(result)

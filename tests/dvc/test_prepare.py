@@ -143,7 +143,7 @@ def test_stages_declare_every_section_and_module_they_read():
     for stage, modules in [
         ("synth", ["ihl.data.synth"]),
         ("prepare", ["ihl.prepare"]),
-        ("train", ["ihl.engine", "ihl.edge.params"]),
+        ("train", ["ihl.train", "ihl.edge.params", "ihl.edge.live"]),
         ("evaluate", ["ihl.evaluate"]),
         ("export", ["ihl.edge.export"]),
     ]:
