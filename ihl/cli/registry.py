@@ -17,7 +17,8 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-UriArg = Annotated[str, typer.Argument(help="Registry root, s3://BUCKET[/PREFIX].")]
+# Rich reads "[/PREFIX]" as a closing markup tag unless the bracket is escaped.
+UriArg = Annotated[str, typer.Argument(help="Registry root, s3://BUCKET\\[/PREFIX].")]
 NameArg = Annotated[str, typer.Argument(help="Model name, e.g. ihl.")]
 VersionArg = Annotated[str, typer.Argument(help="Version, or an alias such as production.")]
 EndpointOpt = Annotated[
