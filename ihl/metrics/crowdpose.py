@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ihl.data.keypoints import CROWDPOSE
-from ihl.evaluation.coco import PREDICTION_KEYS, oks_nms, validate_results
+from ihl.metrics.coco import PREDICTION_KEYS, oks_nms, validate_results
 
 METRIC_KEYS = ("AP", "AP50", "AP75", "AR", "AR50", "AR75", "AP_easy", "AP_medium", "AP_hard")
 """Flat metric names, in the order of xtcocotools' keypoints_crowd stats."""
@@ -37,7 +37,7 @@ def rescore_bbox_rle(keypoint_scores: np.ndarray, box_scores: np.ndarray) -> np.
 def build_crowdpose_results(
     predictions: Mapping[str, Any], *, nms_threshold: float = 0.9
 ) -> list[dict]:
-    """Per-detection arrays (the keys of ``ihl.evaluation.coco.build_results``, 14 joints)
+    """Per-detection arrays (the keys of ``ihl.metrics.coco.build_results``, 14 joints)
     to CrowdPose results: rescored as above, OKS-NMS within each image."""
     missing = [key for key in PREDICTION_KEYS if key not in predictions]
     if missing:
