@@ -17,6 +17,7 @@ from tqdm import tqdm
 from ihl.checkpoint import load_model
 from ihl.config import Config
 from ihl.data.build import build_eval_dataset, worker_init
+from ihl.data.coco import is_image_info
 from ihl.data.errors import DatasetError
 from ihl.data.transforms import coords_to_image
 from ihl.inference import predict_crops, resolve_device
@@ -27,6 +28,7 @@ from ihl.metrics.coco import (
     write_metrics,
     write_results,
 )
+from ihl.metrics.crowdpose import build_crowdpose_results, evaluate_crowdpose
 from ihl.metrics.mpii import evaluate_mpii_mat
 
 
@@ -95,12 +97,16 @@ def score(
     """Metrics and COCO-format results of ``predict_dataset``'s output.
 
     COCO: rescoring, OKS-NMS at 0.9 and pycocotools AP. MPII: PCKh against the
-    .mat ground truth; its results use the same JSON shape with 16 joints.
+    .mat ground truth; its results use the same JSON shape with 16 joints. CrowdPose: the
+    reference's protocol (``ihl.metrics.crowdpose``).
     """
     if cfg.data.dataset == "mpii":
         return evaluate_mpii_mat(predictions["keypoints"], ground_truth), _person_results(
             predictions
         )
+    if cfg.data.dataset == "crowdpose":
+        results = build_crowdpose_results(predictions)
+        return evaluate_crowdpose(results, ground_truth), results
     results = build_results(predictions)
     return evaluate_coco(results, ground_truth), results
 
@@ -137,13 +143,80 @@ def evaluate(
     image_dir: Path | None = None,
     detections: Path | None = None,
     num_workers: int | None = None,
+    best: Path | None = None,
 ) -> dict[str, float]:
     """Evaluate a checkpoint; writes ``out_dir/results.json`` then ``out_dir/metrics.json``.
 
-    ``flip`` overrides the checkpoint's test-time flip setting. Both files are
-    written atomically, and only once everything has been computed, so a failed
-    run leaves no partial outputs.
+    ``flip`` overrides the checkpoint's test-time flip setting. With ``best`` (the training
+    run's best.pt, when ``checkpoint`` is its final.pt) that checkpoint is scored the same
+    way and its metrics join the others as ``best_checkpoint_<name>``. An image-info
+    ``ann_file`` (test-dev: images, no annotations) gives the results file only, ready for
+    submission, and no metrics. Files are written atomically, and only once everything has
+    been computed, so a failed run leaves no partial outputs.
     """
+    image_info = ann_file is not None and is_image_info(ann_file)
+    if image_info and best is not None:
+        raise ValueError(f"{ann_file}: an image-info file has no ground truth to compare with")
+    found = [
+        _run(
+            ckpt,
+            data_root=data_root,
+            split=split,
+            boxes=boxes,
+            device=device,
+            flip=flip,
+            batch_size=batch_size,
+            progress=progress,
+            ann_file=ann_file,
+            image_dir=image_dir,
+            detections=detections,
+            num_workers=num_workers,
+            score_it=not image_info,
+        )
+        for ckpt in (checkpoint, best)
+        if ckpt is not None
+    ]
+    metrics, results = found[0]
+    if best is not None:
+        best_metrics = found[1][0]
+        best_epoch = load_epoch(best)
+        metrics = {
+            **metrics,
+            **{f"best_checkpoint_{k}": v for k, v in best_metrics.items()},
+            **({"best_checkpoint_epoch": float(best_epoch)} if best_epoch is not None else {}),
+        }
+    out_dir = Path(out_dir)
+    write_results(results, out_dir / "results.json")
+    if not image_info:
+        write_metrics(metrics, out_dir / "metrics.json")
+    return metrics
+
+
+def load_epoch(checkpoint: Path) -> int | None:
+    """The epoch a checkpoint was saved at, when it says."""
+    from ihl.checkpoint import safe_load
+
+    epoch = safe_load(checkpoint).get("epoch")
+    return int(epoch) if isinstance(epoch, int | float) else None
+
+
+def _run(
+    checkpoint: Path,
+    *,
+    data_root: Path | None,
+    split: str,
+    boxes: str,
+    device: str | None,
+    flip: bool | None,
+    batch_size: int,
+    progress: bool,
+    ann_file: Path | None,
+    image_dir: Path | None,
+    detections: Path | None,
+    num_workers: int | None,
+    score_it: bool,
+) -> tuple[dict[str, float], list[dict]]:
+    """(metrics, results) of one checkpoint; without ``score_it`` results only (COCO layout)."""
     model, cfg = load_model(checkpoint)
     if flip is not None:
         cfg.test.flip = flip
@@ -165,8 +238,8 @@ def evaluate(
     predictions = predict_dataset(
         model, cfg, dataset, dev, batch_size, progress, num_workers=num_workers
     )
-    metrics, results = score(cfg, predictions, ground_truth)
-    out_dir = Path(out_dir)
-    write_results(results, out_dir / "results.json")
-    write_metrics(metrics, out_dir / "metrics.json")
-    return metrics
+    if score_it:
+        return score(cfg, predictions, ground_truth)
+    if cfg.data.dataset == "crowdpose":
+        return {}, build_crowdpose_results(predictions)
+    return {}, build_results(predictions)

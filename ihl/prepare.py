@@ -13,21 +13,23 @@ import os
 from pathlib import Path
 
 from ihl.data.coco import load_json, load_json_list, validate_coco
+from ihl.data.crowdpose import validate_crowdpose
 from ihl.data.errors import DatasetError
 from ihl.data.mpii import validate_mpii
 from ihl.files import write_json
 
-DATASETS = ("synth", "coco", "mpii")
+DATASETS = ("synth", "coco", "mpii", "crowdpose")
 """Dataset names the pipeline knows; ``synth`` is the generated set in the COCO layout."""
 
 SHOWN_PROBLEMS = 10
 
 
 def layout(dataset: str) -> str:
-    """The file layout (``coco`` or ``mpii``) of a dataset name, or a DatasetError."""
+    """The file layout (``coco``, ``mpii`` or ``crowdpose``) of a dataset name, or a
+    DatasetError."""
     if dataset not in DATASETS:
         raise DatasetError(f"unknown dataset {dataset!r}: expected one of {', '.join(DATASETS)}")
-    return "mpii" if dataset == "mpii" else "coco"
+    return "coco" if dataset == "synth" else dataset
 
 
 def check_dataset(dataset: str, root: Path, *, decode_images: bool = True) -> None:
@@ -36,7 +38,7 @@ def check_dataset(dataset: str, root: Path, *, decode_images: bool = True) -> No
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"{dataset} dataset folder not found: {root}")
-    validate = validate_mpii if kind == "mpii" else validate_coco
+    validate = {"coco": validate_coco, "mpii": validate_mpii, "crowdpose": validate_crowdpose}[kind]
     problems = validate(root, decode_images=decode_images)
     if problems:
         shown = "\n  ".join(problems[:SHOWN_PROBLEMS])
@@ -59,9 +61,10 @@ def split_counts(kind: str, root: Path) -> dict[str, dict[str, int]]:
                 "persons": len(entries),
             }
         return counts
-    for path in sorted((root / "annotations").glob("person_keypoints_*.json")):
+    prefix = "mmpose_crowdpose_" if kind == "crowdpose" else "person_keypoints_"
+    for path in sorted((root / "annotations").glob(f"{prefix}*.json")):
         data = load_json(path)
-        counts[path.stem.removeprefix("person_keypoints_")] = {
+        counts[path.stem.removeprefix(prefix)] = {
             "images": len(data["images"]),
             "persons": len(data["annotations"]),
             "persons_with_keypoints": sum(a["num_keypoints"] > 0 for a in data["annotations"]),

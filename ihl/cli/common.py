@@ -33,6 +33,7 @@ so that the light commands start fast."""
 class Dataset(StrEnum):
     coco = "coco"
     mpii = "mpii"
+    crowdpose = "crowdpose"
 
 
 class BoxSource(StrEnum):

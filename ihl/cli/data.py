@@ -26,11 +26,16 @@ def data_check_cmd(
 ) -> None:
     """List every problem in a dataset; exit 1 if there is any, 0 if it is clean."""
     from ihl.data.coco import validate_coco
+    from ihl.data.crowdpose import validate_crowdpose
     from ihl.data.mpii import validate_mpii
 
     if not root.is_dir():
         fail(f"dataset folder not found: {root}")
-    validate = validate_coco if dataset is Dataset.coco else validate_mpii
+    validate = {
+        Dataset.coco: validate_coco,
+        Dataset.mpii: validate_mpii,
+        Dataset.crowdpose: validate_crowdpose,
+    }[dataset]
     problems = validate(root, decode_images=not no_decode)
     for problem in problems:
         typer.echo(problem)
@@ -46,7 +51,9 @@ def data_check_cmd(
 
 @app.command("add")
 def data_add_cmd(
-    name: Annotated[str, typer.Argument(help="coco or mpii: the folder becomes data/NAME.")],
+    name: Annotated[
+        str, typer.Argument(help="coco, mpii or crowdpose: the folder becomes data/NAME.")
+    ],
     path: Annotated[Path, typer.Argument(help="Dataset folder in the standard layout.")],
     move: Annotated[bool, typer.Option(help="Move PATH instead of copying it.")] = False,
     replace: Annotated[
@@ -56,7 +63,8 @@ def data_add_cmd(
         bool, typer.Option("--no-decode", help="Only check that images exist (fast).")
     ] = False,
 ) -> None:
-    """Check a COCO or MPII folder, place it at data/NAME and track it with DVC (`dvc add`)."""
+    """Check a COCO, MPII or CrowdPose folder, place it at data/NAME and track it with DVC
+    (`dvc add`)."""
     from ihl.edge.datastore import DataStoreError, add_dataset
 
     try:

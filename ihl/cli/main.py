@@ -27,6 +27,7 @@ COMMANDS = {
 for name, command in COMMANDS.items():
     app.command(name)(command)
 
+app.add_typer(model.config_app, name="config")
 app.add_typer(data.app, name="data")
 app.add_typer(pipeline.app, name="pipeline")
 app.add_typer(registry.app, name="registry")

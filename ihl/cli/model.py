@@ -7,9 +7,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+import yaml
 
 from ihl import config as config_mod
-from ihl.cli.common import ConfigArg, fail, load_config
+from ihl.cli.common import ConfigArg, fail, load_config, parse_overrides
+
+config_app = typer.Typer(help="Configs: show one resolved.", no_args_is_help=True)
 
 
 def presets() -> None:
@@ -33,6 +36,23 @@ def model_info_cmd(
         typer.echo(f"params {info['params'] / 1e6:.2f} M, {info['gflops']:.2f} GMACs at {w}x{h}")
 
 
+@config_app.command("show")
+def config_show_cmd(
+    preset: ConfigArg,
+    world_size: Annotated[
+        int, typer.Option(min=1, help="Devices the run would use (torchrun's WORLD_SIZE).")
+    ] = 1,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a config value (repeatable): train.scale_lr=true."),
+    ] = None,
+) -> None:
+    """Print a config with every default filled in, as YAML, plus effective_lr: the learning
+    rate the optimizer starts from (before warm-up) at WORLD_SIZE devices."""
+    cfg = load_config(preset, parse_overrides(overrides or []))
+    typer.echo(yaml.safe_dump(config_mod.resolved(cfg, world_size), sort_keys=False), nl=False)
+
+
 def import_checkpoint_cmd(
     src: Annotated[Path, typer.Argument(help="Reference (MMPose-layout) checkpoint.")],
     dst: Annotated[Path, typer.Argument(help="Where to write the IHL checkpoint.")],
@@ -44,8 +64,9 @@ def import_checkpoint_cmd(
         ),
     ] = [],  # noqa: B006 - typer reads the default, never mutates it
 ) -> None:
-    """Convert a reference IHL checkpoint (backbone.*, head.final_layer.*,
-    head.simplebaseline_head.*) into this project's format."""
+    """Convert a reference IHL checkpoint (an MMEngine .pth: backbone.*, head.final_layer.*,
+    head.simplebaseline_head.*, the flow's head.loss_module....flow_model.*) into this project's
+    format. Nothing the file pickles is run: only tensors and plain containers are rebuilt."""
     from ihl.checkpoint import CheckpointError, import_checkpoint
 
     cfg = load_config(config)

@@ -35,15 +35,20 @@ def synth_cmd(
     size: Annotated[str, typer.Option(help="Image size WxH.")] = "320x240",
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty OUT.")] = False,
 ) -> None:
-    """Write a synthetic dataset in the COCO or MPII layout, for runs without the real data."""
-    from ihl.data.synth import make_coco_synth, make_mpii_synth
+    """Write a synthetic dataset in the COCO, MPII or CrowdPose layout, for runs without the
+    real data."""
+    from ihl.data.synth import make_coco_synth, make_crowdpose_synth, make_mpii_synth
 
     width, _, height = size.lower().partition("x")
     if not (width.isdigit() and height.isdigit() and int(width) > 0 and int(height) > 0):
         fail(f"--size {size!r}: expected WIDTHxHEIGHT in pixels, e.g. 320x240")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         fail(f"{out} exists and is not empty; pass --overwrite to replace it")
-    make = make_coco_synth if dataset is Dataset.coco else make_mpii_synth
+    make = {
+        Dataset.coco: make_coco_synth,
+        Dataset.mpii: make_mpii_synth,
+        Dataset.crowdpose: make_crowdpose_synth,
+    }[dataset]
     try:
         summary = make(out, train, val, (int(width), int(height)), seed, overwrite=overwrite)
     except FileExistsError as err:
@@ -91,7 +96,9 @@ def train_cmd(
 
 
 def prepare_cmd(
-    dataset: Annotated[str, typer.Option(help="synth (`ihl synth`'s COCO layout), coco or mpii.")],
+    dataset: Annotated[
+        str, typer.Option(help="synth (`ihl synth`'s COCO layout), coco, mpii or crowdpose.")
+    ],
     root: Annotated[Path, typer.Option(help="Dataset folder, e.g. data/synth.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for index.json.")],
     no_decode: Annotated[
@@ -105,7 +112,7 @@ def prepare_cmd(
         summary = prepare(dataset, root, out, decode_images=not no_decode)
     except DatasetError as err:
         hint = ""
-        if not root.is_dir() and dataset in ("coco", "mpii"):
+        if not root.is_dir() and dataset in ("coco", "mpii", "crowdpose"):
             hint = (
                 f"\nadd it with `ihl data add {dataset} PATH`, or fetch a tracked copy with "
                 f"`ihl data pull {root}.dvc`"
@@ -128,8 +135,18 @@ def evaluate_cmd(
     ] = None,
     split: Annotated[str | None, typer.Option(help="Split to evaluate (default: val).")] = None,
     boxes: Annotated[
-        BoxSource | None,
-        typer.Option(help="Person boxes: the detector's, or ground truth (default: detections)."),
+        str | None,
+        typer.Option(
+            help="Person boxes: detections (the dataset's detector file), gt, or a COCO "
+            "detection-results FILE (default: detections)."
+        ),
+    ] = None,
+    images: Annotated[
+        Path | None, typer.Option(help="Image folder of --ann (default: the split's).")
+    ] = None,
+    best: Annotated[
+        Path | None,
+        typer.Option(help="Also score this checkpoint (a run's best.pt), as best_checkpoint_*."),
     ] = None,
     no_flip: NoFlipOpt = False,
     device: DeviceOpt = None,
@@ -138,12 +155,18 @@ def evaluate_cmd(
         Path | None, typer.Option(help="Score this COCO keypoint results file instead.")
     ] = None,
     ann: Annotated[
-        Path | None, typer.Option(help="COCO annotation file the --results file answers.")
+        Path | None,
+        typer.Option(
+            help="COCO annotation file the --results file answers; with a CHECKPOINT, the "
+            "annotation or image-info file to run on instead of the split's."
+        ),
     ] = None,
 ) -> None:
-    """Evaluate a checkpoint (COCO AP or MPII PCKh), or score an existing results file.
+    """Evaluate a checkpoint (COCO or CrowdPose AP, MPII PCKh), or score a results file.
 
     ihl evaluate CHECKPOINT --out DIR          run the model on a dataset split
+    ihl evaluate CHECKPOINT --out DIR --ann image_info.json --images DIR --boxes dets.json
+                                               test-dev: results.json for submission only
     ihl evaluate --results FILE --ann FILE     score predictions made elsewhere
     """
     if checkpoint is not None and results is not None:
@@ -157,6 +180,8 @@ def evaluate_cmd(
             "--boxes": boxes,
             "--device": device,
             "--no-flip": no_flip or None,
+            "--images": images,
+            "--best": best,
         }
         extra = [name for name, value in checkpoint_only.items() if value is not None]
         if extra:
@@ -165,8 +190,9 @@ def evaluate_cmd(
             fail("--results needs --ann, the COCO annotation file the results answer")
         _score_results(results, ann, out)
         return
-    if ann is not None:
-        fail("--ann goes with --results; a CHECKPOINT is evaluated on --data-root")
+    if images is not None and ann is None:
+        fail("--images goes with --ann, the annotation or image-info file of those images")
+    box_source, detections = _box_source(boxes)
     if out is None:
         fail("evaluating a CHECKPOINT needs --out DIR for its results and metrics")
     require_file(checkpoint, "checkpoint")
@@ -179,15 +205,31 @@ def evaluate_cmd(
             out,
             data_root=data_root,
             split=split or "val",
-            boxes=(boxes or BoxSource.detections).value,
+            boxes=box_source,
             device=device,
             flip=False if no_flip else None,
             batch_size=batch_size,
             progress=True,
+            ann_file=ann,
+            image_dir=images,
+            detections=detections,
+            best=best,
         )
     except (*USER_ERRORS, CheckpointError) as err:
         fail(str(err))
-    print_table(metrics)
+    if metrics:
+        print_table(metrics)
+    else:
+        typer.echo(f"wrote {out / 'results.json'} (image-info file: no ground truth, no metrics)")
+
+
+def _box_source(boxes: str | None) -> tuple[str, Path | None]:
+    """(boxes argument of evaluate, detection file): --boxes is a BoxSource or a file."""
+    if boxes is None or boxes in tuple(BoxSource):
+        return (boxes or BoxSource.detections.value), None
+    path = Path(boxes)
+    require_file(path, "detection-results file (--boxes is detections, gt or a FILE)")
+    return BoxSource.detections.value, path
 
 
 def _score_results(results: Path, ann: Path, out: Path | None) -> None:

@@ -13,6 +13,8 @@ from torch.utils.data import Dataset
 
 from ihl.config import Config
 from ihl.data.coco import CocoKeypoints, coco_split_paths
+from ihl.data.crowdpose import SPLITS as CROWDPOSE_SPLITS
+from ihl.data.crowdpose import CrowdPoseKeypoints, crowdpose_split_paths
 from ihl.data.errors import DatasetError
 from ihl.data.keypoints import get_spec
 from ihl.data.mpii import MpiiKeypoints
@@ -52,6 +54,7 @@ def build_train_dataset(cfg: Config) -> Dataset:
         rotation_factor=cfg.data.rotation_factor,
         scale_range=cfg.data.scale_range,
         half_body_prob=cfg.data.half_body_prob,
+        shift_prob=cfg.data.shift_prob,
         flip_prob=cfg.data.flip_prob,
     )
     kwargs = dict(
@@ -65,6 +68,9 @@ def build_train_dataset(cfg: Config) -> Dataset:
     if cfg.data.dataset == "mpii":
         images = require_dir(root / "images", "image folder")
         return MpiiKeypoints(root / "annotations" / "mpii_train.json", images, **kwargs)
+    if cfg.data.dataset == "crowdpose":
+        ann_file, images = crowdpose_split_paths(root, CROWDPOSE_SPLITS["train"])
+        return CrowdPoseKeypoints(ann_file, require_dir(images, "image folder"), **kwargs)
     ann_file, images = coco_split_paths(root, COCO_SPLITS["train"])
     return CocoKeypoints(ann_file, require_dir(images, "image folder"), **kwargs)
 
@@ -90,9 +96,10 @@ def build_eval_dataset(
     image_dir: str | Path | None = None,
     detections: str | Path | None = None,
 ) -> tuple[Dataset, Path]:
-    """The evaluation dataset of a split and its ground-truth file (COCO json or MPII .mat).
+    """The evaluation dataset of a split and its ground-truth file (COCO or CrowdPose json,
+    MPII .mat). CrowdPose's train and val are its trainval and test files.
 
-    COCO crops come from the detector boxes (``boxes="detections"``) or the
+    COCO and CrowdPose crops come from the detector boxes (``boxes="detections"``) or the
     ground-truth boxes (``"gt"``); MPII always uses the annotated centre and
     scale. ``ann_file``, ``image_dir`` and ``detections`` override the standard
     layout under ``data_root`` (default ``cfg.data.root``).
@@ -107,7 +114,13 @@ def build_eval_dataset(
         images = require_dir(Path(image_dir or root / "images"), "image folder")
         dataset = MpiiKeypoints(ann, images, input_size=cfg.model.input_size)
         return dataset, root / "annotations" / f"mpii_gt_{split}.mat"
-    default_ann, default_images = coco_split_paths(root, COCO_SPLITS.get(split, split))
+    crowdpose = cfg.data.dataset == "crowdpose"
+    if crowdpose:
+        default_ann, default_images = crowdpose_split_paths(
+            root, CROWDPOSE_SPLITS.get(split, split)
+        )
+    else:
+        default_ann, default_images = coco_split_paths(root, COCO_SPLITS.get(split, split))
     ann = Path(ann_file or default_ann)
     images = require_dir(Path(image_dir or default_images), "image folder")
     dets = None
@@ -115,5 +128,6 @@ def build_eval_dataset(
         dets = Path(detections or root / cfg.data.detections)
         if not dets.is_file():
             raise DatasetError(f"{dets}: detection results file not found (or use boxes='gt')")
-    dataset = CocoKeypoints(ann, images, input_size=cfg.model.input_size, detections=dets)
+    reader = CrowdPoseKeypoints if crowdpose else CocoKeypoints
+    dataset = reader(ann, images, input_size=cfg.model.input_size, detections=dets)
     return dataset, ann

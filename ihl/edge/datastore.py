@@ -23,7 +23,7 @@ from urllib.parse import urlparse
 
 from ihl.prepare import check_dataset
 
-ADDABLE = ("coco", "mpii")
+ADDABLE = ("coco", "mpii", "crowdpose")
 """Datasets users bring; the synthetic set is made by the pipeline itself."""
 
 CONNECT_TIMEOUT_S = 5

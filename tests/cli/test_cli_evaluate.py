@@ -41,7 +41,8 @@ def test_ground_truth_as_results_scores_ap_one(cli, gt_results, tmp_path):
         (("--results", "r.json", "--ann", "a.json", "--data-root", "d"), "--data-root only apply"),
         (("--results", "r.json", "--ann", "a.json", "--no-flip"), "--no-flip only apply"),
         (("model.pt",), "needs --out"),
-        (("model.pt", "--out", "o", "--ann", "a.json"), "--ann goes with --results"),
+        (("model.pt", "--out", "o", "--images", "imgs"), "--images goes with --ann"),
+        (("model.pt", "--out", "o", "--boxes", "nope.json"), "detection-results file"),
     ],
 )
 def test_bad_combinations_are_usage_errors(cli, args, message):

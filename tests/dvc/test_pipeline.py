@@ -39,6 +39,10 @@ def test_repro_builds_every_output(project):
     assert (root / "model/live/plots/metrics/train/loss.tsv").is_file()
     metrics = json.loads((root / "eval/metrics.json").read_text())
     assert 0.0 <= metrics["AP"] <= 1.0
+    # The final weights are scored; one epoch, so best.pt holds the same weights.
+    assert (root / "model/checkpoints/final.pt").is_file()
+    assert metrics["best_checkpoint_AP"] == metrics["AP"]
+    assert metrics["best_checkpoint_epoch"] == 1
     archive = root / "export/model-store/ihl.mar"
     assert "MAR-INF/MANIFEST.json" in zipfile.ZipFile(archive).namelist()
     assert index["version"] in (root / "export/model_card.md").read_text()

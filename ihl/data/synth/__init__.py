@@ -34,6 +34,7 @@ byte-identical for a seed and independent of the other split's size.
 """
 
 from ihl.data.synth.coco import MIN_KEYPOINT_AREA, make_coco_synth
+from ihl.data.synth.crowdpose import make_crowdpose_synth
 from ihl.data.synth.mpii import make_mpii_synth
 from ihl.data.synth.render import MIN_VISIBLE_AREA, Scene, render_scene
 
@@ -42,6 +43,7 @@ __all__ = [
     "MIN_VISIBLE_AREA",
     "Scene",
     "make_coco_synth",
+    "make_crowdpose_synth",
     "make_mpii_synth",
     "render_scene",
 ]

@@ -1,0 +1,102 @@
+"""The stages as the reference runs them: the lr it starts from, the augmentation it uses,
+the final weights scored with the best checkpoint beside them, test-dev submissions and
+CrowdPose end to end."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+from sample_data import COCO_ANN, COCO_DETS, COCO_IMAGES, COCO_SAMPLE
+
+from ihl import config
+from ihl.checkpoint import load_model, save_model
+from ihl.data.build import build_train_dataset
+from ihl.data.synth import make_crowdpose_synth
+from ihl.evaluate import evaluate
+from ihl.metrics.coco import validate_results
+from ihl.metrics.crowdpose import METRIC_KEYS as CROWDPOSE_KEYS
+from ihl.models import build_model
+from ihl.prepare import prepare
+from ihl.train import build_optimizer, train
+
+
+def test_paper_preset_optimizer_starts_at_5e4_on_two_devices():
+    cfg = config.load("coco_hrnet_w32")
+    optimizer, _ = build_optimizer(torch.nn.Linear(2, 2).parameters(), cfg, 2, iters_per_epoch=10)
+    assert optimizer.defaults["lr"] == 5e-4
+
+
+def test_shift_probability_reaches_the_augmentation(tiny_cfg):
+    tiny_cfg.data.shift_prob = 0.0
+    assert build_train_dataset(tiny_cfg).pipeline.augment.shift_prob == 0.0
+
+
+def test_final_weights_are_scored_with_the_best_checkpoint_beside_them(straight_run, tmp_path):
+    out, _ = straight_run
+    final, best = out / "checkpoints" / "final.pt", out / "checkpoints" / "best.pt"
+    model, cfg = load_model(final)
+    assert cfg.train.epochs == torch.load(final, weights_only=True)["epoch"]
+    metrics = evaluate(final, tmp_path / "eval", best=best, boxes="gt", progress=False)
+    written = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert {"AP", "best_checkpoint_AP", "best_checkpoint_epoch"} <= set(written)
+    # Two epochs validated only at the end: best.pt is the final model, so the APs agree.
+    assert metrics["best_checkpoint_AP"] == metrics["AP"]
+
+
+def _image_info(tmp_path):
+    data = json.loads(COCO_ANN.read_text())
+    path = tmp_path / "image_info_test-dev.json"
+    path.write_text(json.dumps({k: v for k, v in data.items() if k != "annotations"}))
+    return path
+
+
+def test_test_dev_writes_the_submission_and_no_metrics(tmp_path):
+    torch.manual_seed(0)
+    cfg = config.load("sample", {"model.input_size": [64, 64], "train.num_workers": 0})
+    ckpt = save_model(tmp_path / "model.pt", build_model(cfg.model), cfg)
+    metrics = evaluate(
+        ckpt,
+        tmp_path / "eval",
+        data_root=COCO_SAMPLE,
+        ann_file=_image_info(tmp_path),
+        image_dir=COCO_IMAGES,
+        detections=COCO_DETS,
+        progress=False,
+    )
+    assert metrics == {}
+    assert sorted(p.name for p in (tmp_path / "eval").iterdir()) == ["results.json"]
+    results = json.loads((tmp_path / "eval" / "results.json").read_text())
+    validate_results(results)
+    image_ids = {d["image_id"] for d in json.loads(COCO_DETS.read_text())}
+    assert results and {r["image_id"] for r in results} <= image_ids
+
+
+def test_crowdpose_trains_and_evaluates_end_to_end(tmp_path):
+    root = tmp_path / "crowdpose"
+    make_crowdpose_synth(root, 12, 3, image_size=(160, 120), seed=1)
+    index = prepare("crowdpose", root, tmp_path, decode_images=False)
+    assert set(index["splits"]) == {"trainval", "test"}
+    cfg = config.load(
+        "sample",
+        {
+            "data.dataset": "crowdpose",
+            "data.root": str(root),
+            "data.detections": "annotations/det_for_crowd_test_0.1_0.5.json",
+            "model.num_joints": 14,
+            "model.input_size": [64, 64],
+            "model.deconv_channels": 16,
+            "train.epochs": 1,
+            "train.batch_size": 8,
+            "train.num_workers": 0,
+            "train.warmup_iters": 2,
+            "train.lr_steps": [],
+        },
+    )
+    validation = train(cfg, tmp_path / "run", progress=False)
+    assert set(validation) == set(CROWDPOSE_KEYS)
+    metrics = evaluate(tmp_path / "run/checkpoints/final.pt", tmp_path / "eval", progress=False)
+    assert tuple(metrics) == CROWDPOSE_KEYS
+    assert all(0.0 <= v <= 1.0 for v in metrics.values() if v == v)
+    results = json.loads((tmp_path / "eval/results.json").read_text())
+    assert results and all(len(r["keypoints"]) == 42 for r in results)
