@@ -13,11 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ihl.data.crowdpose import DETECTIONS, SPLITS, crowdpose_split_paths
 from ihl.data.keypoints import CROWDPOSE
 from ihl.data.synth.coco import _detections, min_keypoint_area
 from ihl.data.synth.render import MIN_VISIBLE_AREA, Person, Scene, render_scene, split_rng
 from ihl.data.synth.write import atomic_dir, write_jpeg, write_json
+
+SPLITS = ("trainval", "test")
+"""The splits the reference trains and tests on (ihl.data.crowdpose reads them)."""
+DETECTIONS = "annotations/det_for_crowd_test_0.1_0.5.json"
 
 
 def crowdpose_keypoints(person: Person, scene: Scene) -> np.ndarray:
@@ -79,7 +82,7 @@ def make_crowdpose_synth(
     max_people: int = 6,
     overwrite: bool = False,
 ) -> dict[str, int]:
-    """Write a synthetic dataset in the CrowdPose layout (``ihl.data.crowdpose``).
+    """Write a synthetic dataset in the CrowdPose layout ``ihl.data.crowdpose`` reads.
 
     Creates ``annotations/mmpose_crowdpose_{trainval,test}.json``, ``images/*.jpg`` and
     ``annotations/det_for_crowd_test_0.1_0.5.json`` (detector-like boxes for the test
@@ -95,7 +98,7 @@ def make_crowdpose_synth(
         (tmp / "images").mkdir()
         detections: list[dict] = []
         for split_id, (split, count, base) in enumerate(
-            ((SPLITS["train"], num_train, 1), (SPLITS["val"], num_val, 1_000_001))
+            ((SPLITS[0], num_train, 1), (SPLITS[1], num_val, 1_000_001))
         ):
             images, annotations = [], []
             for i in range(count):
@@ -120,11 +123,10 @@ def make_crowdpose_synth(
                     }
                 )
                 annotations += anns
-                if split == SPLITS["val"]:
+                if split == SPLITS[1]:
                     detections += _detections(rng, people, image_id, image_size)
-            ann_file = crowdpose_split_paths(tmp, split)[0]
             write_json(
-                ann_file,
+                tmp / "annotations" / f"mmpose_crowdpose_{split}.json",
                 {
                     "images": images,
                     "annotations": annotations,
