@@ -16,7 +16,8 @@ def evaluate(
     examples: int = 4,
 ):
     """Score ``model`` on the validation split (detector boxes when the dataset has them, else
-    ground-truth boxes) and draw its predictions on the first ``examples`` images.
+    ground-truth boxes), with the run's best checkpoint beside it (``best_checkpoint_*``) when
+    the volume holds it, and draw its predictions on the first ``examples`` images.
 
     ``metrics`` holds the flat metrics.json (AP, AP50, ... or PCKh ...) and logs each
     finite value for the UI; ``report`` is a self-contained HTML page (PNG images
@@ -45,7 +46,14 @@ def evaluate(
     _, cfg = load_model(model.path)
     boxes = "detections" if (root / cfg.data.detections).is_file() else "gt"
     with tempfile.TemporaryDirectory() as scratch:
-        values = evaluate_model(Path(model.path), Path(scratch), data_root=root, boxes=boxes)
+        best = Path(model.metadata.get("best_checkpoint", ""))
+        values = evaluate_model(
+            Path(model.path),
+            Path(scratch),
+            data_root=root,
+            boxes=boxes,
+            best=best if best.is_file() else None,
+        )
         shutil.copyfile(Path(scratch) / "metrics.json", metrics.path)
         results = json.loads((Path(scratch) / "results.json").read_text())
     for key, value in values.items():

@@ -21,7 +21,7 @@ def prepare(
     image: str,
     prepared: Output[Dataset],
 ):
-    """Validate and index ``dataset`` ("synth", "coco" or "mpii").
+    """Validate and index ``dataset`` ("synth", "coco", "mpii" or "crowdpose").
 
     ``data_source`` "volume": the dataset is at ``volume/data_path``. "dvc": it is
     ``data_path`` of the DVC-tracked git repository ``dvc_repo`` at ``dvc_rev``,

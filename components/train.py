@@ -23,7 +23,8 @@ def train(
     model: Output[Model],
 ):
     """Train ``preset`` (``epochs`` > 0 overrides its epoch count; ``overrides`` are
-    dotted config keys) and output ``best.pt``.
+    dotted config keys) and output ``final.pt``, the weights the reference scores; the run's
+    ``best.pt`` is named in the model's metadata (``best_checkpoint``) for the evaluation.
 
     ``num_gpus`` 0 trains on the CPU, 1 in this process on the GPU, more under
     torchrun with one process per GPU (``ihl train`` in each).
@@ -40,13 +41,14 @@ def train(
 
     from ihl import config
     from ihl.edge.live import LiveLog
+    from ihl.prepare import layout
     from ihl.train import train as train_model
 
     changes = {**overrides, "data.root": prepared.metadata["root"]}
     if epochs > 0:
         changes["train.epochs"] = epochs
     cfg = config.load(preset, changes)
-    kind = "mpii" if prepared.metadata["dataset"] == "mpii" else "coco"
+    kind = layout(prepared.metadata["dataset"])
     if cfg.data.dataset != kind:
         raise ValueError(
             f"preset {preset!r} trains on {cfg.data.dataset} data but the dataset is "
@@ -76,5 +78,12 @@ def train(
     else:
         device = "cpu" if num_gpus == 0 else None
         train_model(cfg, run_dir, resume=True, device=device, epoch_log=LiveLog(run_dir / "live"))
-    shutil.copyfile(run_dir / "checkpoints" / "best.pt", model.path)
-    model.metadata.update({"preset": preset, "run_dir": str(run_dir), "num_gpus": num_gpus})
+    shutil.copyfile(run_dir / "checkpoints" / "final.pt", model.path)
+    model.metadata.update(
+        {
+            "preset": preset,
+            "run_dir": str(run_dir),
+            "num_gpus": num_gpus,
+            "best_checkpoint": str(run_dir / "checkpoints" / "best.pt"),
+        }
+    )

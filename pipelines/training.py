@@ -54,7 +54,7 @@ DEFAULTS = {
 }
 """Run parameters other than ``image`` and their defaults (the pipeline's signature uses them).
 
-dataset: synth, coco or mpii. preset: an ihl preset. epochs: 0 keeps the preset's.
+dataset: synth, coco, mpii or crowdpose. preset: an ihl preset. epochs: 0 keeps the preset's.
 num_gpus: GPUs of the train task (0: CPU; more than 1: torchrun). data_source:
 "volume" (``data_path`` on the data volume) or "dvc" (``data_path`` in the git
 repository ``dvc_repo`` at revision ``dvc_rev``). data_pvc: the PVC holding the

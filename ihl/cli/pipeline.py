@@ -24,7 +24,9 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-DatasetOpt = Annotated[str | None, typer.Option(help="synth, coco or mpii (default: synth).")]
+DatasetOpt = Annotated[
+    str | None, typer.Option(help="synth, coco, mpii or crowdpose (default: synth).")
+]
 PresetOpt = Annotated[str | None, typer.Option(help="Config preset (default: sample).")]
 EpochsOpt = Annotated[
     int | None, typer.Option(min=0, help="Training epochs (0: the preset's) (default: 0).")
