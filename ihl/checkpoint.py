@@ -86,6 +86,20 @@ def load_model(path: str | Path) -> tuple[torch.nn.Module, Config]:
     return model, cfg
 
 
+def init_from(path: str | Path, model: torch.nn.Module, criterion: torch.nn.Module) -> None:
+    """Start a run from one of our checkpoints: the model's weights strictly, and the flow's
+    when the checkpoint has them and the loss has a flow."""
+    ckpt = safe_load(path)
+    if ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not an IHL checkpoint (format {ckpt.get('format')!r})")
+    try:
+        model.load_state_dict(ckpt["model"])
+        if "flow" in ckpt and hasattr(criterion, "flow"):
+            criterion.flow.load_state_dict(ckpt["flow"])
+    except RuntimeError as err:
+        raise CheckpointError(f"{path}: does not fit this run's model: {err}") from None
+
+
 def convert_reference(
     state: dict[str, Tensor], expected: dict[str, Tensor], drop: tuple[str, ...] = ()
 ) -> dict[str, Tensor]:

@@ -114,6 +114,9 @@ class TrainConfig(_Section):
     lr_steps: tuple[int, ...] = (170, 200)
     lr_factor: float = Field(0.1, gt=0)
     seed: int = 0
+    init_from: str | None = None
+    """An IHL checkpoint (e.g. from `ihl import-checkpoint`) whose model weights, and flow
+    weights when it holds them, start the run: fine-tuning a released model."""
     val_interval: int = Field(10, gt=0)
     """Validate every this many epochs, and always after the last one."""
     checkpoint_interval_iters: int = Field(0, ge=0)

@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from tqdm import tqdm
 
 from ihl import config as config_mod
-from ihl.checkpoint import CheckpointError, safe_load, save_model
+from ihl.checkpoint import CheckpointError, init_from, safe_load, save_model
 from ihl.config import Config
 from ihl.data.build import build_train_dataset, build_val_dataset, worker_init
 from ihl.data.errors import DatasetError
@@ -394,6 +394,9 @@ def _train(
     }
 
     state = TrainState()
+    if cfg.train.init_from and not resuming:
+        init_from(cfg.train.init_from, model, criterion)
+        log.info("starting from the weights of %s", cfg.train.init_from)
     if resuming:
         ckpt = safe_load(latest_path)
         if ckpt.get("format") != STATE_FORMAT:

@@ -96,3 +96,22 @@ def test_a_flow_with_another_prior_is_refused(tmp_path):
     torch.save({"state_dict": state}, path)
     with pytest.raises(CheckpointError, match="standard normal"):
         import_checkpoint(path, tmp_path / "out.pt", config.load(CFG))
+
+
+def test_an_imported_checkpoint_starts_a_fine_tuning_run_flow_included(tmp_path):
+    from ihl.checkpoint import init_from
+    from ihl.losses import build_loss
+    from ihl.models import build_model
+
+    expected = torch.load(FIXTURES / "mmengine_ckpt_expected.pt", weights_only=True)
+    cfg = config.load(CFG)
+    imported = import_checkpoint(CKPT, tmp_path / "imported.pt", cfg)
+    model, criterion = build_model(cfg.model), build_loss("ihl", cfg.loss)
+    init_from(imported, model, criterion)
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(
+            model(expected["images"])["coords"], expected["coords"], rtol=0, atol=1e-6
+        )
+        log_prob = criterion.flow.log_prob(expected["points"])
+        torch.testing.assert_close(log_prob, expected["flow_log_prob"], rtol=0, atol=1e-6)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from sample_data import COCO_ANN, COCO_DETS, COCO_IMAGES, COCO_SAMPLE
 
@@ -100,3 +101,14 @@ def test_crowdpose_trains_and_evaluates_end_to_end(tmp_path):
     assert all(0.0 <= v <= 1.0 for v in metrics.values() if v == v)
     results = json.loads((tmp_path / "eval/results.json").read_text())
     assert results and all(len(r["keypoints"]) == 42 for r in results)
+
+
+def test_train_starts_from_init_from_and_names_a_checkpoint_that_does_not_fit(tiny_cfg, tmp_path):
+    from ihl.checkpoint import CheckpointError
+
+    other = config.load("sample", {"model.num_joints": 5})
+    tiny_cfg.train.init_from = str(
+        save_model(tmp_path / "other.pt", build_model(other.model), other)
+    )
+    with pytest.raises(CheckpointError, match="other.pt: does not fit"):
+        train(tiny_cfg, tmp_path / "run", progress=False)
