@@ -68,3 +68,21 @@ def test_params_dataset_crowdpose_sets_the_config_and_the_pipeline_accepts_it(tm
     assert overrides["data.dataset"] == "crowdpose" and overrides["model.num_joints"] == 14
     assert overrides["data.root"] == "data/crowdpose"
     assert "crowdpose" in DATASETS
+
+
+def test_import_checkpoint_takes_an_mmengine_file(cli, tmp_path):
+    from pathlib import Path
+
+    from ihl.checkpoint import safe_load
+
+    fixtures = Path(__file__).resolve().parents[1] / "fixtures"
+    out = tmp_path / "imported.pt"
+    result = cli(
+        "import-checkpoint",
+        fixtures / "mmengine_ckpt.pth",
+        out,
+        "-c",
+        fixtures / "mmengine_ckpt.yaml",
+    )
+    assert result.exit_code == 0, result.output
+    assert {"model", "flow", "config"} <= set(safe_load(out))
