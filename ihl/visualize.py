@@ -17,7 +17,7 @@ import numpy as np
 
 from ihl.data.coco import load_json
 from ihl.data.errors import DatasetError
-from ihl.data.keypoints import COCO, MPII, KeypointSpec
+from ihl.data.keypoints import COCO, CROWDPOSE, MPII, KeypointSpec
 from ihl.image_io import read_image_bgr
 
 LEFT = (0, 140, 255)
@@ -115,8 +115,11 @@ def write_image(path: Path, image: np.ndarray) -> Path:
     return path
 
 
-def _coco_people(ann_file: Path) -> tuple[dict[str, list[dict]], list[str]]:
-    """Per image file name, its people as {bbox, keypoints (K, 3)}; and every file name."""
+def _coco_people(
+    ann_file: Path, spec: KeypointSpec = COCO
+) -> tuple[dict[str, list[dict]], list[str]]:
+    """Per image file name, its people as {bbox, keypoints (K, 3)}; and every file name.
+    CrowdPose files have the same form with their 14 joints."""
     data = load_json(ann_file)
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise DatasetError(f"{ann_file}: expected a COCO object with an 'images' list")
@@ -136,9 +139,9 @@ def _coco_people(ann_file: Path) -> tuple[dict[str, list[dict]], list[str]]:
             keypoints = np.asarray(ann.get("keypoints") or [], dtype=np.float64).reshape(-1)
         except (TypeError, ValueError):
             raise DatasetError(f"{where}: key 'keypoints' is not a list of numbers") from None
-        if keypoints.size not in (0, 3 * COCO.num_joints):
-            raise DatasetError(f"{where}: key 'keypoints' must have {3 * COCO.num_joints} numbers")
-        keypoints = keypoints.reshape(-1, 3) if keypoints.size else np.zeros((COCO.num_joints, 3))
+        if keypoints.size not in (0, 3 * spec.num_joints):
+            raise DatasetError(f"{where}: key 'keypoints' must have {3 * spec.num_joints} numbers")
+        keypoints = keypoints.reshape(-1, 3) if keypoints.size else np.zeros((spec.num_joints, 3))
         keypoints[:, 2] = keypoints[:, 2] > 0
         people[names[int(ann["image_id"])]].append(
             {"bbox": ann.get("bbox"), "keypoints": keypoints}
@@ -192,14 +195,14 @@ def show_ground_truth(
     annotation implies, without the loaders' padding. Returns the written files.
     """
     ann_file, image_dir, out_dir = Path(ann_file), Path(image_dir), Path(out_dir)
-    if dataset == "coco":
-        people, names = _coco_people(ann_file)
-        spec = COCO
+    if dataset in ("coco", "crowdpose"):
+        spec = COCO if dataset == "coco" else CROWDPOSE
+        people, names = _coco_people(ann_file, spec)
     elif dataset == "mpii":
         people, names = _mpii_people(ann_file)
         spec = MPII
     else:
-        raise ValueError(f"unknown dataset {dataset!r}; choose coco or mpii")
+        raise ValueError(f"unknown dataset {dataset!r}; choose coco, mpii or crowdpose")
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for name in names[:limit]:

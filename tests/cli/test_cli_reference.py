@@ -86,3 +86,14 @@ def test_import_checkpoint_takes_an_mmengine_file(cli, tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert {"model", "flow", "config"} <= set(safe_load(out))
+
+
+def test_show_gt_draws_crowdpose_annotations(cli, tmp_path):
+    root = tmp_path / "crowdpose"
+    assert cli("synth", root, "--dataset", "crowdpose", "--train", 0, "--val", 2).exit_code == 0
+    ann = root / "annotations/mmpose_crowdpose_test.json"
+    result = cli(
+        "show-gt", ann, root / "images", "-o", tmp_path / "drawn", "--dataset", "crowdpose"
+    )
+    assert result.exit_code == 0, result.output
+    assert len(list((tmp_path / "drawn").iterdir())) == 2
