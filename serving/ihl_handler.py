@@ -26,7 +26,6 @@ import binascii
 import io
 import json
 import logging
-import math
 import time
 from http import HTTPStatus
 from pathlib import Path
@@ -37,6 +36,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from ts.torch_handler.base_handler import BaseHandler
 
+from ihl.boxes import BoxError, parse_box
 from ihl.checkpoint import load_model
 from ihl.predict import predict_images
 
@@ -140,10 +140,6 @@ def to_rgb(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB"))
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def parse_boxes(
     value: Any, box_format: Any, width: int, height: int, max_boxes: int
 ) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -166,26 +162,14 @@ def parse_boxes(
         )
     boxes, scores = [], []
     for i, box in enumerate(value):
-        if not isinstance(box, list) or len(box) not in (4, 5):
-            raise RequestError(
-                f"box #{i} must be [x, y, w, h] or [x, y, w, h, score], not {json.dumps(box)}"
-            )
-        if not all(_number(v) for v in box):
-            raise RequestError(
-                f"box #{i} {json.dumps(box)} holds a non-numeric or non-finite value"
-            )
-        x1, y1 = box[0], box[1]
-        x2, y2 = (box[2], box[3]) if box_format == "xyxy" else (x1 + box[2], y1 + box[3])
-        w, h = x2 - x1, y2 - y1
-        if not (math.isfinite(x2) and math.isfinite(y2) and math.isfinite(w) and math.isfinite(h)):
-            raise RequestError(
-                f"box #{i} {json.dumps(box)} ({box_format}) has an edge or size beyond the "
-                "range of floating point (non-finite)"
-            )
+        try:
+            (x1, y1, w, h), score = parse_box(box, box_format=box_format)
+        except BoxError as err:
+            raise RequestError(f"box #{i} {err}") from None
+        x2, y2 = x1 + w, y1 + h
         if not (w >= 1 and h >= 1):
             raise RequestError(
-                f"box #{i} {json.dumps(box)} ({box_format}) has zero or negative size, or is "
-                "under 1 px wide or high"
+                f"box #{i} {json.dumps(box)} ({box_format}) is under 1 px wide or high"
             )
         if x1 >= width or y1 >= height or x2 <= 0 or y2 <= 0:
             raise RequestError(
@@ -196,7 +180,6 @@ def parse_boxes(
                 f"box #{i} {json.dumps(box)} ({box_format}) reaches further than the "
                 f"{width}x{height} image's own size beyond its edges"
             )
-        score = box[4] if len(box) == 5 else 1.0
         if not 0 <= score <= 1:
             raise RequestError(f"box #{i} {json.dumps(box)}: score {score} is not in [0, 1]")
         boxes.append([x1, y1, w, h])
