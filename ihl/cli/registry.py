@@ -235,7 +235,7 @@ def manifest_cmd(
     gpus: Annotated[int, typer.Option(min=0, help="nvidia.com/gpu per replica (0: CPU).")] = 0,
     service_account: Annotated[
         str, typer.Option(help="Service account bound to the S3 credentials secret.")
-    ] = "ihl-s3",
+    ] = "ihl-s3-read",
     image: Annotated[
         str | None, typer.Option(help="Serve image; default: the project's serve image.")
     ] = None,
