@@ -429,12 +429,21 @@ def push(
         # Checked again now that the claim stands: a promote that raced this push sees the
         # claim and refuses (promote checks after its write too), or this check sees its alias.
         _refuse_alias_name(store, name, version)
-        with _s3_errors(version_uri):
+        with _s3_errors(version_uri), _no_overwrite(store.client):
             for rel, path in files.items():
                 key = store.key(name, version, rel)
-                store.client.upload_file(
-                    str(path), store.bucket, key, Callback=progress(rel, entries[rel]["size"])
-                )
+                try:
+                    store.client.upload_file(
+                        str(path),
+                        store.bucket,
+                        key,
+                        Callback=progress(rel, entries[rel]["size"]),
+                        Config=_one_part(),
+                    )
+                except Exception as err:  # 412: the object exists, written by another push
+                    if "PreconditionFailed" not in str(err):
+                        raise
+                    break
                 uploaded.append(key)
             current = store.get_json(store.key(name, version, CLAIM))
             if current is None or current[0] != claim:
@@ -443,6 +452,11 @@ def push(
                     f"{version_uri}: the push was abandoned (`ihl registry abandon`) while it "
                     "uploaded; nothing was committed. Files it uploaded since are left for "
                     "`ihl registry abandon` (the version may be another push's by now)"
+                )
+            if len(uploaded) != len(files) + 1:
+                raise RegistryError(
+                    f"{store.url(key)} exists already, though this push holds the claim: "
+                    "nothing was overwritten or committed"
                 )
             manifest = {
                 "name": name,
@@ -460,6 +474,80 @@ def push(
         if not committed:
             raise
     return version_uri
+
+
+SINGLE_PUT_LIMIT = 5 * 1024**3
+"""S3's largest single PutObject: uploads stay one request, which can carry If-None-Match."""
+
+
+def _one_part():
+    from boto3.s3.transfer import TransferConfig
+
+    return TransferConfig(multipart_threshold=SINGLE_PUT_LIMIT)
+
+
+@contextmanager
+def _no_overwrite(client) -> Iterator[None]:
+    """Every PutObject in the block carries ``If-None-Match: *``: an upload never replaces an
+    object, and the deny-overwrite policy of ``protect`` admits it (boto3's upload_file takes
+    no such argument, so the header is added as the request is signed)."""
+
+    def add_header(request, **kwargs):
+        request.headers["If-None-Match"] = "*"
+
+    client.meta.events.register("before-sign.s3.PutObject", add_header)
+    try:
+        yield
+    finally:
+        client.meta.events.unregister("before-sign.s3.PutObject", add_header)
+
+
+def protection_policy(bucket: str, prefix: str) -> dict:
+    """A bucket policy under which no object of the registry can be replaced or deleted, by
+    any key: every PutObject must carry If-None-Match (as every registry write does), and
+    nothing may be deleted; alias objects, which promote rewrites with If-Match, excepted.
+    For a bucket that holds only the registry: the statements cover the whole bucket."""
+    aliases = f"arn:aws:s3:::{bucket}/{prefix + '/' if prefix else ''}*/{ALIASES}/*"
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "IhlRegistryNoOverwrite",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "s3:PutObject",
+                "NotResource": aliases,
+                "Condition": {"Null": {"s3:if-none-match": "true"}},
+            },
+            {
+                "Sid": "IhlRegistryNoDelete",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": ["s3:DeleteObject", "s3:DeleteObjectVersion"],
+                "NotResource": aliases,
+            },
+        ],
+    }
+
+
+def protect(uri: str, *, endpoint_url: str | None = None) -> dict:
+    """Put ``protection_policy`` on the registry's bucket (statements of other Sids kept);
+    returns the policy now in force. Afterwards ``abandon`` and a failed push's cleanup are
+    refused too: an interrupted push's files stay, and its version number is used up."""
+    store = _Store(uri, endpoint_url)
+    ours = protection_policy(store.bucket, store.prefix)
+    sids = {statement["Sid"] for statement in ours["Statement"]}
+    with _s3_errors(f"bucket policy of s3://{store.bucket}"):
+        try:
+            current = json.loads(store.client.get_bucket_policy(Bucket=store.bucket)["Policy"])
+        except Exception as err:
+            if "NoSuchBucketPolicy" not in str(err):
+                raise
+            current = {"Statement": []}
+        kept = [st for st in current.get("Statement", []) if st.get("Sid") not in sids]
+        policy = ours | {"Statement": kept + ours["Statement"]}
+        store.client.put_bucket_policy(Bucket=store.bucket, Policy=json.dumps(policy))
+    return policy
 
 
 def _refuse_alias_name(store: _Store, name: str, version: str) -> None:
