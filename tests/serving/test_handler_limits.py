@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 from sample_data import REAL_IMAGES
 
@@ -236,3 +237,9 @@ def test_a_body_torchserve_decoded_as_a_url_encoded_form_gets_a_clear_415(handle
     assert "curl -T photo.jpg" in answers[0]["error"]
     answers, statuses = _call(handler, [{"a": "x\ufffdy".encode()}])
     assert statuses == [415]
+
+
+def test_the_shipped_model_config_sets_every_limit_to_its_default():
+    shipped = yaml.safe_load((REPO / "serving" / "model-config.yaml").read_text())["handler"]
+    assert H.read_limits(shipped) == H.DEFAULTS
+    assert set(shipped) == set(H.DEFAULTS)
