@@ -20,12 +20,12 @@ import torch
 import yaml
 
 from ihl import config
-from ihl.export import serving_dir
+from ihl.edge.export import serving_dir
 from ihl.models import build_model
 from ihl.predict import predict_images
 
 SAFETY = 0.5
-"""Share of responseTimeout a full batch may take: room for decoding and a busy node."""
+"""Share of responseTimeout a full batch may take (the handler's BATCH_TIME_SHARE)."""
 
 
 def crops_per_second(preset: str, crops: int) -> float:
