@@ -8,18 +8,9 @@ import torch
 from torch import Tensor
 
 from ihl.config import TestConfig
+from ihl.device import resolve_device  # noqa: F401  (callers move to ihl.device after the layout)
 from ihl.models.heads import argmax_refined
 from ihl.models.pose import PoseModel
-
-
-def resolve_device(device: str | None = None) -> torch.device:
-    """The requested device, or CUDA when present and the CPU otherwise."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    resolved = torch.device(device)
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available")
-    return resolved
 
 
 @dataclass
