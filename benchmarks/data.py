@@ -11,7 +11,11 @@ photos of real_images, whose larger JPEGs cost more to decode; those get one
 whole-image box each and the joints of a sample person scaled into it, so the
 target code has the same work to do. Target: >= 150 samples/s per worker.
 
-    uv run python benchmarks/data.py [--data data/samples] [--seconds 3]
+One worker is one core, so samples/s is also the rate per core, and a GPU
+training at ``--gpu-rate`` images/s needs gpu-rate / rate cores of loader
+workers (the ``cores/GPU`` column; add one for the training process itself).
+
+    uv run python benchmarks/data.py [--data data/samples] [--seconds 3] [--gpu-rate 2000]
 """
 
 from __future__ import annotations
@@ -108,12 +112,24 @@ def main() -> None:
         help="folder holding coco_sample/ and real_images/ (default: data/samples)",
     )
     parser.add_argument("--seconds", type=float, default=3.0, help="time per measurement")
+    parser.add_argument(
+        "--gpu-rate",
+        type=float,
+        default=2000.0,
+        help="training images/s of one GPU to feed (cores/GPU column); default 2000",
+    )
     args = parser.parse_args()
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
 
-    header = f"{'images':<12} {'heatmaps':<9} {'samples':>8} {'samples/s':>10}  target {TARGET:.0f}"
-    print(f"decode + augment + warp {INPUT_SIZE[0]}x{INPUT_SIZE[1]} + targets, one worker")
+    header = (
+        f"{'images':<12} {'heatmaps':<9} {'samples':>8} {'samples/s':>10} {'cores/GPU':>10}"
+        f"  target {TARGET:.0f}"
+    )
+    print(
+        f"decode + augment + warp {INPUT_SIZE[0]}x{INPUT_SIZE[1]} + targets, one worker = one "
+        f"core; cores/GPU for {args.gpu_rate:.0f} images/s per GPU"
+    )
     print(header)
     print("-" * len(header))
     for name, make in (("coco_sample", coco_sample_loader), ("real_images", real_images_loader)):
@@ -122,7 +138,8 @@ def main() -> None:
             samples, rate = throughput(load, count, args.seconds)
             verdict = "ok" if rate >= TARGET else "BELOW"
             print(
-                f"{name:<12} {'on' if heatmaps else 'off':<9} {samples:>8} {rate:>10.1f}  {verdict}"
+                f"{name:<12} {'on' if heatmaps else 'off':<9} {samples:>8} {rate:>10.1f} "
+                f"{args.gpu_rate / rate:>10.1f}  {verdict}"
             )
 
 
