@@ -139,3 +139,8 @@ def loader_workers(processes_per_node: int, cpus: int | None = None) -> int:
     one CPU each kept for the process itself (its main thread feeds the GPU)."""
     cpus = available_cpus() if cpus is None else cpus
     return max(1, cpus // max(1, processes_per_node) - 1)
+
+
+def num_workers(setting: int | str, processes_per_node: int = 1) -> int:
+    """A ``train.num_workers`` value as a count: itself, or ``loader_workers`` for "auto"."""
+    return loader_workers(processes_per_node) if setting == "auto" else int(setting)

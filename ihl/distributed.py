@@ -8,9 +8,10 @@ of validation, so no rank waits on another for long.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -98,3 +99,27 @@ def broadcast_from_main(obj: Any, ddp: Distributed) -> Any:
     box = [obj if ddp.is_main else None]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+T = TypeVar("T")
+
+
+def build_on_main(build: Callable[[], T], ddp: Distributed) -> T:
+    """``build()`` run on rank 0 only and its result handed to every rank.
+
+    For datasets: parsing COCO's training annotations takes tens of seconds and
+    gigabytes, eight times at once on a node when every rank parses them. An error
+    on rank 0 is raised on every rank, so none waits for a dataset that never comes.
+    """
+    if ddp.world_size == 1:
+        return build()
+    result: Any = None
+    if ddp.is_main:
+        try:
+            result = build()
+        except Exception as err:  # handed to every rank, raised there
+            result = err
+    result = broadcast_from_main(result, ddp)
+    if isinstance(result, Exception):
+        raise result
+    return result
