@@ -34,12 +34,12 @@ from ihl.data.transforms import (
     TopDownAugment,
     TopDownPipeline,
     box_to_center_scale,
-    read_image_bgr,
     sample_rng,
 )
+from ihl.image_io import read_image_bgr
 
-INPUT_SIZE = (256, 192)
-HEATMAP_SIZE = (64, 48)
+INPUT_SIZE = (192, 256)  # (width, height)
+HEATMAP_SIZE = (48, 64)
 TARGET = 150.0
 REPO = Path(__file__).resolve().parents[1]
 
@@ -77,7 +77,8 @@ def real_images_loader(root: Path, heatmaps: bool) -> tuple[Callable[[int, int],
         augment=TopDownAugment(COCO, INPUT_SIZE),
     )
     sizes = [read_image_bgr(p).shape[:2] for p in paths]
-    aspect = INPUT_SIZE[1] / INPUT_SIZE[0]
+    width, height = INPUT_SIZE
+    aspect = width / height
 
     def load(epoch: int, index: int) -> dict:
         h, w = sizes[index]
@@ -127,7 +128,7 @@ def main() -> None:
         f"  target {TARGET:.0f}"
     )
     print(
-        f"decode + augment + warp {INPUT_SIZE[0]}x{INPUT_SIZE[1]} + targets, one worker = one "
+        f"decode + augment + warp {INPUT_SIZE[1]}x{INPUT_SIZE[0]} + targets, one worker = one "
         f"core; cores/GPU for {args.gpu_rate:.0f} images/s per GPU"
     )
     print(header)

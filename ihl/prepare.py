@@ -16,7 +16,7 @@ from pathlib import Path
 from ihl.data.coco import load_json, load_json_list, validate_coco
 from ihl.data.errors import DatasetError
 from ihl.data.mpii import validate_mpii
-from ihl.evaluation.coco import _atomic_write_json
+from ihl.files import write_json
 
 DATASETS = ("synth", "coco", "mpii")
 """Dataset names the pipeline knows; ``synth`` is the generated set in the COCO layout."""
@@ -103,7 +103,7 @@ def fingerprint(root: Path, cache: Path | None = None) -> str:
         seen[rel] = [stat.st_size, stat.st_mtime_ns, digest]
         total.update(f"{rel}\0{digest}\n".encode())
     if cache is not None and seen != known:
-        _atomic_write_json({"format": FINGERPRINT_CACHE_FORMAT, "files": seen}, Path(cache))
+        write_json(Path(cache), {"format": FINGERPRINT_CACHE_FORMAT, "files": seen})
     return total.hexdigest()
 
 
@@ -146,5 +146,5 @@ def prepare(
         "fingerprint": digest,
         "version": f"{dataset}-{digest[:12]}",
     }
-    _atomic_write_json(summary, Path(out) / "index.json")
+    write_json(Path(out) / "index.json", summary)
     return summary

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from ihl.files import torch_save
+
 WEIGHTS_ENV = "IHL_WEIGHTS_DIR"
 
 
@@ -61,13 +63,12 @@ def fetch(backbone: str, directory: str | Path) -> Path:
     The file holds the published state dict unchanged (classifier keys included), so
     it is the same source a download would give. An existing file is kept.
     """
-    from ihl.checkpoint import atomic_save
     from ihl.models.backbones import build_backbone
 
     path = weights_file(directory, backbone)
     if path.is_file():
         return path
     state = download(build_backbone(backbone))
-    atomic_save({k: v.detach().clone() for k, v in state.items()}, path)
+    torch_save({k: v.detach().clone() for k, v in state.items()}, path)
     torch.load(path, map_location="cpu", weights_only=True)  # readable before anyone relies on it
     return path
