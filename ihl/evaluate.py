@@ -1,7 +1,10 @@
 """Evaluation stage: run a model over a split, map keypoints back to the images, score them.
 
-``predict_dataset`` and ``score`` are the pieces training reuses for validation;
-``evaluate`` is the stage: checkpoint in, ``metrics.json`` and ``results.json`` out.
+``predict_dataset`` and ``gather_and_score`` are the pieces training reuses for
+validation; ``evaluate`` is the stage: checkpoint in, ``metrics.json`` and
+``results.json`` out. Under torchrun every rank predicts one shard of the crops
+(contiguous, whole batches, none twice) and rank 0 scores them all, with the
+same numbers a single process gets.
 """
 
 from __future__ import annotations
@@ -11,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from ihl.checkpoint import load_model
@@ -19,7 +23,16 @@ from ihl.config import Config
 from ihl.data.build import build_eval_dataset, worker_init
 from ihl.data.errors import DatasetError
 from ihl.data.transforms import coords_to_image
-from ihl.inference import predict_crops, resolve_device
+from ihl.device import num_workers as worker_count
+from ihl.device import resolve_device
+from ihl.distributed import (
+    Distributed,
+    broadcast_from_main,
+    gather_to_main,
+    init_distributed,
+    shard,
+)
+from ihl.inference import predict_crops
 from ihl.metrics.coco import (
     build_results,
     evaluate_coco,
@@ -40,17 +53,20 @@ def predict_dataset(
     progress: bool,
     *,
     num_workers: int | None = None,
+    indices: range | None = None,
 ) -> dict[str, np.ndarray]:
-    """Keypoints in image pixels for every crop of ``dataset``, in dataset order.
+    """Keypoints in image pixels for every crop of ``dataset`` (or those of ``indices``), in
+    dataset order.
 
     Returns the arrays ``build_results`` takes: image_ids, keypoints (N, K, 2),
     keypoint_scores (N, K), box_scores and box_areas (the padded crop area, as
-    the HRNet OKS-NMS uses), plus sigma (N, K, 2) for IHL models.
+    the HRNet OKS-NMS uses), plus sigma (N, K, 2) for IHL models; no arrays for
+    no crops.
     """
     device = torch.device(device)
-    workers = cfg.train.num_workers if num_workers is None else num_workers
+    workers = worker_count(cfg.train.num_workers if num_workers is None else num_workers)
     loader = DataLoader(
-        dataset,
+        dataset if indices is None else Subset(dataset, indices),
         batch_size=batch_size,
         shuffle=False,
         num_workers=workers,
@@ -87,6 +103,21 @@ def predict_dataset(
             parts.setdefault(key, []).append(value)
     model.train(was_training)
     return {key: np.concatenate(values) for key, values in parts.items()}
+
+
+def gather_and_score(
+    cfg: Config, predictions: Mapping[str, np.ndarray], ground_truth: Path, ddp: Distributed
+) -> tuple[dict[str, float], list[dict]]:
+    """``score`` of every rank's predictions (their shards in rank order), computed on rank 0;
+    every rank gets the metrics, only rank 0 the results."""
+    parts = gather_to_main(dict(predictions), ddp)
+    metrics: dict[str, float] = {}
+    results: list[dict] = []
+    if parts is not None:
+        nonempty = [part for part in parts if part]
+        merged = {key: np.concatenate([p[key] for p in nonempty]) for key in nonempty[0]}
+        metrics, results = score(cfg, merged, ground_truth)
+    return broadcast_from_main(metrics, ddp), results
 
 
 def score(
@@ -142,7 +173,8 @@ def evaluate(
 
     ``flip`` overrides the checkpoint's test-time flip setting. Both files are
     written atomically, and only once everything has been computed, so a failed
-    run leaves no partial outputs.
+    run leaves no partial outputs. Under torchrun the ranks share the crops and
+    rank 0 writes the files; every rank returns the metrics.
     """
     model, cfg = load_model(checkpoint)
     if flip is not None:
@@ -159,14 +191,30 @@ def evaluate(
     if cfg.data.dataset == "mpii" and not ground_truth.is_file():
         raise DatasetError(f"{ground_truth}: MPII ground-truth file not found")
     dev = resolve_device(device)
-    model.to(dev)
-    if cfg.train.channels_last:
-        model.to(memory_format=torch.channels_last)
-    predictions = predict_dataset(
-        model, cfg, dataset, dev, batch_size, progress, num_workers=num_workers
-    )
-    metrics, results = score(cfg, predictions, ground_truth)
-    out_dir = Path(out_dir)
-    write_results(results, out_dir / "results.json")
-    write_metrics(metrics, out_dir / "metrics.json")
-    return metrics
+    ddp = init_distributed(dev)
+    try:
+        if dev.type == "cuda" and dev.index is None:
+            dev = torch.device("cuda", ddp.local_rank)
+        model.to(dev)
+        if cfg.train.channels_last:
+            model.to(memory_format=torch.channels_last)
+        indices = shard(len(dataset), ddp.rank, ddp.world_size, batch_size)
+        predictions = predict_dataset(
+            model,
+            cfg,
+            dataset,
+            dev,
+            batch_size,
+            progress and ddp.is_main,
+            num_workers=num_workers,
+            indices=indices,
+        )
+        metrics, results = gather_and_score(cfg, predictions, ground_truth, ddp)
+        if ddp.is_main:
+            out_dir = Path(out_dir)
+            write_results(results, out_dir / "results.json")
+            write_metrics(metrics, out_dir / "metrics.json")
+        return metrics
+    finally:
+        if ddp.owns_group:
+            dist.destroy_process_group()

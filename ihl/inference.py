@@ -8,7 +8,6 @@ import torch
 from torch import Tensor
 
 from ihl.config import TestConfig
-from ihl.device import resolve_device  # noqa: F401  (callers move to ihl.device after the layout)
 from ihl.models.heads import argmax_refined
 from ihl.models.pose import PoseModel
 
