@@ -341,8 +341,11 @@ def make_targets(
     """Training targets from keypoints in crop pixels (K, 2) and visibility (K,).
 
     ``weights`` is 1 for a visible joint that lies inside the crop, else 0
-    (``coords`` of a zero-weight joint carry no meaning). ``heatmaps`` only when
-    ``heatmap_size`` is given: not every head needs them.
+    (``coords`` of a zero-weight joint carry no meaning). ``heatmap_x`` (K, W) and
+    ``heatmap_y`` (K, H), the factors of the Gaussian maps (``gaussian_marginals``),
+    only when ``heatmap_size`` is given: not every head needs them, and the maps
+    themselves are rebuilt on the device (``heatmaps_from_marginals``), so loader
+    workers neither build nor ship them.
     """
     in_w, in_h = input_size
     coords = (np.asarray(joints, dtype=np.float64) / np.array([in_w, in_h])).astype(np.float32)
@@ -352,7 +355,8 @@ def make_targets(
     if heatmap_size is not None:
         hm_w, hm_h = heatmap_size
         points = coords.astype(np.float64) * np.array([hm_w, hm_h])
-        targets["heatmaps"] = gaussian_heatmaps(points, weights > 0, heatmap_size, sigma, subpixel)
+        gx, gy = gaussian_marginals(points, weights > 0, heatmap_size, sigma, subpixel)
+        targets["heatmap_x"], targets["heatmap_y"] = gx, gy
     return targets
 
 
@@ -412,8 +416,9 @@ class TopDownPipeline:
             "coords": torch.from_numpy(targets["coords"]),
             "weights": torch.from_numpy(targets["weights"]),
         }
-        if "heatmaps" in targets:
-            sample["heatmaps"] = torch.from_numpy(targets["heatmaps"])
+        for key in ("heatmap_x", "heatmap_y"):
+            if key in targets:
+                sample[key] = torch.from_numpy(targets[key])
         sample["center"] = torch.tensor(center, dtype=torch.float64)
         sample["scale"] = torch.tensor(scale, dtype=torch.float64)
         sample["rotation"] = float(rotation)

@@ -14,9 +14,9 @@ def test_maps_rebuilt_from_marginals_equal_the_full_maps_exactly():
     for subpixel in (False, True):
         points = rng.uniform(-4, 52, size=(17, 2)) * [1, 64 / 48]
         valid = rng.random(17) > 0.2
-        maps = gaussian_heatmaps(points, valid, (64, 48), 2.0, subpixel)
-        gx, gy = gaussian_marginals(points, valid, (64, 48), 2.0, subpixel)
-        assert gx.shape == (17, 48) and gy.shape == (17, 64)
+        maps = gaussian_heatmaps(points, valid, (48, 64), 2.0, subpixel)
+        gx, gy = gaussian_marginals(points, valid, (48, 64), 2.0, subpixel)
+        assert gx.shape == (17, 48) and gy.shape == (17, 64) and maps.shape == (17, 64, 48)
         assert maps[~valid].max() == 0 and maps[valid].max() > 0
         batch.append((maps, gx, gy))
     maps, gx, gy = (torch.from_numpy(np.stack(parts)) for parts in zip(*batch, strict=True))
@@ -24,7 +24,7 @@ def test_maps_rebuilt_from_marginals_equal_the_full_maps_exactly():
 
 
 def test_epoch_index_pairs_give_that_epochs_augmentation():
-    dataset = CocoKeypoints(COCO_ANN, COCO_IMAGES, train=True, input_size=(96, 128))
+    dataset = CocoKeypoints(COCO_ANN, COCO_IMAGES, train=True, input_size=(128, 96))
     dataset.set_epoch(3)
     expected = dataset[1]
     dataset.set_epoch(0)
