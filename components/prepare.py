@@ -28,7 +28,10 @@ def prepare(
     downloaded once per commit to ``volume/dvc/<commit>/data_path`` (a partial
     download never takes that name, so a retried task starts it over).
     ``image`` is not read: as an input it puts the image reference in the cache key.
+    File digests are kept in ``volume/cache/fingerprints`` by (path, size, mtime), so
+    an unchanged dataset is not read again; images are checked, not decoded.
     """
+    import hashlib
     import shutil
     from pathlib import Path
 
@@ -55,5 +58,8 @@ def prepare(
         source |= {"dvc_repo": dvc_repo, "dvc_rev": dvc_rev, "commit": commit}
     else:
         raise ValueError(f"unknown data_source {data_source!r}; expected 'volume' or 'dvc'")
-    summary = prepare_dataset(dataset, root.resolve(), Path(prepared.path))
+    # Digests of unchanged files (same path, size, mtime) are reused from the last run.
+    key = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]
+    cache = Path(volume) / "cache" / "fingerprints" / f"{key}.json"
+    summary = prepare_dataset(dataset, root.resolve(), Path(prepared.path), fingerprint_cache=cache)
     prepared.metadata.update({**summary, **source, "dataset": dataset, "root": str(root.resolve())})

@@ -80,3 +80,15 @@ def test_decoding_every_image_is_opt_in(coco, tmp_path):
     assert summary["fingerprint"] == fingerprint(coco)
     with pytest.raises(DatasetError, match=image.name):
         prepare("coco", coco, tmp_path / "out2", decode_images=True)
+
+
+def test_prepare_command_decodes_only_when_asked(cli, coco, tmp_path):
+    image = next((coco / "images").iterdir())
+    image.write_bytes(image.read_bytes()[:200])
+    cache = tmp_path / "cache.json"
+    args = ("prepare", "--dataset", "coco", "--root", coco, "--out", tmp_path / "o")
+    result = cli(*args, "--fingerprint-cache", cache)
+    assert result.exit_code == 0, result.output
+    assert cache.is_file()
+    decoded = cli(*args, "--decode")
+    assert decoded.exit_code != 0 and image.name in decoded.output

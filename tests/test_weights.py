@@ -59,3 +59,15 @@ def test_failed_download_says_how_to_stage(monkeypatch, sample_pretrained):
     monkeypatch.setattr(ResNetBackbone, "imagenet_state_dict", no_internet)
     with pytest.raises(WeightsError, match=WEIGHTS_ENV):
         build_model(sample_pretrained)
+
+
+def test_weights_fetch_command(cli, tmp_path, monkeypatch):
+    monkeypatch.setattr(ResNetBackbone, "imagenet_state_dict", lambda self: published_resnet18())
+    result = cli("weights", "fetch", "resnet18", tmp_path / "w")
+    assert result.exit_code == 0, result.output
+    assert weights_file(tmp_path / "w", "resnet18").is_file()
+    assert f"{WEIGHTS_ENV}={tmp_path / 'w'}" in result.output
+    monkeypatch.setattr(ResNetBackbone, "imagenet_state_dict", no_internet)
+    failed = cli("weights", "fetch", "resnet34", tmp_path / "w")
+    assert failed.exit_code != 0 and "cannot download ImageNet weights" in failed.output
+    assert not weights_file(tmp_path / "w", "resnet34").exists()

@@ -103,3 +103,35 @@ def test_pytorchjob_sizes_per_gpu_and_optional_rdma():
         assert c["resources"]["limits"]["rdma/ib"] == 1
         assert c["securityContext"]["capabilities"]["add"] == ["IPC_LOCK"]
         assert {"name": "NCCL_SOCKET_IFNAME", "value": "eth0"} in c["env"]
+
+
+def test_cli_compiles_for_a_gpu_count_and_submit_refuses_another(cli, tmp_path):
+    package = tmp_path / "p.yaml"
+    result = cli("pipeline", "compile", "-o", package, "--gpus", "2", "--cpu", "7")
+    assert result.exit_code == 0, result.output
+    spec, _ = load_pipeline(package)
+    train = container(spec, "train")["resources"]
+    assert train["accelerator"]["count"] == "2" and train["resourceCpuRequest"] == "7"
+    assert train["resourceMemoryRequest"] == "64Gi"
+    refused = cli(
+        "pipeline", "submit", "--host", "http://127.0.0.1:9", "--package", package, "--gpus", "4"
+    )
+    assert refused.exit_code != 0
+    assert "compiled to request 2 GPU(s)" in refused.output and "--gpus 4" in refused.output
+
+
+def test_cli_pytorchjob_restarts_rdma_and_nccl(cli):
+    result = cli(
+        "pipeline", "pytorchjob", "--name", "j", "--data-path", "coco", "--nodes", "2",
+        "--gpus-per-node", "4", "--max-restarts", "1", "--rdma-resource", "rdma/ib",
+        "--nccl", "NCCL_SOCKET_IFNAME=eth0",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    for pod in pods(yaml.safe_load(result.output)):
+        (c,) = pod["containers"]
+        assert "--max-restarts=1" in c["command"]
+        assert c["resources"]["requests"]["rdma/ib"] == 1
+        assert c["resources"]["requests"]["cpu"] == "40"
+        assert {"name": "NCCL_SOCKET_IFNAME", "value": "eth0"} in c["env"]
+    bad = cli("pipeline", "pytorchjob", "--name", "j", "--data-path", "c", "--nccl", "NCCL_X")
+    assert bad.exit_code != 0 and "--nccl 'NCCL_X'" in bad.output
