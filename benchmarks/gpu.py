@@ -32,22 +32,23 @@ from tqdm import tqdm
 
 from ihl import config
 from ihl.config import Config
+from ihl.data.build import build_train_dataset, build_val_dataset
 from ihl.data.synth import make_coco_synth
+from ihl.data.transforms import heatmaps_from_marginals
 from ihl.device import available_cpus, driver_version
-from ihl.engine import Distributed as Single
-from ihl.engine import (
+from ihl.distributed import Distributed as Single
+from ihl.evaluate import predict_dataset
+from ihl.losses import build_loss
+from ihl.models import build_model
+from ihl.train import (
+    TARGET_KEYS,
     TrainState,
     TrainStep,
     autocast_dtype,
     build_optimizer,
-    build_train_dataset,
-    build_val_dataset,
     train_loader,
     train_one_epoch,
 )
-from ihl.evaluate import predict_dataset
-from ihl.losses import build_loss
-from ihl.models import build_model
 
 MODES = {
     "fp32/TF32": {"train.amp": "off", "train.channels_last": False},
@@ -88,13 +89,17 @@ def load_cfg(preset: str, data: Path, size: dict, overrides: dict) -> Config:
 
 
 def first_batch(cfg: Config, device: torch.device) -> tuple[torch.Tensor, dict]:
-    """One real batch of the training loader, moved to the device."""
-    loader = train_loader(build_train_dataset(cfg), cfg, Single(), TrainState(), False)
+    """One real batch of the training loader, on the device, targets as the step gets them."""
+    loader, _ = train_loader(build_train_dataset(cfg), cfg, Single(), TrainState(), False)
     batch = next(iter(loader))
     images = batch["image"].to(device)
     if cfg.train.channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
-    targets = {k: v.to(device) for k, v in batch.items() if k in ("coords", "weights", "heatmaps")}
+    targets = {k: batch[k].to(device) for k in TARGET_KEYS if k in batch}
+    if "heatmap_x" in targets:
+        targets["heatmaps"] = heatmaps_from_marginals(
+            targets.pop("heatmap_x"), targets.pop("heatmap_y")
+        )
     return images, targets
 
 
@@ -131,7 +136,7 @@ def loader_rate(cfg: Config, workers: int, batches: int) -> float:
     """Samples/s of the engine's training loader alone."""
     cfg = cfg.model_copy(deep=True)
     cfg.train.num_workers = workers
-    loader = train_loader(build_train_dataset(cfg), cfg, Single(), TrainState(), False)
+    loader, _ = train_loader(build_train_dataset(cfg), cfg, Single(), TrainState(), False)
     it = iter(loader)
     next(it)  # workers started and warm
     start, count = time.perf_counter(), 0
@@ -167,13 +172,13 @@ def end_to_end_rate(cfg: Config, device: torch.device, workers: int, steps: int)
         if iteration >= steps + 3:
             raise StopIteration
 
+    loader, _ = train_loader(dataset, cfg, Single(), state, device.type == "cuda")
     try:
         while True:
-            loader = train_loader(dataset, cfg, Single(), state, device.type == "cuda")
             with tqdm(disable=True) as bar:
                 train_one_epoch(
                     step, optimizer, scheduler, scaler, loader, state, device, cfg,
-                    save=lambda: None, on_step=on_step, bar=bar,
+                    ddp=Single(), save=lambda: None, on_step=on_step, bar=bar,
                 )  # fmt: skip
             state.epoch, state.step = state.epoch + 1, 0
     except StopIteration:
