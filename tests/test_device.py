@@ -83,3 +83,21 @@ def test_loader_workers_share_the_node_between_processes():
     assert loader_workers(8, cpus=64) == 7
     assert loader_workers(1, cpus=16) == 15
     assert loader_workers(8, cpus=4) == 1
+
+
+def test_a_torchserve_gpu_worker_without_usable_cuda_fails(old_driver, monkeypatch):
+    """TorchServe hands a worker a gpu_id when it sees GPUs; the handler used to serve on
+    the CPU then."""
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "serving"))
+    import ihl_handler
+
+    context = SimpleNamespace(
+        system_properties={"gpu_id": 0, "model_dir": "/nonexistent"},
+        manifest={},
+        model_yaml_config={},
+    )
+    with pytest.raises(DeviceError, match="470.256.02"):
+        ihl_handler.PoseHandler().initialize(context)
