@@ -20,7 +20,9 @@ critical path there is no per-step host read (the loss terms are read every
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import json
 import logging
 import math
 import random
@@ -47,7 +49,7 @@ from ihl.data.transforms import heatmaps_from_marginals
 from ihl.device import num_workers, resolve_device
 from ihl.distributed import Distributed, build_on_main, init_distributed, shard
 from ihl.evaluate import gather_and_score, predict_dataset
-from ihl.files import torch_save
+from ihl.files import folder_lock, remove_temporaries, torch_save
 from ihl.losses import build_loss
 from ihl.models import build_model
 
@@ -444,11 +446,12 @@ def train(
     cfg: Config,
     out_dir: Path,
     *,
-    resume: bool = False,
+    resume: bool | str = False,
     device: str | None = None,
     progress: bool = True,
     on_step: Callable[[int], None] | None = None,
     epoch_log: EpochLog | None = None,
+    data_fingerprint: str | None = None,
 ) -> dict[str, float]:
     """Train ``cfg`` into ``out_dir``; returns the validation metrics of the best checkpoint.
 
@@ -462,25 +465,72 @@ def train(
     ``on_step(iteration)`` is called after every optimisation step, once any
     checkpoint of that step is written. Datasets are checked before anything is
     written.
+
+    ``resume="matching"`` resumes only a state of this config and data and otherwise
+    trains from scratch (what ``dvc repro`` runs after a change of params).
+
+    ``out_dir`` is locked for the run (``ihl.files.folder_lock``): a second run on the same
+    folder fails at once instead of overwriting its checkpoints; temporary files a killed
+    run left there are removed. ``data_fingerprint`` (``ihl prepare``'s) is saved with the
+    training state, and a resume is refused unless the config and the fingerprint are
+    those of the run that wrote latest.pt.
     """
     dev = resolve_device(device)
     ddp = init_distributed(dev)
     try:
-        return _train(cfg, Path(out_dir), ddp, resume, dev, progress, on_step, epoch_log)
+        with contextlib.ExitStack() as held:
+            return _train(
+                cfg, Path(out_dir), ddp, resume, dev, progress, on_step, epoch_log,
+                data_fingerprint, held,
+            )  # fmt: skip
     finally:
         if ddp.owns_group:
             dist.destroy_process_group()
+
+
+def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``, lists and tuples alike (as JSON has them)."""
+    flat = {}
+    for key, value in json.loads(json.dumps(tree)).items():
+        if isinstance(value, dict):
+            flat |= _flat(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def check_resumable(
+    ckpt: dict[str, Any], cfg: Config, data_fingerprint: str | None, path: Path
+) -> None:
+    """Refuse to continue a training state written with another config or other data: the
+    result would be a model of neither (a resume used to compare nothing)."""
+    saved, current = _flat(ckpt.get("config") or {}), _flat(config_mod.to_dict(cfg))
+    changed = sorted(k for k in saved.keys() | current.keys() if saved.get(k) != current.get(k))
+    if changed:
+        shown = "; ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in changed[:6])
+        raise CheckpointError(
+            f"{path} was written with another config ({shown}): resuming would mix two runs. "
+            "Resume with the config it was written with, or delete it to train from scratch"
+        )
+    if ckpt.get("data_fingerprint") != data_fingerprint:
+        raise CheckpointError(
+            f"{path} was written on other data (fingerprint {ckpt.get('data_fingerprint')!r}, "
+            f"now {data_fingerprint!r}): resuming would mix two datasets. Delete it to train "
+            "from scratch on this data"
+        )
 
 
 def _train(
     cfg: Config,
     out_dir: Path,
     ddp: Distributed,
-    resume: bool,
+    resume: bool | str,
     dev: torch.device,
     progress: bool,
     on_step: Callable[[int], None] | None,
     epoch_log: EpochLog | None,
+    data_fingerprint: str | None,
+    held: contextlib.ExitStack,
 ) -> dict[str, float]:
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", ddp.local_rank)
@@ -496,6 +546,10 @@ def _train(
             f"{cfg.data.root}: {len(train_set)} training samples do not fill one batch of "
             f"{cfg.train.batch_size} per device"
         )
+    if ddp.is_main:
+        held.enter_context(folder_lock(out_dir))
+        for path in remove_temporaries(out_dir / "checkpoints"):
+            log.info("removed %s, left by a run killed while writing it", path)
     latest_path = out_dir / "checkpoints" / "latest.pt"
     best_path = out_dir / "checkpoints" / "best.pt"
     resuming = resume and latest_path.is_file()
@@ -527,8 +581,8 @@ def _train(
     }
 
     state = TrainState()
+    ckpt = safe_load(latest_path) if resuming else {}
     if resuming:
-        ckpt = safe_load(latest_path)
         if ckpt.get("format") != STATE_FORMAT:
             raise CheckpointError(f"{latest_path}: not a training state ({ckpt.get('format')!r})")
         written_by = ckpt.get("world_size", 1)
@@ -539,6 +593,14 @@ def _train(
                 f"position in it depend on the world size. Resume with {written_by} process(es) "
                 "(torchrun --nnodes x --nproc-per-node), or train into a new folder"
             )
+        try:
+            check_resumable(ckpt, cfg, data_fingerprint, latest_path)
+        except CheckpointError as err:
+            if resume != "matching":
+                raise
+            log.warning("%s; training from scratch instead", err)
+            resuming = False
+    if resuming:
         for name, part in parts.items():
             part.load_state_dict(ckpt[name])
         state = TrainState(**ckpt["state"])
@@ -552,6 +614,7 @@ def _train(
             latest = {
                 "format": STATE_FORMAT,
                 "config": config_mod.to_dict(cfg),
+                "data_fingerprint": data_fingerprint,
                 "world_size": ddp.world_size,
                 **{name: part.state_dict() for name, part in parts.items()},
                 "state": vars(state),
