@@ -52,6 +52,25 @@ RUN --mount=type=cache,target=/root/.cache \
     && apt-get purge -y --auto-remove gcc libc6-dev \
     && rm -rf /var/lib/apt/lists/*
 
+# The locked torch is built for CUDA 13 (NVIDIA driver >= 580). For older drivers, TORCH_CUDA
+# swaps in the same torch and torchvision versions built for another CUDA from PyTorch's
+# index, e.g. --build-arg TORCH_CUDA=cu126 (driver >= 525 for any CUDA 12 build); see
+# docs/cluster.md. Empty keeps the lock's build.
+ARG TORCH_CUDA=
+RUN --mount=type=cache,target=/root/.cache \
+    if [ -n "${TORCH_CUDA}" ]; then \
+        python3 -m venv /tmp/uv \
+        && /tmp/uv/bin/pip install -q --cert /etc/ssl/certs/ca-certificates.crt "uv==${UV_VERSION}" \
+        && pins=$(/opt/venv/bin/python -c "from importlib.metadata import version; \
+print(*(p + '==' + version(p).split('+')[0] for p in ('torch', 'torchvision')))") \
+        && /tmp/uv/bin/uv pip install --python /opt/venv/bin/python --system-certs \
+            --index "https://download.pytorch.org/whl/${TORCH_CUDA}" \
+            --reinstall-package torch --reinstall-package torchvision \
+            --compile-bytecode --link-mode=copy ${pins} \
+        && /opt/venv/bin/python -c "import torch; assert torch.version.cuda, torch.__version__" \
+        && rm -rf /tmp/uv; \
+    fi
+
 # ---------------------------------------------------------------- train
 FROM deps AS train
 ARG UV_VERSION
@@ -101,7 +120,7 @@ RUN --mount=type=cache,target=/root/.cache \
     && /tmp/uv/bin/pip install -q --cert /etc/ssl/certs/ca-certificates.crt "uv==${UV_VERSION}" \
     && cd /opt/ihl && /tmp/uv/bin/uv sync --active --frozen --no-dev --group serve \
         --no-install-project --no-python-downloads --compile-bytecode --link-mode=copy \
-        --system-certs \
+        --system-certs --inexact --no-install-package torch --no-install-package torchvision \
     && /tmp/uv/bin/uv pip install --no-deps --compile-bytecode --python /opt/venv/bin/python \
         /opt/ihl/dist/ihl-*.whl \
     && rm -rf /tmp/uv

@@ -1,17 +1,24 @@
 """Data pipeline throughput: samples per second for one loader worker.
 
 Times what one DataLoader worker does per training sample on real photos:
-JPEG decode, augmentation, affine warp to 256x192 and targets, with and without
-64x48 Gaussian heatmaps (the IHL head needs only coordinates; the heatmap
-baseline and the Wasserstein term need maps). Each worker is one process with
-one thread, so OpenCV and torch are held to one thread here too.
+JPEG decode, augmentation, affine warp to 256x192 and targets: coordinates only
+(the IHL head), plus the 1-D factors of the 64x48 Gaussian maps that workers
+ship for the heatmap baseline and the Wasserstein term (``marginals``), and,
+for comparison, the full 17x64x48 maps workers used to build and ship (``maps``;
+training now rebuilds them on the device). ``KB`` is what one sample sends
+through shared memory. Each worker is one process with one thread, so OpenCV
+and torch are held to one thread here too.
 
 Sets: the COCO sample (ground-truth boxes of its annotations) and the unlabelled
 photos of real_images, whose larger JPEGs cost more to decode; those get one
 whole-image box each and the joints of a sample person scaled into it, so the
 target code has the same work to do. Target: >= 150 samples/s per worker.
 
-    uv run python benchmarks/data.py [--data data/samples] [--seconds 3]
+One worker is one core, so samples/s is also the rate per core, and a GPU
+training at ``--gpu-rate`` images/s needs gpu-rate / rate cores of loader
+workers (the ``cores/GPU`` column; add one for the training process itself).
+
+    uv run python benchmarks/data.py [--data data/samples] [--seconds 3] [--gpu-rate 2000]
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from ihl.data.transforms import (
     TopDownAugment,
     TopDownPipeline,
     box_to_center_scale,
+    heatmaps_from_marginals,
     sample_rng,
 )
 from ihl.image_io import read_image_bgr
@@ -109,22 +117,53 @@ def main() -> None:
         help="folder holding coco_sample/ and real_images/ (default: data/samples)",
     )
     parser.add_argument("--seconds", type=float, default=3.0, help="time per measurement")
+    parser.add_argument(
+        "--gpu-rate",
+        type=float,
+        default=2000.0,
+        help="training images/s of one GPU to feed (cores/GPU column); default 2000",
+    )
     args = parser.parse_args()
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
 
-    header = f"{'images':<12} {'heatmaps':<9} {'samples':>8} {'samples/s':>10}  target {TARGET:.0f}"
-    print(f"decode + augment + warp {INPUT_SIZE[1]}x{INPUT_SIZE[0]} + targets, one worker")
+    header = (
+        f"{'images':<12} {'targets':<10} {'KB':>6} {'samples':>8} {'samples/s':>10} "
+        f"{'cores/GPU':>10}  target {TARGET:.0f}"
+    )
+    print(
+        f"decode + augment + warp {INPUT_SIZE[1]}x{INPUT_SIZE[0]} + targets, one worker = one "
+        f"core; cores/GPU for {args.gpu_rate:.0f} images/s per GPU"
+    )
     print(header)
     print("-" * len(header))
     for name, make in (("coco_sample", coco_sample_loader), ("real_images", real_images_loader)):
-        for heatmaps in (False, True):
-            load, count = make(args.data, heatmaps)
+        for targets in ("coords", "marginals", "maps"):
+            load, count = make(args.data, targets != "coords")
+            if targets == "maps":
+                load = with_full_maps(load)
             samples, rate = throughput(load, count, args.seconds)
+            size = sum(
+                v.numel() * v.element_size() for v in load(0, 0).values() if torch.is_tensor(v)
+            )
             verdict = "ok" if rate >= TARGET else "BELOW"
             print(
-                f"{name:<12} {'on' if heatmaps else 'off':<9} {samples:>8} {rate:>10.1f}  {verdict}"
+                f"{name:<12} {targets:<10} {size / 1024:>6.0f} {samples:>8} {rate:>10.1f} "
+                f"{args.gpu_rate / rate:>10.1f}  {verdict}"
             )
+
+
+def with_full_maps(load: Callable[[int, int], dict]) -> Callable[[int, int], dict]:
+    """The sample as workers built it before: full Gaussian maps instead of their factors."""
+
+    def full(epoch: int, index: int) -> dict:
+        sample = load(epoch, index)
+        sample["heatmaps"] = heatmaps_from_marginals(
+            sample.pop("heatmap_x"), sample.pop("heatmap_y")
+        )
+        return sample
+
+    return full
 
 
 if __name__ == "__main__":

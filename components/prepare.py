@@ -33,7 +33,10 @@ def prepare(
     (``IHL_GIT_USERNAME``, ``IHL_GIT_TOKEN``: the pipeline's git secret), never from the
     URL, and no URL is printed or stored with credentials in it.
     ``image`` is not read: as an input it puts the image reference in the cache key.
+    File digests are kept in ``volume/cache/fingerprints`` by (path, size, mtime), so
+    an unchanged dataset is not read again; images are checked, not decoded.
     """
+    import hashlib
     import os
     import shutil
     import tempfile
@@ -72,5 +75,8 @@ def prepare(
         source |= {"dvc_repo": shown, "dvc_rev": dvc_rev, "commit": commit}
     else:
         raise ValueError(f"unknown data_source {data_source!r}; expected 'volume' or 'dvc'")
-    summary = prepare_dataset(dataset, root.resolve(), Path(prepared.path))
+    # Digests of unchanged files (same path, size, mtime) are reused from the last run.
+    key = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]
+    cache = Path(volume) / "cache" / "fingerprints" / f"{key}.json"
+    summary = prepare_dataset(dataset, root.resolve(), Path(prepared.path), fingerprint_cache=cache)
     prepared.metadata.update({**summary, **source, "dataset": dataset, "root": str(root.resolve())})

@@ -55,9 +55,15 @@ def train(
             f"preset {preset!r} trains on {cfg.data.dataset} data but the dataset is "
             f"{prepared.metadata['dataset']!r}"
         )
+    from ihl.device import cuda_problem
+
     visible = torch.cuda.device_count()
     if num_gpus > visible:
-        raise RuntimeError(f"num_gpus={num_gpus} but this pod sees {visible} CUDA device(s)")
+        problem = cuda_problem()
+        raise RuntimeError(
+            f"num_gpus={num_gpus} but this pod sees {visible} CUDA device(s)"
+            + (f": {problem}" if problem else "")
+        )
 
     resolved = config.to_dict(cfg)
     identity = [resolved, prepared.metadata.get("fingerprint"), num_gpus, image]

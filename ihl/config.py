@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -122,8 +122,9 @@ class TrainConfig(_Section):
     checkpoint_interval_iters: int = Field(0, ge=0)
     """Also save latest.pt every this many iterations (0: at epoch ends only); long epochs on
     preemptible nodes then lose at most this much work."""
-    num_workers: int = Field(2, ge=0)
-    """DataLoader worker processes per device."""
+    num_workers: Annotated[int, Field(ge=0)] | Literal["auto"] = "auto"
+    """DataLoader worker processes per device; "auto": the CPUs this process may use (cgroup
+    quota, affinity) shared between the node's ranks, one each kept for the rank itself."""
     amp: Literal["off", "bf16", "fp16"] = "off"
     """Mixed precision: bf16 on CUDA and on CPUs with bf16 instructions (AVX512-BF16, AMX, Arm
     BF16; other CPUs would emulate it many times slower, so they train in float32), fp16 with a

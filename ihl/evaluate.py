@@ -1,7 +1,10 @@
 """Evaluation stage: run a model over a split, map keypoints back to the images, score them.
 
-``predict_dataset`` and ``score`` are the pieces training reuses for validation;
-``evaluate`` is the stage: checkpoint in, ``metrics.json`` and ``results.json`` out.
+``predict_dataset`` and ``gather_and_score`` are the pieces training reuses for
+validation; ``evaluate`` is the stage: checkpoint in, ``metrics.json`` and
+``results.json`` out. Under torchrun every rank predicts one shard of the crops
+(contiguous, whole batches, none twice) and rank 0 scores them all, with the
+same numbers a single process gets.
 """
 
 from __future__ import annotations
@@ -11,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from ihl.checkpoint import load_model
@@ -20,7 +24,16 @@ from ihl.data.build import build_eval_dataset, worker_init
 from ihl.data.coco import is_image_info
 from ihl.data.errors import DatasetError
 from ihl.data.transforms import coords_to_image
-from ihl.inference import predict_crops, resolve_device
+from ihl.device import num_workers as worker_count
+from ihl.device import resolve_device
+from ihl.distributed import (
+    Distributed,
+    broadcast_from_main,
+    gather_to_main,
+    init_distributed,
+    shard,
+)
+from ihl.inference import predict_crops
 from ihl.metrics.coco import (
     build_results,
     evaluate_coco,
@@ -42,17 +55,20 @@ def predict_dataset(
     progress: bool,
     *,
     num_workers: int | None = None,
+    indices: range | None = None,
 ) -> dict[str, np.ndarray]:
-    """Keypoints in image pixels for every crop of ``dataset``, in dataset order.
+    """Keypoints in image pixels for every crop of ``dataset`` (or those of ``indices``), in
+    dataset order.
 
     Returns the arrays ``build_results`` takes: image_ids, keypoints (N, K, 2),
     keypoint_scores (N, K), box_scores and box_areas (the padded crop area, as
-    the HRNet OKS-NMS uses), plus sigma (N, K, 2) for IHL models.
+    the HRNet OKS-NMS uses), plus sigma (N, K, 2) for IHL models; no arrays for
+    no crops.
     """
     device = torch.device(device)
-    workers = cfg.train.num_workers if num_workers is None else num_workers
+    workers = worker_count(cfg.train.num_workers if num_workers is None else num_workers)
     loader = DataLoader(
-        dataset,
+        dataset if indices is None else Subset(dataset, indices),
         batch_size=batch_size,
         shuffle=False,
         num_workers=workers,
@@ -89,6 +105,30 @@ def predict_dataset(
             parts.setdefault(key, []).append(value)
     model.train(was_training)
     return {key: np.concatenate(values) for key, values in parts.items()}
+
+
+def gather_and_score(
+    cfg: Config,
+    predictions: Mapping[str, np.ndarray],
+    ground_truth: Path,
+    ddp: Distributed,
+    score_it: bool = True,
+) -> tuple[dict[str, float], list[dict]]:
+    """``score`` of every rank's predictions (their shards in rank order), computed on rank 0;
+    every rank gets the metrics, only rank 0 the results. Without ``score_it``, results only."""
+    parts = gather_to_main(dict(predictions), ddp)
+    metrics: dict[str, float] = {}
+    results: list[dict] = []
+    if parts is not None:
+        nonempty = [part for part in parts if part]
+        merged = {key: np.concatenate([p[key] for p in nonempty]) for key in nonempty[0]}
+        if score_it:
+            metrics, results = score(cfg, merged, ground_truth)
+        elif cfg.data.dataset == "crowdpose":
+            results = build_crowdpose_results(merged)
+        else:
+            results = build_results(merged)
+    return broadcast_from_main(metrics, ddp), results
 
 
 def score(
@@ -152,44 +192,55 @@ def evaluate(
     way and its metrics join the others as ``best_checkpoint_<name>``. An image-info
     ``ann_file`` (test-dev: images, no annotations) gives the results file only, ready for
     submission, and no metrics. Files are written atomically, and only once everything has
-    been computed, so a failed run leaves no partial outputs.
+    been computed, so a failed run leaves no partial outputs. Under torchrun the ranks
+    share the crops and rank 0 writes the files; every rank returns the metrics.
     """
     image_info = ann_file is not None and is_image_info(ann_file)
     if image_info and best is not None:
         raise ValueError(f"{ann_file}: an image-info file has no ground truth to compare with")
-    found = [
-        _run(
-            ckpt,
-            data_root=data_root,
-            split=split,
-            boxes=boxes,
-            device=device,
-            flip=flip,
-            batch_size=batch_size,
-            progress=progress,
-            ann_file=ann_file,
-            image_dir=image_dir,
-            detections=detections,
-            num_workers=num_workers,
-            score_it=not image_info,
-        )
-        for ckpt in (checkpoint, best)
-        if ckpt is not None
-    ]
-    metrics, results = found[0]
-    if best is not None:
-        best_metrics = found[1][0]
-        best_epoch = load_epoch(best)
-        metrics = {
-            **metrics,
-            **{f"best_checkpoint_{k}": v for k, v in best_metrics.items()},
-            **({"best_checkpoint_epoch": float(best_epoch)} if best_epoch is not None else {}),
-        }
-    out_dir = Path(out_dir)
-    write_results(results, out_dir / "results.json")
-    if not image_info:
-        write_metrics(metrics, out_dir / "metrics.json")
-    return metrics
+    dev = resolve_device(device)
+    ddp = init_distributed(dev)
+    try:
+        if dev.type == "cuda" and dev.index is None:
+            dev = torch.device("cuda", ddp.local_rank)
+        found = [
+            _run(
+                ckpt,
+                dev,
+                ddp,
+                data_root=data_root,
+                split=split,
+                boxes=boxes,
+                flip=flip,
+                batch_size=batch_size,
+                progress=progress,
+                ann_file=ann_file,
+                image_dir=image_dir,
+                detections=detections,
+                num_workers=num_workers,
+                score_it=not image_info,
+            )
+            for ckpt in (checkpoint, best)
+            if ckpt is not None
+        ]
+        metrics, results = found[0]
+        if best is not None:
+            best_metrics = found[1][0]
+            best_epoch = load_epoch(best)
+            metrics = {
+                **metrics,
+                **{f"best_checkpoint_{k}": v for k, v in best_metrics.items()},
+                **({"best_checkpoint_epoch": float(best_epoch)} if best_epoch is not None else {}),
+            }
+        if ddp.is_main:
+            out_dir = Path(out_dir)
+            write_results(results, out_dir / "results.json")
+            if not image_info:
+                write_metrics(metrics, out_dir / "metrics.json")
+        return metrics
+    finally:
+        if ddp.owns_group:
+            dist.destroy_process_group()
 
 
 def load_epoch(checkpoint: Path) -> int | None:
@@ -202,11 +253,12 @@ def load_epoch(checkpoint: Path) -> int | None:
 
 def _run(
     checkpoint: Path,
+    dev: torch.device,
+    ddp: Distributed,
     *,
     data_root: Path | None,
     split: str,
     boxes: str,
-    device: str | None,
     flip: bool | None,
     batch_size: int,
     progress: bool,
@@ -216,7 +268,8 @@ def _run(
     num_workers: int | None,
     score_it: bool,
 ) -> tuple[dict[str, float], list[dict]]:
-    """(metrics, results) of one checkpoint; without ``score_it`` results only (COCO layout)."""
+    """(metrics, results) of one checkpoint, this rank's shard of the crops predicted and
+    gathered to rank 0; without ``score_it`` results only."""
     model, cfg = load_model(checkpoint)
     if flip is not None:
         cfg.test.flip = flip
@@ -231,15 +284,17 @@ def _run(
     )
     if cfg.data.dataset == "mpii" and not ground_truth.is_file():
         raise DatasetError(f"{ground_truth}: MPII ground-truth file not found")
-    dev = resolve_device(device)
     model.to(dev)
     if cfg.train.channels_last:
         model.to(memory_format=torch.channels_last)
     predictions = predict_dataset(
-        model, cfg, dataset, dev, batch_size, progress, num_workers=num_workers
+        model,
+        cfg,
+        dataset,
+        dev,
+        batch_size,
+        progress and ddp.is_main,
+        num_workers=num_workers,
+        indices=shard(len(dataset), ddp.rank, ddp.world_size, batch_size),
     )
-    if score_it:
-        return score(cfg, predictions, ground_truth)
-    if cfg.data.dataset == "crowdpose":
-        return {}, build_crowdpose_results(predictions)
-    return {}, build_results(predictions)
+    return gather_and_score(cfg, predictions, ground_truth, ddp, score_it)

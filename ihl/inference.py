@@ -12,16 +12,6 @@ from ihl.models.heads import argmax_refined
 from ihl.models.pose import PoseModel
 
 
-def resolve_device(device: str | None = None) -> torch.device:
-    """The requested device, or CUDA when present and the CPU otherwise."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    resolved = torch.device(device)
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available")
-    return resolved
-
-
 @dataclass
 class CropPrediction:
     coords: Tensor

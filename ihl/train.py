@@ -9,6 +9,13 @@ augmentation depends only on (seed, epoch, index) (the datasets seed it so), an
 epoch's order only on (seed, epoch) (DistributedSampler seeds its own
 torch.Generator with seed + epoch), and the checkpoint carries the weights, the
 flow, optimizer, schedule, scaler, RNG states and the position inside the epoch.
+
+Across ranks: every rank validates a shard of the validation set (rank 0 scores
+the gathered predictions), every collective has an explicit timeout
+(``ihl.distributed``), a non-finite loss on any rank stops all of them, and a
+run resumes only with the world size that wrote its latest.pt. On the GPU's
+critical path there is no per-step host read (the loss terms are read every
+``READ_EVERY`` steps) and no checkpoint write (a background thread writes it).
 """
 
 from __future__ import annotations
@@ -18,8 +25,8 @@ import itertools
 import json
 import logging
 import math
-import os
 import random
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,41 +45,20 @@ from ihl.checkpoint import CheckpointError, init_from, safe_load, save_model
 from ihl.config import Config
 from ihl.data.build import build_train_dataset, build_val_dataset, worker_init
 from ihl.data.errors import DatasetError
-from ihl.evaluate import predict_dataset, score
+from ihl.data.transforms import heatmaps_from_marginals
+from ihl.device import num_workers, resolve_device
+from ihl.distributed import Distributed, build_on_main, init_distributed, shard
+from ihl.evaluate import gather_and_score, predict_dataset
 from ihl.files import folder_lock, remove_temporaries, torch_save
-from ihl.inference import resolve_device
 from ihl.losses import build_loss
 from ihl.models import build_model
 
 log = logging.getLogger(__name__)
 
 STATE_FORMAT = "ihl-train-state/1"
-TARGET_KEYS = ("coords", "weights", "heatmaps")
-
-
-@dataclass(frozen=True)
-class Distributed:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    owns_group: bool = False
-    """Whether ``train`` created the process group, and so must destroy it."""
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed() -> Distributed:
-    """Join the torchrun process group when WORLD_SIZE > 1; a plain process otherwise."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size == 1:
-        return Distributed()
-    owns_group = not dist.is_initialized()
-    if owns_group:
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    return Distributed(dist.get_rank(), world_size, local_rank, owns_group)
+TARGET_KEYS = ("coords", "weights", "heatmap_x", "heatmap_y")
+READ_EVERY = 50
+"""Steps between reads of the loss terms: each read waits for the GPU to finish."""
 
 
 class EpochLog(Protocol):
@@ -149,17 +135,33 @@ def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     return None
 
 
-class SkipSampler(Sampler[int]):
-    """Another sampler's order without its first ``skip`` indices: resuming inside an epoch."""
+class EpochSampler(Sampler[tuple[int, int]]):
+    """This rank's ``(epoch, index)`` pairs for ``state.epoch``, from ``state.step`` on.
 
-    def __init__(self, sampler: Sampler[int], skip: int):
-        self.sampler, self.skip = sampler, skip
+    Read when iterated, so one loader with persistent workers serves every epoch:
+    each index carries its epoch to the worker that augments it. The order is
+    DistributedSampler's for (seed, epoch), so a resumed run sees the same batches.
+    """
 
-    def __iter__(self) -> Iterator[int]:
-        return itertools.islice(iter(self.sampler), self.skip, None)
+    def __init__(self, size: int, ddp: Distributed, seed: int, state: TrainState, batch: int):
+        self.size, self.ddp, self.seed, self.state, self.batch = size, ddp, seed, state, batch
+
+    def order(self, epoch: int, rank: int) -> list[int]:
+        """Rank ``rank``'s sample indices of ``epoch``, in order."""
+        sampler = DistributedSampler(
+            range(self.size), self.ddp.world_size, rank, shuffle=True, seed=self.seed
+        )
+        sampler.set_epoch(epoch)
+        return list(sampler)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch, skip = self.state.epoch, self.state.step * self.batch
+        order = self.order(epoch, self.ddp.rank)
+        return ((epoch, index) for index in itertools.islice(order, skip, None))
 
     def __len__(self) -> int:
-        return max(len(self.sampler) - self.skip, 0)
+        per_rank = math.ceil(self.size / self.ddp.world_size)
+        return max(per_rank - self.state.step * self.batch, 0)
 
 
 @dataclass
@@ -173,6 +175,9 @@ class TrainState:
     """Loss terms summed over the steps of the current epoch, for its mean."""
     best: dict[str, float] = field(default_factory=dict)
     """Validation metrics of best.pt."""
+    pending_validation: bool = False
+    """Epoch ``epoch`` - 1 ended and was saved but its validation has not finished: latest.pt
+    is written before validating, so a failed validation repeats only itself."""
 
 
 def rng_state() -> dict[str, Any]:
@@ -206,23 +211,26 @@ def seed_everything(seed: int) -> None:
 
 def train_loader(
     dataset: Dataset, cfg: Config, ddp: Distributed, state: TrainState, pin_memory: bool
-) -> DataLoader:
-    """The loader of ``state.epoch`` from ``state.step`` on. A new one each epoch: workers are
-    forked from the dataset after ``set_epoch``, so they augment for the right epoch."""
-    dataset.set_epoch(state.epoch)
-    sampler = DistributedSampler(
-        dataset, num_replicas=ddp.world_size, rank=ddp.rank, shuffle=True, seed=cfg.train.seed
-    )
-    sampler.set_epoch(state.epoch)
-    return DataLoader(
+) -> tuple[DataLoader, EpochSampler]:
+    """One loader for the whole run; each pass yields ``state.epoch`` from ``state.step`` on.
+
+    Its workers persist across epochs (the epoch travels with each index), and
+    their number follows the CPUs this process really has when ``num_workers`` is
+    "auto". Returns the sampler too, which names the samples of any step.
+    """
+    sampler = EpochSampler(len(dataset), ddp, cfg.train.seed, state, cfg.train.batch_size)
+    workers = num_workers(cfg.train.num_workers, ddp.local_world_size)
+    loader = DataLoader(
         dataset,
         batch_size=cfg.train.batch_size,
-        sampler=SkipSampler(sampler, state.step * cfg.train.batch_size),
-        num_workers=cfg.train.num_workers,
+        sampler=sampler,
+        num_workers=workers,
         worker_init_fn=worker_init,
         pin_memory=pin_memory,
         drop_last=True,
+        persistent_workers=workers > 0,
     )
+    return loader, sampler
 
 
 def validate(
@@ -232,9 +240,58 @@ def validate(
     ground_truth: Path,
     device: torch.device,
     progress: bool,
+    ddp: Distributed,
 ) -> dict[str, float]:
-    predictions = predict_dataset(model, cfg, dataset, device, cfg.train.batch_size, progress)
-    return score(cfg, predictions, ground_truth)[0]
+    """Metrics of ``model`` on the validation set, each rank predicting one shard."""
+    batch = cfg.train.batch_size
+    indices = shard(len(dataset), ddp.rank, ddp.world_size, batch)
+    predictions = predict_dataset(model, cfg, dataset, device, batch, progress, indices=indices)
+    return gather_and_score(cfg, predictions, ground_truth, ddp)[0]
+
+
+def sync_buffers(model: nn.Module, ddp: Distributed) -> None:
+    """Rank 0's BatchNorm statistics on every rank. DDP runs with broadcast_buffers=False (no
+    broadcast before every forward); once per epoch is enough, as they only matter for
+    validation and the checkpoint, which holds rank 0's."""
+    if ddp.world_size > 1:
+        for buffer in model.buffers():
+            dist.broadcast(buffer, 0)
+
+
+class LossMeter:
+    """Loss terms summed on the device and read every few steps, plus the first step of the
+    epoch whose loss was not finite, which every rank learns at each read.
+
+    Reading a tensor waits for the GPU; a read per step would keep it idle while the
+    host prepares the next one.
+    """
+
+    def __init__(self, device: torch.device, step: int):
+        self.device = device
+        self.sums: dict[str, Tensor] = {}
+        self.step = torch.tensor(step, device=device)
+        self.first_bad = torch.tensor(-1, device=device)
+        self.steps = 0
+
+    def add(self, terms: dict[str, Tensor]) -> None:
+        for key, value in terms.items():
+            value = value.detach().to(torch.float64)
+            self.sums[key] = self.sums[key] + value if key in self.sums else value
+        bad = ~torch.isfinite(terms["loss"].detach()) & (self.first_bad < 0)
+        self.first_bad = torch.where(bad, self.step, self.first_bad)
+        self.step += 1
+        self.steps += 1
+
+    def read(self, ddp: Distributed) -> tuple[dict[str, float], list[int]]:
+        """The sums since the last read, and per rank the first non-finite step (-1: none)."""
+        names = sorted(self.sums)
+        flags = torch.full((ddp.world_size,), -1, device=self.device)
+        flags[ddp.rank] = self.first_bad
+        if ddp.world_size > 1:
+            dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        values = torch.stack([self.sums[n] for n in names]).tolist() if names else []
+        self.sums, self.steps = {}, 0
+        return dict(zip(names, values, strict=True)), flags.tolist()
 
 
 def key_metric(cfg: Config) -> str:
@@ -256,24 +313,52 @@ def train_one_epoch(
     device: torch.device,
     cfg: Config,
     *,
+    ddp: Distributed,
     save: Callable[[], None],
     on_step: Callable[[int], None] | None,
     bar: tqdm,
+    describe: Callable[[int, int], str] = lambda rank, step: "",
 ) -> None:
-    """One pass over ``loader``, saving latest.pt every ``checkpoint_interval_iters`` steps."""
+    """One pass over ``loader``, saving latest.pt every ``checkpoint_interval_iters`` steps.
+
+    The loss terms are read (one wait for the GPU) every ``READ_EVERY`` steps,
+    before each save and at the end; a non-finite loss on any rank then stops
+    every rank before anything is saved, naming the step and, through
+    ``describe(rank, step)``, its samples.
+    """
     interval = cfg.train.checkpoint_interval_iters
+    meter = LossMeter(device, state.step)
+
+    def read() -> None:
+        sums, bad = meter.read(ddp)
+        for key, value in sums.items():
+            state.sums[key] = state.sums.get(key, 0.0) + value
+        for rank, step in enumerate(bad):
+            if step >= 0:
+                samples = describe(rank, step)
+                raise FloatingPointError(
+                    f"loss is not finite at epoch {state.epoch + 1}, step {step + 1} on rank "
+                    f"{rank}{f' ({samples})' if samples else ''}; latest.pt still holds the last "
+                    "good state"
+                )
+        if state.step:
+            bar.set_postfix(
+                loss=f"{state.sums.get('loss', math.nan) / state.step:.3f}",
+                lr=f"{scheduler.get_last_lr()[0]:.2e}",
+                refresh=False,
+            )
+
     for batch in loader:
         images = batch["image"].to(device, non_blocking=True)
         if cfg.train.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         targets = {k: batch[k].to(device, non_blocking=True) for k in TARGET_KEYS if k in batch}
-        terms = step_fn(images, targets)
-        values = {k: v.item() for k, v in terms.items()}
-        if not math.isfinite(values["loss"]):
-            raise FloatingPointError(
-                f"loss is {values['loss']} at epoch {state.epoch}, iteration {state.iteration} "
-                f"(terms {values}); latest.pt still holds the last good state"
+        if "heatmap_x" in targets:
+            targets["heatmaps"] = heatmaps_from_marginals(
+                targets.pop("heatmap_x"), targets.pop("heatmap_y")
             )
+        terms = step_fn(images, targets)
+        meter.add(terms)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(terms["loss"]).backward()
         scaler.step(optimizer)
@@ -281,14 +366,15 @@ def train_one_epoch(
         scheduler.step()
         state.step += 1
         state.iteration += 1
-        for key, value in values.items():
-            state.sums[key] = state.sums.get(key, 0.0) + value
         bar.update()
-        bar.set_postfix(loss=f"{values['loss']:.3f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
-        if interval and state.iteration % interval == 0:
+        saving = bool(interval) and state.iteration % interval == 0
+        if saving or meter.steps >= READ_EVERY:
+            read()
+        if saving:
             save()
         if on_step is not None:
             on_step(state.iteration)
+    read()
 
 
 def build_optimizer(
@@ -309,6 +395,50 @@ def build_optimizer(
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
 
 
+class CheckpointWriter:
+    """Writes checkpoints from a background thread, one at a time.
+
+    The training loop waits only for a copy of the state in host memory; the
+    write (seconds on network storage) overlaps the next steps. A failed write
+    is raised at the next save or at ``wait``.
+    """
+
+    def __init__(self) -> None:
+        self.thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+
+    def save(self, obj: dict[str, Any], path: Path) -> None:
+        self.wait()
+        snapshot = _to_host(obj)
+        self.thread = threading.Thread(target=self._write, args=(snapshot, path), daemon=False)
+        self.thread.start()
+
+    def _write(self, obj: dict[str, Any], path: Path) -> None:
+        try:
+            torch_save(obj, path)
+        except BaseException as err:  # raised in the training thread by wait()
+            self.error = err
+
+    def wait(self) -> None:
+        if self.thread is not None:
+            self.thread.join()
+            self.thread = None
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
+
+
+def _to_host(obj: Any) -> Any:
+    """A copy of ``obj`` whose tensors are on the CPU and no longer shared with training."""
+    if isinstance(obj, Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {key: _to_host(value) for key, value in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(_to_host(value) for value in obj)
+    return obj
+
+
 def train(
     cfg: Config,
     out_dir: Path,
@@ -322,15 +452,17 @@ def train(
 ) -> dict[str, float]:
     """Train ``cfg`` into ``out_dir``; returns the validation metrics of the best checkpoint.
 
-    Writes ``checkpoints/latest.pt`` (full training state, at each epoch end and
-    every ``train.checkpoint_interval_iters`` steps), ``checkpoints/best.pt`` (model
-    only, best validation AP or PCKh) and ``checkpoints/final.pt`` (the last epoch's model,
-    which the reference scores), and reports each epoch to ``epoch_log`` (the
-    command line passes ``ihl.edge.live.LiveLog``, DVCLive files under ``live/``);
-    under torchrun only rank 0 writes. With ``resume`` a run continues from latest.pt
-    when there is one (so a restarted pod can always pass it). ``on_step(iteration)``
-    is called after every optimisation step, once any checkpoint of that step is
-    written. Datasets are checked before anything is written.
+    Writes ``checkpoints/latest.pt`` (full training state, at each epoch end, before
+    validating, and every ``train.checkpoint_interval_iters`` steps),
+    ``checkpoints/best.pt`` (model only, best validation AP or PCKh) and
+    ``checkpoints/final.pt`` (the last epoch's model, which the reference scores), and
+    reports each epoch to ``epoch_log`` (the command line passes
+    ``ihl.edge.live.LiveLog``, DVCLive files under ``live/``); under torchrun only rank 0
+    writes. With ``resume`` a run continues from latest.pt when there is one (so a
+    restarted pod can always pass it), provided it was written with the same world
+    size. ``on_step(iteration)`` is called after every optimisation step, once any
+    checkpoint of that step is written. Datasets are checked before anything is
+    written.
 
     ``resume="matching"`` resumes only a state of this config and data and otherwise
     trains from scratch (what ``dvc repro`` runs after a change of params).
@@ -341,11 +473,12 @@ def train(
     training state, and a resume is refused unless the config and the fingerprint are
     those of the run that wrote latest.pt.
     """
-    ddp = init_distributed()
+    dev = resolve_device(device)
+    ddp = init_distributed(dev)
     try:
         with contextlib.ExitStack() as held:
             return _train(
-                cfg, Path(out_dir), ddp, resume, device, progress, on_step, epoch_log,
+                cfg, Path(out_dir), ddp, resume, dev, progress, on_step, epoch_log,
                 data_fingerprint, held,
             )  # fmt: skip
     finally:
@@ -390,22 +523,21 @@ def _train(
     out_dir: Path,
     ddp: Distributed,
     resume: bool | str,
-    device: str | None,
+    dev: torch.device,
     progress: bool,
     on_step: Callable[[int], None] | None,
     epoch_log: EpochLog | None,
     data_fingerprint: str | None,
     held: contextlib.ExitStack,
 ) -> dict[str, float]:
-    dev = resolve_device(device)
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", ddp.local_rank)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
         torch.backends.cudnn.benchmark = True
 
-    train_set = build_train_dataset(cfg)
-    val_set, ground_truth = build_val_dataset(cfg)
+    train_set = build_on_main(lambda: build_train_dataset(cfg), ddp)
+    val_set, ground_truth = build_on_main(lambda: build_val_dataset(cfg), ddp)
     iters_per_epoch = math.ceil(len(train_set) / ddp.world_size) // cfg.train.batch_size
     if iters_per_epoch == 0:
         raise DatasetError(
@@ -452,6 +584,14 @@ def _train(
     if resuming:
         if ckpt.get("format") != STATE_FORMAT:
             raise CheckpointError(f"{latest_path}: not a training state ({ckpt.get('format')!r})")
+        written_by = ckpt.get("world_size", 1)
+        if written_by != ddp.world_size:
+            raise CheckpointError(
+                f"{latest_path} was written by a run of {written_by} process(es) and this run has "
+                f"{ddp.world_size}: the learning-rate schedule, the batches of each epoch and the "
+                f"position in it depend on the world size. Resume with {written_by} process(es) "
+                "(torchrun --nnodes x --nproc-per-node), or train into a new folder"
+            )
         try:
             check_resumable(ckpt, cfg, data_fingerprint, latest_path)
         except CheckpointError as err:
@@ -469,23 +609,29 @@ def _train(
         set_rng_state(ckpt["rng"])
         log.info("resumed from %s at epoch %d, step %d", latest_path, state.epoch, state.step)
 
+    writer = CheckpointWriter()
+
     def save_latest() -> None:
         if ddp.is_main:
-            torch_save(
-                {
-                    "format": STATE_FORMAT,
-                    "config": config_mod.to_dict(cfg),
-                    "data_fingerprint": data_fingerprint,
-                    **{name: part.state_dict() for name, part in parts.items()},
-                    "state": vars(state),
-                    "rng": rng_state(),
-                },
-                latest_path,
-            )
+            latest = {
+                "format": STATE_FORMAT,
+                "config": config_mod.to_dict(cfg),
+                "data_fingerprint": data_fingerprint,
+                "world_size": ddp.world_size,
+                **{name: part.state_dict() for name, part in parts.items()},
+                "state": vars(state),
+                "rng": rng_state(),
+            }
+            writer.save(latest, latest_path)
+            if on_step is not None:  # its contract: the step's checkpoint is on disk
+                writer.wait()
 
     if ddp.world_size > 1:
         step_fn = DistributedDataParallel(
-            step_fn, device_ids=[dev.index] if dev.type == "cuda" else None
+            step_fn,
+            device_ids=[dev.index] if dev.type == "cuda" else None,
+            broadcast_buffers=False,
+            gradient_as_bucket_view=True,
         )
     report = epoch_log if ddp.is_main else None
     if report is not None:
@@ -494,12 +640,37 @@ def _train(
     key = key_metric(cfg)
     show = progress and ddp.is_main
     epochs = cfg.train.epochs
+    loader, sampler = train_loader(train_set, cfg, ddp, state, dev.type == "cuda")
+
+    def describe(rank: int, step: int) -> str:
+        batch = cfg.train.batch_size
+        indices = sampler.order(state.epoch, rank)[step * batch : (step + 1) * batch]
+        return "samples " + ", ".join(train_set._record(i) for i in indices)
+
+    def validate_epoch(done: int, logged: dict[str, float]) -> None:
+        """Validate after epoch ``done`` (1-based), keep best.pt (and final.pt after the
+        last epoch), clear the pending mark."""
+        metrics = validate(model, cfg, val_set, ground_truth, dev, show, ddp)
+        if is_better(metrics, state.best, key):
+            state.best = {**metrics, "epoch": float(done)}
+            if ddp.is_main:
+                save_model(best_path, model, cfg, epoch=done, metrics=metrics)
+        if done == epochs and ddp.is_main:
+            save_model(final_path, model, cfg, epoch=done, metrics=metrics)
+        logged.update({f"val/{name}": value for name, value in metrics.items()})
+        state.pending_validation = False
+        save_latest()
+
     try:
+        if state.pending_validation:
+            logged: dict[str, float] = {}
+            validate_epoch(state.epoch, logged)
+            if report is not None:
+                report.log_epoch(state.epoch - 1, logged)
         while state.epoch < epochs:
             epoch = state.epoch
             if hasattr(criterion, "set_epoch"):
                 criterion.set_epoch(epoch)
-            loader = train_loader(train_set, cfg, ddp, state, dev.type == "cuda")
             model.train()
             with tqdm(
                 total=iters_per_epoch,
@@ -516,34 +687,27 @@ def _train(
                     state,
                     dev,
                     cfg,
+                    ddp=ddp,
                     save=save_latest,
                     on_step=on_step,
                     bar=bar,
+                    describe=describe,
                 )
-
-            metrics: dict[str, float] = {}
-            if (epoch + 1) % cfg.train.val_interval == 0 or epoch + 1 == epochs:
-                if ddp.is_main:
-                    metrics = validate(model, cfg, val_set, ground_truth, dev, show)
-                if ddp.world_size > 1:
-                    shared = [metrics]
-                    dist.broadcast_object_list(shared)
-                    metrics = shared[0]
-            if metrics and is_better(metrics, state.best, key):
-                state.best = {**metrics, "epoch": float(epoch + 1)}
-                if ddp.is_main:
-                    save_model(best_path, model, cfg, epoch=epoch + 1, metrics=metrics)
-            if epoch + 1 == epochs and ddp.is_main:
-                save_model(final_path, model, cfg, epoch=epochs, metrics=metrics)
-            if report is not None:
-                logged = {
-                    f"train/{name}": total / iters_per_epoch for name, total in state.sums.items()
-                }
-                logged["train/lr"] = scheduler.get_last_lr()[0]
-                logged.update({f"val/{name}": value for name, value in metrics.items()})
-                report.log_epoch(epoch, logged)
+            sync_buffers(model, ddp)
+            logged = {
+                f"train/{name}": total / iters_per_epoch for name, total in state.sums.items()
+            }
+            logged["train/lr"] = scheduler.get_last_lr()[0]
             state.epoch, state.step, state.sums = epoch + 1, 0, {}
+            state.pending_validation = (
+                state.epoch % cfg.train.val_interval == 0 or state.epoch == epochs
+            )
             save_latest()
+            if state.pending_validation:
+                validate_epoch(state.epoch, logged)
+            if report is not None:
+                report.log_epoch(epoch, logged)
+        writer.wait()
     finally:
         if report is not None:
             report.end()

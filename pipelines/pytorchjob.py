@@ -2,13 +2,15 @@
 
 One pod per node (a Master and ``nodes - 1`` Workers), each running torchrun
 with one process per GPU. The operator gives every pod MASTER_ADDR (the
-Master's service), MASTER_PORT and RANK (the pod's index, 0 for the Master),
-which Kubernetes substitutes into torchrun's arguments as the rendezvous
-address and node rank; torchrun then sets
-WORLD_SIZE, RANK and LOCAL_RANK for each ``ihl train`` process, which joins the
-process group as it does under ``--standalone``. Data and the run folder are on
-the data PVC (ReadWriteMany, since every node mounts it); only global rank 0
-writes checkpoints, and a restarted pod resumes from ``latest.pt``.
+Master's service) and MASTER_PORT; torchrun's c10d rendezvous meets there (the
+Master pod hosts its store) and hands out the node and process ranks, so a pod
+that restarts rejoins whatever its index, and ``--max-restarts`` lets torchrun
+restart the worker group in place before Kubernetes restarts the pod. Each
+``ihl train`` process asks for CUDA explicitly (``--device cuda``), so a node
+whose driver cannot run torch's CUDA fails at once rather than training on gloo.
+Data, staged ImageNet weights and the run folder are on the data PVC
+(ReadWriteMany, since every node mounts it); only global rank 0 writes
+checkpoints, and a restarted job resumes from ``latest.pt``.
 """
 
 from __future__ import annotations
@@ -16,7 +18,15 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from ihl.weights import WEIGHTS_ENV
 from pipelines.settings import VOLUME_MOUNT, ClusterSettings
+
+NCCL_ENV = {
+    "NCCL_DEBUG": "WARN",
+    "TORCH_NCCL_ASYNC_ERROR_HANDLING": "1",
+}
+"""NCCL warnings in the pod log, and a failed or timed-out collective aborts the process
+(torchrun then restarts the group) instead of leaving the other ranks waiting."""
 
 
 def pytorchjob_manifest(
@@ -31,23 +41,33 @@ def pytorchjob_manifest(
     data_pvc: str = "ihl-data",
     cluster: ClusterSettings | None = None,
     namespace: str | None = None,
+    max_restarts: int = 3,
+    rdma_resource: str | None = None,
+    nccl_env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """The PyTorchJob (kubeflow.org/v1) training ``preset`` on ``nodes`` x ``gpus_per_node`` GPUs.
 
     ``data_path`` is the dataset folder on the data volume; the run folder is
     ``/data/runs/<name>``. ``overrides`` are dotted config keys, as ``ihl train --set``.
+    CPU, memory and /dev/shm scale with ``gpus_per_node`` (``ClusterSettings.resources``).
+    ``rdma_resource`` (e.g. ``rdma/ib``, the device plugin's resource name) requests one
+    RDMA device per pod, with the IPC_LOCK capability NCCL needs to register memory;
+    ``nccl_env`` adds to or overrides ``NCCL_ENV`` (e.g. NCCL_SOCKET_IFNAME).
     """
     if nodes < 1 or gpus_per_node < 1:
         raise ValueError(f"nodes and gpus_per_node must be 1 or more, got {nodes}, {gpus_per_node}")
+    if max_restarts < 0:
+        raise ValueError(f"max_restarts must be 0 or more, got {max_restarts}")
     cluster = cluster or ClusterSettings()
     sets = {"data.root": f"{VOLUME_MOUNT}/{data_path.strip('/')}", **(overrides or {})}
     command = [
         "torchrun",
         f"--nnodes={nodes}",
         f"--nproc-per-node={gpus_per_node}",
-        "--node-rank=$(RANK)",
-        "--master-addr=$(MASTER_ADDR)",
-        "--master-port=$(MASTER_PORT)",
+        "--rdzv-backend=c10d",
+        "--rdzv-endpoint=$(MASTER_ADDR):$(MASTER_PORT)",
+        f"--rdzv-id={name}",
+        f"--max-restarts={max_restarts}",
         "--no-python",
         "ihl",
         "train",
@@ -56,21 +76,34 @@ def pytorchjob_manifest(
         "-o",
         f"{VOLUME_MOUNT}/runs/{name}",
         "--resume",
+        "--device",
+        "cuda",
     ]
     for key, value in sets.items():
         command += ["--set", f"{key}={_yaml_value(value)}"]
+    sizes = cluster.resources(gpus_per_node)
+    devices = {cluster.accelerator: gpus_per_node}
+    if rdma_resource:
+        devices[rdma_resource] = 1
     resources = {
-        "requests": {
-            "cpu": cluster.cpu_request,
-            "memory": cluster.memory_request,
-            cluster.accelerator: gpus_per_node,
-        },
-        "limits": {
-            "cpu": cluster.cpu_limit,
-            "memory": cluster.memory_limit,
-            cluster.accelerator: gpus_per_node,
-        },
+        "requests": {"cpu": sizes.cpu_request, "memory": sizes.memory_request, **devices},
+        "limits": {"cpu": sizes.cpu_limit, "memory": sizes.memory_limit, **devices},
     }
+    env = {WEIGHTS_ENV: cluster.weights_dir, **NCCL_ENV, **(nccl_env or {})}
+    container: dict[str, Any] = {
+        # The operator finds the training container by this name.
+        "name": "pytorch",
+        "image": image,
+        "command": command,
+        "env": [{"name": key, "value": value} for key, value in env.items()],
+        "resources": resources,
+        "volumeMounts": [
+            {"name": "data", "mountPath": VOLUME_MOUNT},
+            {"name": "dshm", "mountPath": "/dev/shm"},
+        ],
+    }
+    if rdma_resource:
+        container["securityContext"] = {"capabilities": {"add": ["IPC_LOCK"]}}
     pod = {
         "spec": {
             "nodeSelector": dict(cluster.node_selector),
@@ -80,22 +113,10 @@ def pytorchjob_manifest(
                 else {"key": t.key, "operator": "Equal", "value": t.value, "effect": t.effect}
                 for t in cluster.tolerations
             ],
-            "containers": [
-                {
-                    # The operator finds the training container by this name.
-                    "name": "pytorch",
-                    "image": image,
-                    "command": command,
-                    "resources": resources,
-                    "volumeMounts": [
-                        {"name": "data", "mountPath": VOLUME_MOUNT},
-                        {"name": "dshm", "mountPath": "/dev/shm"},
-                    ],
-                }
-            ],
+            "containers": [container],
             "volumes": [
                 {"name": "data", "persistentVolumeClaim": {"claimName": data_pvc}},
-                {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": cluster.shm_size}},
+                {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": sizes.shm_size}},
             ],
         }
     }

@@ -35,17 +35,44 @@ class Toleration:
 
 
 @dataclass(frozen=True)
-class ClusterSettings:
-    """What the GPU tasks ask of the cluster. The GPU count is the ``num_gpus`` run parameter;
-    the rest is fixed when the pipeline is compiled."""
+class Resources:
+    """A pod's CPU, memory and /dev/shm, as Kubernetes quantities."""
 
+    cpu_request: str
+    cpu_limit: str
+    memory_request: str
+    memory_limit: str
+    shm_size: str
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    """What the tasks ask of the cluster, all fixed when the pipeline is compiled.
+
+    ``num_gpus`` is the train task's GPU count, written into the pipeline as a
+    literal: KFP backends that do not resolve resource placeholders at run time
+    (before 2.5) drop a request that names a run parameter, and the pod would get
+    no GPU. CPU, memory and /dev/shm of the GPU tasks scale with their GPU count
+    (``*_per_gpu``) unless given outright (``cpu_request`` ... ``shm_size``).
+    """
+
+    num_gpus: int = 1
     accelerator: str = "nvidia.com/gpu"
-    cpu_request: str = "8"
-    cpu_limit: str = "16"
-    memory_request: str = "32Gi"
-    memory_limit: str = "64Gi"
-    shm_size: str = "16Gi"
-    """Size limit of the memory-backed /dev/shm that DataLoader workers pass batches through."""
+    cpu_per_gpu: int = 10
+    """CPU request per GPU: a loader worker decodes and augments about 200 samples/s on one
+    core (benchmarks/data.py), and a GPU trains ResNet-50 at 256x192 at 1-2k images/s."""
+    memory_per_gpu_gi: int = 32
+    """Memory request per GPU in GiB (the limit is twice that): the rank, its workers'
+    copies of the annotations and the pinned batches."""
+    shm_per_gpu_gi: int = 8
+    """Memory-backed /dev/shm per GPU in GiB, through which workers pass batches."""
+    cpu_request: str | None = None
+    cpu_limit: str | None = None
+    memory_request: str | None = None
+    memory_limit: str | None = None
+    shm_size: str | None = None
+    prepare: Resources = Resources("4", "8", "8Gi", "16Gi", "1Gi")
+    """The prepare task: checks annotations, stats (and on first sight hashes) every file."""
     node_selector: dict[str, str] = field(
         default_factory=lambda: {"nvidia.com/gpu.present": "true"}
     )
@@ -58,3 +85,21 @@ class ClusterSettings:
     git_secret: str | None = "ihl-git"
     """Secret with ``username`` and ``token`` (GIT_KEYS) for a private ``dvc_repo``; optional.
     A token never goes into the URL, which is a run parameter, stored and shown in clear."""
+    weights_dir: str = f"{VOLUME_MOUNT}/weights"
+    """Staged ImageNet weights (``ihl weights fetch``), IHL_WEIGHTS_DIR of the GPU tasks."""
+
+    def __post_init__(self) -> None:
+        if self.num_gpus < 0:
+            raise ValueError(f"num_gpus must be 0 or more, got {self.num_gpus}")
+
+    def resources(self, gpus: int) -> Resources:
+        """CPU, memory and /dev/shm of a task with ``gpus`` GPUs (a CPU-only run counts as
+        one): the per-GPU sizes times the count, unless set outright."""
+        n = max(gpus, 1)
+        return Resources(
+            self.cpu_request or str(self.cpu_per_gpu * n),
+            self.cpu_limit or str(2 * self.cpu_per_gpu * n),
+            self.memory_request or f"{self.memory_per_gpu_gi * n}Gi",
+            self.memory_limit or f"{2 * self.memory_per_gpu_gi * n}Gi",
+            self.shm_size or f"{self.shm_per_gpu_gi * n}Gi",
+        )

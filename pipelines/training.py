@@ -34,7 +34,8 @@ from ihl.edge.container_images import image as default_image
 from ihl.edge.urls import has_credentials, redact_url
 from ihl.files import write_bytes
 from ihl.prepare import DATASETS
-from pipelines.settings import GIT_KEYS, S3_KEYS, VOLUME_MOUNT, ClusterSettings
+from ihl.weights import WEIGHTS_ENV
+from pipelines.settings import GIT_KEYS, S3_KEYS, VOLUME_MOUNT, ClusterSettings, Resources
 
 DATA_SOURCES = ("volume", "dvc")
 PIPELINE_NAME = "ihl-train"
@@ -56,7 +57,9 @@ DEFAULTS = {
 """Run parameters other than ``image`` and their defaults (the pipeline's signature uses them).
 
 dataset: synth, coco, mpii or crowdpose. preset: an ihl preset. epochs: 0 keeps the preset's.
-num_gpus: GPUs of the train task (0: CPU; more than 1: torchrun). data_source:
+num_gpus: GPUs of the train task (0: CPU; more than 1: torchrun); a cluster
+pipeline requests the count it was compiled for (``ClusterSettings.num_gpus``) and
+takes no other (``check_arguments``). data_source:
 "volume" (``data_path`` on the data volume) or "dvc" (``data_path`` in the git
 repository ``dvc_repo`` at revision ``dvc_rev``). data_pvc: the PVC holding the
 data volume. overrides: dotted config keys. registry_uri: ``s3://bucket/prefix``,
@@ -81,6 +84,7 @@ def build_pipeline(
     ``image`` parameter (``ihl.edge.container_images.image("train")``).
     """
     image_default = image or default_image("train")
+    gpus_default = DEFAULTS["num_gpus"] if cluster is None else cluster.num_gpus
 
     @dsl.pipeline(
         name=PIPELINE_NAME,
@@ -90,7 +94,7 @@ def build_pipeline(
         dataset: str = DEFAULTS["dataset"],
         preset: str = DEFAULTS["preset"],
         epochs: int = DEFAULTS["epochs"],
-        num_gpus: int = DEFAULTS["num_gpus"],
+        num_gpus: int = gpus_default,
         image: str = image_default,
         data_source: str = DEFAULTS["data_source"],
         data_path: str = DEFAULTS["data_path"],
@@ -140,7 +144,7 @@ def build_pipeline(
             task.set_container_image(image)
             task.set_caching_options(False)
         if cluster is not None:
-            _apply_cluster(cluster, data_pvc, num_gpus, *tasks)
+            _apply_cluster(cluster, data_pvc, *tasks)
         return Outputs(
             metrics=scored.outputs["metrics"],
             report=scored.outputs["report"],
@@ -152,21 +156,26 @@ def build_pipeline(
 
 
 def _apply_cluster(
-    cluster: ClusterSettings, data_pvc, num_gpus, prepared, trained, scored, exported, registered
+    cluster: ClusterSettings, data_pvc, prepared, trained, scored, exported, registered
 ) -> None:
-    """Kubernetes settings: GPUs, node placement, the data volume, shared memory, secrets."""
+    """Kubernetes settings: GPUs, CPU/memory/shm per GPU, node placement, the data volume,
+    staged weights, secrets. Every count and size is a literal, which every KFP backend
+    honours."""
     for task in (prepared, trained, scored):
         kubernetes.mount_pvc(task, pvc_name=data_pvc, mount_path=VOLUME_MOUNT)
-    for task, gpus in ((trained, num_gpus), (scored, 1)):
-        task.set_accelerator_type(cluster.accelerator).set_accelerator_limit(gpus)
-        task.set_cpu_request(cluster.cpu_request).set_cpu_limit(cluster.cpu_limit)
-        task.set_memory_request(cluster.memory_request).set_memory_limit(cluster.memory_limit)
+    _set_resources(prepared, cluster.prepare)
+    for task, gpus in ((trained, cluster.num_gpus), (scored, 1)):
+        sizes = cluster.resources(gpus)
+        if gpus:
+            task.set_accelerator_type(cluster.accelerator).set_accelerator_limit(gpus)
+        _set_resources(task, sizes)
+        task.set_env_variable(WEIGHTS_ENV, cluster.weights_dir)
         kubernetes.empty_dir_mount(
             task,
             volume_name="dshm",
             mount_path="/dev/shm",
             medium="Memory",
-            size_limit=cluster.shm_size,
+            size_limit=sizes.shm_size,
         )
         for key, value in cluster.node_selector.items():
             kubernetes.add_node_selector(task, key, value)
@@ -189,13 +198,28 @@ def _apply_cluster(
         kubernetes.use_secret_as_env(prepared, cluster.git_secret, GIT_KEYS, optional=True)
 
 
-def check_arguments(arguments: dict) -> dict:
+def _set_resources(task, sizes: Resources) -> None:
+    task.set_cpu_request(sizes.cpu_request).set_cpu_limit(sizes.cpu_limit)
+    task.set_memory_request(sizes.memory_request).set_memory_limit(sizes.memory_limit)
+
+
+def check_arguments(arguments: dict, compiled_gpus: int | None = None) -> dict:
     """The full run parameters (defaults filled in), refusing, by name, a value the pipeline
-    would only fail on minutes later."""
+    would only fail on minutes later. ``compiled_gpus``: the GPU count a compiled cluster
+    pipeline requests (``compiled_gpus(path)``); its only valid ``num_gpus``."""
     unknown = set(arguments) - set(DEFAULTS) - {"image"}
     if unknown:
         raise ValueError(f"unknown pipeline parameter(s): {', '.join(sorted(unknown))}")
     args = {**DEFAULTS, **arguments}
+    if compiled_gpus is not None:
+        if "num_gpus" not in arguments:
+            args["num_gpus"] = compiled_gpus
+        elif int(arguments["num_gpus"]) != compiled_gpus:
+            raise ValueError(
+                f"num_gpus={arguments['num_gpus']} but the pipeline was compiled to request "
+                f"{compiled_gpus} GPU(s) for training (a literal count, so that every KFP "
+                f"backend honours it); compile it with --gpus {arguments['num_gpus']}"
+            )
     if args["dataset"] not in DATASETS:
         raise ValueError(
             f"unknown dataset {args['dataset']!r}; expected one of {', '.join(DATASETS)}"
@@ -221,6 +245,17 @@ def check_arguments(arguments: dict) -> dict:
         if int(args[name]) < 0:
             raise ValueError(f"{name} must be 0 or more, got {args[name]}")
     return args
+
+
+def compiled_gpus(path: Path) -> int:
+    """The train task's GPU count in a compiled cluster pipeline (its num_gpus default)."""
+    import yaml
+
+    spec = next(yaml.safe_load_all(Path(path).read_text()))
+    try:
+        return int(spec["root"]["inputDefinitions"]["parameters"]["num_gpus"]["defaultValue"])
+    except (KeyError, TypeError, ValueError):
+        raise ValueError(f"{path}: not an ihl pipeline (no num_gpus default)") from None
 
 
 def compile_pipeline(

@@ -38,6 +38,7 @@ from ts.torch_handler.base_handler import BaseHandler
 
 from ihl.boxes import BoxError, parse_box
 from ihl.checkpoint import load_model
+from ihl.device import resolve_device
 from ihl.predict import predict_images
 
 FORMATS = ("JPEG", "PNG", "WEBP", "BMP")
@@ -401,9 +402,9 @@ class PoseHandler(BaseHandler):
         self.limits = read_limits(yaml_config.get("handler") or {})
         properties = context.system_properties
         gpu = properties.get("gpu_id")
-        self.device = torch.device(
-            f"cuda:{gpu}" if torch.cuda.is_available() and gpu is not None else "cpu"
-        )
+        # TorchServe hands out a gpu_id when it sees GPUs: one that CUDA cannot use fails the
+        # worker with the driver versions instead of serving on the CPU.
+        self.device = resolve_device("cpu" if gpu is None else f"cuda:{gpu}")
         model_dir = Path(properties["model_dir"])
         self.manifest = context.manifest
         self.model, self.cfg = load_model(model_dir / self.manifest["model"]["serializedFile"])

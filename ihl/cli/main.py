@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from ihl.cli import data, export, model, pipeline, predict, registry, stages
+from ihl.cli import data, export, model, pipeline, predict, registry, stages, weights
 
 app = typer.Typer(
     help="Implicit Heatmap Learning: train, evaluate, export and serve pose models.",
@@ -31,6 +31,7 @@ app.add_typer(model.config_app, name="config")
 app.add_typer(data.app, name="data")
 app.add_typer(pipeline.app, name="pipeline")
 app.add_typer(registry.app, name="registry")
+app.add_typer(weights.app, name="weights")
 
 if __name__ == "__main__":
     app()

@@ -55,10 +55,11 @@ ModelVersionOpt = Annotated[
 ]
 
 
-def _arguments(**given: Any) -> dict[str, Any]:
+def _arguments(compiled_gpus: int | None = None, **given: Any) -> dict[str, Any]:
     """The pipeline parameters given on the command line, checked; the rest keep their defaults.
 
     Parameter names are the pipeline's; ``overrides`` is the list of ``--set`` items.
+    ``compiled_gpus``: the GPU count a compiled package requests, the only num_gpus it takes.
     """
     from pipelines.training import check_arguments
 
@@ -66,7 +67,7 @@ def _arguments(**given: Any) -> dict[str, Any]:
         given["overrides"] = parse_overrides(given["overrides"])
     arguments = {key: value for key, value in given.items() if value not in (None, [])}
     try:
-        check_arguments(arguments)
+        check_arguments(arguments, compiled_gpus)
     except ValueError as err:
         fail(str(err))
     return arguments
@@ -93,12 +94,28 @@ def compile_cmd(
         str | None,
         typer.Option(help="Default of the image parameter; pin a digest in production."),
     ] = None,
+    gpus: Annotated[
+        int,
+        typer.Option(
+            min=0, help="GPUs of the train task, a literal in the pipeline (runs take no other)."
+        ),
+    ] = 1,
     accelerator: Annotated[str, typer.Option(help="GPU resource name.")] = "nvidia.com/gpu",
-    cpu: Annotated[str, typer.Option(help="CPU request of the GPU tasks.")] = "8",
-    cpu_limit: Annotated[str, typer.Option(help="CPU limit of the GPU tasks.")] = "16",
-    memory: Annotated[str, typer.Option(help="Memory request of the GPU tasks.")] = "32Gi",
-    memory_limit: Annotated[str, typer.Option(help="Memory limit of the GPU tasks.")] = "64Gi",
-    shm_size: Annotated[str, typer.Option(help="Size of the memory-backed /dev/shm.")] = "16Gi",
+    cpu: Annotated[
+        str | None, typer.Option(help="CPU request of the GPU tasks (default: 10 per GPU).")
+    ] = None,
+    cpu_limit: Annotated[
+        str | None, typer.Option(help="CPU limit of the GPU tasks (default: 20 per GPU).")
+    ] = None,
+    memory: Annotated[
+        str | None, typer.Option(help="Memory request of the GPU tasks (default: 32Gi per GPU).")
+    ] = None,
+    memory_limit: Annotated[
+        str | None, typer.Option(help="Memory limit of the GPU tasks (default: 64Gi per GPU).")
+    ] = None,
+    shm_size: Annotated[
+        str | None, typer.Option(help="Memory-backed /dev/shm (default: 8Gi per GPU).")
+    ] = None,
     node_selector: Annotated[
         list[str] | None,
         typer.Option(
@@ -136,6 +153,7 @@ def compile_cmd(
             fail(str(err))
     try:
         cluster = ClusterSettings(
+            num_gpus=gpus,
             accelerator=accelerator,
             cpu_request=cpu,
             cpu_limit=cpu_limit,
@@ -200,7 +218,13 @@ def submit_cmd(
     dataset: DatasetOpt = None,
     preset: PresetOpt = None,
     epochs: EpochsOpt = None,
-    gpus: Annotated[int | None, typer.Option(min=0, help="GPUs for training (default: 1).")] = None,
+    gpus: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="GPUs for training (default: 1, or the count --package was compiled for).",
+        ),
+    ] = None,
     data_source: DataSourceOpt = None,
     data_path: DataPathOpt = None,
     dvc_repo: DvcRepoOpt = None,
@@ -216,8 +240,16 @@ def submit_cmd(
     """Start a pipeline run on a Kubeflow cluster."""
     _import_pipelines()
     from ihl.edge.container_images import image as default_image
+    from pipelines.training import compiled_gpus
 
+    if package is not None and not package.is_file():
+        fail(f"pipeline package not found: {package}")
+    try:
+        requested = None if package is None else compiled_gpus(package)
+    except ValueError as err:
+        fail(str(err))
     arguments = _arguments(
+        requested,
         dataset=dataset,
         preset=preset,
         epochs=epochs,
@@ -233,8 +265,6 @@ def submit_cmd(
         model_name=model_name,
         model_version=model_version,
     )
-    if package is not None and not package.is_file():
-        fail(f"pipeline package not found: {package}")
     if cache and "@sha256:" not in (image or default_image("train")):
         fail("--cache needs --image pinned by digest (REPOSITORY@sha256:...): a tag can move")
     _check_reachable(host)
@@ -244,10 +274,12 @@ def submit_cmd(
     import kfp
     from kfp_server_api.exceptions import ApiException
 
+    from pipelines.settings import ClusterSettings
     from pipelines.training import compile_pipeline
 
     with tempfile.TemporaryDirectory() as scratch:
-        path = package or compile_pipeline(Path(scratch) / "ihl-pipeline.yaml")
+        cluster = ClusterSettings(num_gpus=1 if gpus is None else gpus)
+        path = package or compile_pipeline(Path(scratch) / "ihl-pipeline.yaml", cluster)
         try:
             client = kfp.Client(host=host, namespace=namespace or "kubeflow")
             run = client.create_run_from_pipeline_package(
@@ -358,6 +390,17 @@ def pytorchjob_cmd(
     data_pvc: Annotated[str, typer.Option(help="PVC holding the data volume.")] = "ihl-data",
     namespace: Annotated[str | None, typer.Option(help="Kubernetes namespace.")] = None,
     overrides: SetOpt = None,
+    max_restarts: Annotated[
+        int, typer.Option(min=0, help="torchrun restarts of the worker group per pod.")
+    ] = 3,
+    rdma_resource: Annotated[
+        str | None,
+        typer.Option(help="RDMA device resource to request per pod, e.g. rdma/ib (default: none)."),
+    ] = None,
+    nccl: Annotated[
+        list[str] | None,
+        typer.Option(help="NCCL environment KEY=VALUE (repeatable), e.g. NCCL_SOCKET_IFNAME=eth0."),
+    ] = None,
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Manifest file (default: stdout).")
     ] = None,
@@ -373,6 +416,10 @@ def pytorchjob_cmd(
 
     if preset not in config_mod.preset_names():
         fail(f"unknown preset {preset!r}; presets: {', '.join(config_mod.preset_names())}")
+    pairs = [item.partition("=") for item in nccl or []]
+    bad = [key + sep + value for key, sep, value in pairs if not (key and sep)]
+    if bad:
+        fail(f"--nccl {bad[0]!r}: expected KEY=VALUE")
     manifest = pytorchjob_manifest(
         name,
         image=image or default_image("train"),
@@ -383,6 +430,9 @@ def pytorchjob_cmd(
         overrides=parse_overrides(overrides or []),
         data_pvc=data_pvc,
         namespace=namespace,
+        max_restarts=max_restarts,
+        rdma_resource=rdma_resource,
+        nccl_env={key: value for key, _, value in pairs},
     )
     text = yaml.safe_dump(manifest, sort_keys=False)
     if out is None:

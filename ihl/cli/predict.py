@@ -38,7 +38,7 @@ def predict_cmd(
 ) -> None:
     """Predict keypoints on images: writes predictions.json and each image with skeletons."""
     from ihl.checkpoint import CheckpointError, load_model
-    from ihl.inference import resolve_device
+    from ihl.device import resolve_device
     from ihl.predict import collect_images, load_boxes, predict_files
 
     try:

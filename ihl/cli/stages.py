@@ -134,15 +134,24 @@ def prepare_cmd(
     ],
     root: Annotated[Path, typer.Option(help="Dataset folder, e.g. data/synth.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for index.json.")],
-    no_decode: Annotated[
-        bool, typer.Option("--no-decode", help="Only check that images exist (fast).")
+    decode: Annotated[
+        bool,
+        typer.Option(
+            "--decode/--no-decode", help="Also decode every image (minutes on COCO); default: no."
+        ),
     ] = False,
+    fingerprint_cache: Annotated[
+        Path | None,
+        typer.Option(help="JSON file of file digests by (path, size, mtime), reused next time."),
+    ] = None,
 ) -> None:
     """Validate a dataset and write OUT/index.json: counts per split and a content fingerprint."""
     from ihl.prepare import prepare
 
     try:
-        summary = prepare(dataset, root, out, decode_images=not no_decode)
+        summary = prepare(
+            dataset, root, out, decode_images=decode, fingerprint_cache=fingerprint_cache
+        )
     except DatasetError as err:
         hint = ""
         if not root.is_dir() and dataset in ("coco", "mpii", "crowdpose"):

@@ -79,10 +79,16 @@ class TopDownDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.image_ids)
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, index: int | tuple[int, int]) -> dict:
+        """Sample ``index`` as augmented in the ``set_epoch`` epoch, or in ``epoch`` when given
+        ``(epoch, index)``: a sampler that yields pairs lets persistent loader workers, which
+        never see a later ``set_epoch``, augment for the right epoch."""
+        epoch = self.epoch
+        if isinstance(index, tuple):
+            epoch, index = index
         image = read_image_bgr(self.image_path(index), self._record(index))
         joints, visible = self._joints(index)
-        rng = sample_rng(self.seed, self.epoch, index) if self.pipeline.augment else None
+        rng = sample_rng(self.seed, epoch, index) if self.pipeline.augment else None
         sample = self.pipeline(image, self.centers[index], self.scales[index], joints, visible, rng)
         sample["image_id"] = int(self.image_ids[index])
         sample["box_score"] = float(self.box_scores[index])

@@ -191,7 +191,8 @@ class CocoKeypoints(TopDownDataset):
     file (bad ones are skipped and counted in ``num_bad_boxes``).
 
     Samples are dicts: ``image`` (3, H, W) uint8 RGB, ``coords`` (K, 2),
-    ``weights`` (K,), ``heatmaps`` (K, h, w) when ``heatmap_size`` is set,
+    ``weights`` (K,), ``heatmap_x`` (K, w) and ``heatmap_y`` (K, h) (the factors
+    of the Gaussian maps) when ``heatmap_size`` is set,
     and ``center``, ``scale``, ``rotation``, ``flipped`` (the crop geometry,
     for ``coords_to_image``), ``image_id``, ``box_score`` (1 for ground
     truth) and ``area`` (annotation area, or w * h of a detection box).

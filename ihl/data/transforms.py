@@ -278,20 +278,18 @@ class TopDownAugment:
         return AugmentParams(center, scale, rotation, flip)
 
 
-def gaussian_heatmaps(
+def gaussian_marginals(
     points: np.ndarray,
     valid: np.ndarray,
     heatmap_size: Size,
     sigma: float = 2.0,
     subpixel: bool = False,
-) -> np.ndarray:
-    """MSRA-style Gaussian maps (K, H, W) float32 for points in heatmap pixels.
+) -> tuple[np.ndarray, np.ndarray]:
+    """The 1-D factors gx (K, W) and gy (K, H) of ``gaussian_heatmaps`` (map = gy x gx).
 
-    As in MSRA/HRNet the centre is rounded to the nearest heatmap pixel, so the
-    peak is exactly 1; ``subpixel`` keeps the exact centre instead. Values
-    beyond 3 sigma of the (rounded) centre are zero, and invalid joints get
-    an all-zero map. Built as an outer product of 1-D Gaussians: no per-joint
-    loop.
+    The maps are separable (a Gaussian truncated to a square window), so these two
+    rows carry all of them in 112 numbers per joint instead of 3072 at 64x48;
+    ``heatmaps_from_marginals`` rebuilds them where they are needed (on the GPU).
     """
     width, height = heatmap_size
     points = np.asarray(points, dtype=np.float64)
@@ -305,7 +303,31 @@ def gaussian_heatmaps(
     gx *= np.abs(xs[None, :] - rounded[:, :1]) <= radius
     gy *= np.abs(ys[None, :] - rounded[:, 1:]) <= radius
     gy *= np.asarray(valid, dtype=bool)[:, None]
-    return (gy[:, :, None] * gx[:, None, :]).astype(np.float32)
+    return gx.astype(np.float32), gy.astype(np.float32)
+
+
+def gaussian_heatmaps(
+    points: np.ndarray,
+    valid: np.ndarray,
+    heatmap_size: Size,
+    sigma: float = 2.0,
+    subpixel: bool = False,
+) -> np.ndarray:
+    """MSRA-style Gaussian maps (K, H, W) float32 for points in heatmap pixels.
+
+    As in MSRA/HRNet the centre is rounded to the nearest heatmap pixel, so the
+    peak is exactly 1; ``subpixel`` keeps the exact centre instead. Values
+    beyond 3 sigma of the (rounded) centre are zero, and invalid joints get
+    an all-zero map. The outer product of ``gaussian_marginals``.
+    """
+    gx, gy = gaussian_marginals(points, valid, heatmap_size, sigma, subpixel)
+    return gy[:, :, None] * gx[:, None, :]
+
+
+def heatmaps_from_marginals(gx: torch.Tensor, gy: torch.Tensor) -> torch.Tensor:
+    """Maps (..., K, H, W) from the factors (..., K, W) and (..., K, H) of
+    ``gaussian_marginals``: the same float32 product ``gaussian_heatmaps`` computes."""
+    return gy.unsqueeze(-1) * gx.unsqueeze(-2)
 
 
 def make_targets(
@@ -319,8 +341,11 @@ def make_targets(
     """Training targets from keypoints in crop pixels (K, 2) and visibility (K,).
 
     ``weights`` is 1 for a visible joint that lies inside the crop, else 0
-    (``coords`` of a zero-weight joint carry no meaning). ``heatmaps`` only when
-    ``heatmap_size`` is given: not every head needs them.
+    (``coords`` of a zero-weight joint carry no meaning). ``heatmap_x`` (K, W) and
+    ``heatmap_y`` (K, H), the factors of the Gaussian maps (``gaussian_marginals``),
+    only when ``heatmap_size`` is given: not every head needs them, and the maps
+    themselves are rebuilt on the device (``heatmaps_from_marginals``), so loader
+    workers neither build nor ship them.
     """
     in_w, in_h = input_size
     coords = (np.asarray(joints, dtype=np.float64) / np.array([in_w, in_h])).astype(np.float32)
@@ -330,7 +355,8 @@ def make_targets(
     if heatmap_size is not None:
         hm_w, hm_h = heatmap_size
         points = coords.astype(np.float64) * np.array([hm_w, hm_h])
-        targets["heatmaps"] = gaussian_heatmaps(points, weights > 0, heatmap_size, sigma, subpixel)
+        gx, gy = gaussian_marginals(points, weights > 0, heatmap_size, sigma, subpixel)
+        targets["heatmap_x"], targets["heatmap_y"] = gx, gy
     return targets
 
 
@@ -390,8 +416,9 @@ class TopDownPipeline:
             "coords": torch.from_numpy(targets["coords"]),
             "weights": torch.from_numpy(targets["weights"]),
         }
-        if "heatmaps" in targets:
-            sample["heatmaps"] = torch.from_numpy(targets["heatmaps"])
+        for key in ("heatmap_x", "heatmap_y"):
+            if key in targets:
+                sample[key] = torch.from_numpy(targets[key])
         sample["center"] = torch.tensor(center, dtype=torch.float64)
         sample["scale"] = torch.tensor(scale, dtype=torch.float64)
         sample["rotation"] = float(rotation)

@@ -64,11 +64,16 @@ class ExpectationHead(MapHead):
         raise NotImplementedError
 
     def forward(self, features: Tensor) -> dict[str, Tensor]:
+        # Under autocast the maps come out in bf16/fp16, and autocast would run the
+        # moments' matmul in half precision too: bf16 keeps 8 significant bits, so a
+        # coordinate would be rounded to about 1/256 of the map. The sums run in fp32.
         z = self.maps(features)
-        px, py = self.marginals(z)
-        mu, var = ops.marginal_moments(px, py)
-        if self.debias:
-            mu = ops.DEBIAS[self.debias_form](mu, z, self.beta)
+        with torch.autocast(z.device.type, enabled=False):
+            z = z.float()
+            px, py = self.marginals(z)
+            mu, var = ops.marginal_moments(px, py)
+            if self.debias:
+                mu = ops.DEBIAS[self.debias_form](mu, z, self.beta)
         return {
             "maps": z,
             "coords": mu,

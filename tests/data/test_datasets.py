@@ -64,7 +64,7 @@ def test_coco_train_samples():
     assert sample["image"].shape == (3, 256, 192) and sample["image"].dtype == torch.uint8
     assert sample["coords"].shape == (17, 2) and sample["coords"].dtype == torch.float32
     assert sample["weights"].shape == (17,)
-    assert sample["heatmaps"].shape == (17, 64, 48)
+    assert sample["heatmap_x"].shape == (17, 48) and sample["heatmap_y"].shape == (17, 64)
     assert sample["center"].shape == (2,) and sample["scale"].shape == (2,)
     assert {"rotation", "flipped", "image_id", "box_score", "area"} <= sample.keys()
     batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=4)))
@@ -148,7 +148,7 @@ def test_mpii_samples_round_trip():
     for i in range(len(ds)):
         sample = ds[i]
         assert sample["image"].shape == (3, 256, 256) and sample["image"].dtype == torch.uint8
-        assert sample["coords"].shape == (16, 2) and sample["heatmaps"].shape == (16, 64, 64)
+        assert sample["coords"].shape == (16, 2) and sample["heatmap_y"].shape == (16, 64)
         labelled = sample["weights"].numpy() > 0
         assert labelled.any()
         truth = np.asarray(entries[i]["joints"]) - 1.0

@@ -7,6 +7,7 @@ import math
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from ihl.data.keypoints import COCO, MPII
 from ihl.data.transforms import (
@@ -17,6 +18,7 @@ from ihl.data.transforms import (
     coords_to_image,
     gaussian_heatmaps,
     get_affine_transform,
+    heatmaps_from_marginals,
     make_targets,
     sample_rng,
     upper_body_mask,
@@ -157,7 +159,13 @@ def test_targets_coords_weights_and_heatmap_peak():
     np.testing.assert_allclose(t["coords"][0], [50.3 / 192, 100.6 / 256], rtol=1e-6)
     assert t["coords"].dtype == np.float32 and t["weights"].dtype == np.float32
     np.testing.assert_array_equal(t["weights"], [1, 1, 0, 0])
-    heatmaps = t["heatmaps"]
+    heatmaps = gaussian_heatmaps(joints / 4, t["weights"] > 0, (48, 64))
+    np.testing.assert_array_equal(
+        heatmaps_from_marginals(
+            torch.from_numpy(t["heatmap_x"]), torch.from_numpy(t["heatmap_y"])
+        ).numpy(),
+        heatmaps,
+    )
     assert heatmaps.shape == (4, 64, 48) and heatmaps.dtype == np.float32
     # stride 4: (50.3, 100.6) -> (12.575, 25.15) -> peak at column 13, row 25
     assert np.unravel_index(heatmaps[0].argmax(), (64, 48)) == (25, 13)
@@ -165,7 +173,7 @@ def test_targets_coords_weights_and_heatmap_peak():
     assert heatmaps[0, 25, 13 + 6] > 0 and heatmaps[0, 25, 13 + 7] == 0
     assert heatmaps[1, 2, 47] == 1.0
     assert not heatmaps[2].any() and not heatmaps[3].any()
-    assert "heatmaps" not in make_targets(joints, visible, INPUT)
+    assert "heatmap_x" not in make_targets(joints, visible, INPUT)
 
 
 def test_subpixel_heatmap_is_centred_exactly():
@@ -248,7 +256,7 @@ def test_same_seed_same_sample():
     first = pipeline(*args, sample_rng(7, 3, 11))
     again = pipeline(*args, sample_rng(7, 3, 11))
     other = pipeline(*args, sample_rng(7, 4, 11))
-    for key in ("image", "coords", "weights", "heatmaps", "center", "scale"):
+    for key in ("image", "coords", "weights", "heatmap_x", "heatmap_y", "center", "scale"):
         assert (first[key] == again[key]).all(), key
     assert first["rotation"] == again["rotation"]
     assert not (first["center"] == other["center"]).all() or first["rotation"] != other["rotation"]

@@ -8,7 +8,6 @@ from conftest import load_pipeline
 from ihl.edge.container_images import image
 
 TASKS = ("prepare", "train", "evaluate", "export", "register")
-NUM_GPUS = "{{$.inputs.parameters['pipelinechannel--num_gpus']}}"
 IMAGE_PARAM = "{{$.inputs.parameters['pipelinechannel--image']}}"
 
 
@@ -56,15 +55,18 @@ def test_train_requests_gpus_cpu_memory_and_retries(compiled):
     spec, _ = compiled
     resources = spec["deploymentSpec"]["executors"]["exec-train"]["container"]["resources"]
     assert resources["accelerator"]["resourceType"] == "nvidia.com/gpu"
-    assert resources["accelerator"]["resourceCount"] == NUM_GPUS
-    assert resources["resourceCpuRequest"] == "8" and resources["resourceCpuLimit"] == "16"
+    # a literal count (compiled for one GPU by default), which every KFP backend honours
+    assert resources["accelerator"]["resourceCount"] == resources["accelerator"]["count"] == "1"
+    assert resources["resourceCpuRequest"] == "10" and resources["resourceCpuLimit"] == "20"
     assert resources["resourceMemoryRequest"] == "32Gi"
     assert resources["resourceMemoryLimit"] == "64Gi"
     retry = spec["root"]["dag"]["tasks"]["train"]["retryPolicy"]
     assert retry["maxRetryCount"] == 3
     evaluate = spec["deploymentSpec"]["executors"]["exec-evaluate"]["container"]["resources"]
     assert evaluate["accelerator"]["resourceCount"] == "1"
-    for name in ("prepare", "export", "register"):
+    prepare = spec["deploymentSpec"]["executors"]["exec-prepare"]["container"]["resources"]
+    assert prepare["resourceCpuRequest"] == "4" and prepare["resourceMemoryRequest"] == "8Gi"
+    for name in ("export", "register"):
         assert "resources" not in spec["deploymentSpec"]["executors"][f"exec-{name}"]["container"]
 
 
@@ -77,7 +79,7 @@ def test_gpu_tasks_placement_shm_and_data_volume(compiled):
         ]
         (shm,) = k8s[name]["emptyDirMounts"]
         assert shm["mountPath"] == "/dev/shm" and shm["medium"] == "Memory"
-        assert shm["sizeLimit"] == "16Gi"
+        assert shm["sizeLimit"] == "8Gi"
     for name in ("exec-prepare", "exec-train", "exec-evaluate"):
         (pvc,) = k8s[name]["pvcMount"]
         assert pvc["mountPath"] == "/data"

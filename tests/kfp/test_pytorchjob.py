@@ -26,12 +26,15 @@ def test_manifest_for_two_nodes(cli, tmp_path):
         assert container["name"] == "pytorch"
         assert container["image"] == image("train")
         command = container["command"]
-        assert command[:8] == [
-            "torchrun", "--nnodes=3", "--nproc-per-node=4", "--node-rank=$(RANK)",
-            "--master-addr=$(MASTER_ADDR)", "--master-port=$(MASTER_PORT)", "--no-python", "ihl",
+        assert command[:9] == [
+            "torchrun", "--nnodes=3", "--nproc-per-node=4", "--rdzv-backend=c10d",
+            "--rdzv-endpoint=$(MASTER_ADDR):$(MASTER_PORT)", "--rdzv-id=r50-coco",
+            "--max-restarts=3", "--no-python", "ihl",
         ]  # fmt: skip
-        rest = command[8:]
-        assert rest[:6] == ["train", "-c", "coco_res50", "-o", "/data/runs/r50-coco", "--resume"]
+        rest = command[9:]
+        assert rest[:8] == [
+            "train", "-c", "coco_res50", "-o", "/data/runs/r50-coco", "--resume", "--device", "cuda"
+        ]  # fmt: skip
         sets = [rest[i + 1] for i, arg in enumerate(rest) if arg == "--set"]
         assert sets == ["data.root=/data/coco", "model.input_size=[192, 256]", "train.amp=bf16"]
         assert container["resources"]["limits"]["nvidia.com/gpu"] == 4

@@ -88,6 +88,9 @@ def test_submit_sends_the_pipeline_and_its_parameters(cli, kfp_api):
     assert not any(task["cachingOptions"].get("enableCache") for task in tasks.values())
     k8s = run["pipeline_spec"]["platform_spec"]["platforms"]["kubernetes"]
     assert "exec-train" in k8s["deploymentSpec"]["executors"]
+    # compiled for the run's GPU count: a literal request every backend honours
+    train = spec["deploymentSpec"]["executors"]["exec-train"]["container"]["resources"]
+    assert train["accelerator"]["count"] == "4" and train["resourceCpuRequest"] == "40"
 
 
 def test_submit_a_compiled_package_with_caching_on_a_pinned_image(cli, kfp_api, tmp_path):

@@ -11,6 +11,7 @@ from ihl import train as stage
 from ihl.checkpoint import load_model
 from ihl.data.build import build_train_dataset
 from ihl.data.errors import DatasetError
+from ihl.data.transforms import heatmaps_from_marginals
 from ihl.losses import build_loss
 from ihl.models.pose import build_model
 from ihl.train import PaperSchedule, TrainStep, autocast_dtype, build_optimizer, train
@@ -65,8 +66,11 @@ def test_bf16_step_runs_the_model_in_bf16_and_the_loss_in_float32(tiny_cfg):
     images = torch.stack([b["image"] for b in batch])
     targets = {
         k: torch.stack([torch.as_tensor(b[k]) for b in batch])
-        for k in ("coords", "weights", "heatmaps")
+        for k in ("coords", "weights", "heatmap_x", "heatmap_y")
     }
+    targets["heatmaps"] = heatmaps_from_marginals(
+        targets.pop("heatmap_x"), targets.pop("heatmap_y")
+    )
     terms = step(images, targets)
     terms["loss"].backward()
     assert seen == [torch.bfloat16]

@@ -1,0 +1,21 @@
+"""The fast GPU variant changes precision and layout only; the paper preset stays faithful."""
+
+from ihl import config
+
+
+def flat(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out |= flat(value, f"{prefix}{key}.")
+        else:
+            out[prefix + key] = value
+    return out
+
+
+def test_fast_variant_differs_from_the_paper_preset_only_in_precision_and_layout():
+    paper = flat(config.to_dict(config.load("coco_res50")))
+    fast = flat(config.to_dict(config.load("coco_res50_fast")))
+    assert paper["train.amp"] == "off" and paper["train.channels_last"] is False
+    changed = {key: fast[key] for key in paper if paper[key] != fast[key]}
+    assert changed == {"name": "coco_res50_fast", "train.amp": "bf16", "train.channels_last": True}
