@@ -166,7 +166,7 @@ def remote_settings(root: Path, remote: str | None = None) -> tuple[str, dict]:
     if not name:
         raise DataStoreError(
             "no DVC remote is configured: add one with "
-            "`dvc remote add -d store s3://BUCKET/PATH` (README: S3 remote)"
+            "`dvc remote add -d store s3://BUCKET/PATH` (docs/data.md, An S3 remote)"
         )
     if name not in remotes:
         known = ", ".join(sorted(remotes)) or "none"
