@@ -94,7 +94,12 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=120, help="short side for the small ones")
     parser.add_argument("--small", nargs="*", default=list(SMALL))
     parser.add_argument("--skip-coco", action="store_true")
+    parser.add_argument(
+        "--threads", type=int, help="torch and ONNX Runtime threads (default: torch's own)"
+    )
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load {os.getloadavg()}")
     if not args.skip_coco:
         images = [

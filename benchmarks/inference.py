@@ -74,7 +74,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=1.5)
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument(
+        "--threads", type=int, help="torch and ONNX Runtime threads (default: torch's own)"
+    )
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     print(
         f"{now}; {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
