@@ -30,12 +30,12 @@ from ihl.data.transforms import (
     TopDownAugment,
     TopDownPipeline,
     box_to_center_scale,
-    read_image_bgr,
     sample_rng,
 )
+from ihl.image_io import read_image_bgr
 
-INPUT_SIZE = (256, 192)
-HEATMAP_SIZE = (64, 48)
+INPUT_SIZE = (192, 256)  # (width, height)
+HEATMAP_SIZE = (48, 64)
 TARGET = 150.0
 REPO = Path(__file__).resolve().parents[1]
 
@@ -73,7 +73,8 @@ def real_images_loader(root: Path, heatmaps: bool) -> tuple[Callable[[int, int],
         augment=TopDownAugment(COCO, INPUT_SIZE),
     )
     sizes = [read_image_bgr(p).shape[:2] for p in paths]
-    aspect = INPUT_SIZE[1] / INPUT_SIZE[0]
+    width, height = INPUT_SIZE
+    aspect = width / height
 
     def load(epoch: int, index: int) -> dict:
         h, w = sizes[index]
@@ -113,7 +114,7 @@ def main() -> None:
     torch.set_num_threads(1)
 
     header = f"{'images':<12} {'heatmaps':<9} {'samples':>8} {'samples/s':>10}  target {TARGET:.0f}"
-    print(f"decode + augment + warp {INPUT_SIZE[0]}x{INPUT_SIZE[1]} + targets, one worker")
+    print(f"decode + augment + warp {INPUT_SIZE[1]}x{INPUT_SIZE[0]} + targets, one worker")
     print(header)
     print("-" * len(header))
     for name, make in (("coco_sample", coco_sample_loader), ("real_images", real_images_loader)):

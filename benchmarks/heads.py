@@ -17,9 +17,10 @@ import time
 from pathlib import Path
 
 from ihl import config
+from ihl.data.build import build_train_dataset
 from ihl.data.synth import make_coco_synth
-from ihl.engine import build_train_dataset, train
 from ihl.evaluate import evaluate
+from ihl.train import train
 
 HEADS = ("ihl", "heatmap", "integral")
 SYNTH_SIZE = (1000, 100)

@@ -36,7 +36,8 @@ import torch
 
 from ihl import config
 from ihl.checkpoint import load_model, save_model
-from ihl.export import export_model
+from ihl.edge.export import export_model
+from ihl.image_io import read_image_bgr
 from ihl.models import build_model
 from ihl.predict import predict_image
 
@@ -50,7 +51,7 @@ BOXES.append([300, 10, 330, 460])
 
 
 def photo_640x480() -> bytes:
-    image = cv2.resize(cv2.imread(str(PHOTO)), (640, 480), interpolation=cv2.INTER_AREA)
+    image = cv2.resize(read_image_bgr(PHOTO), (640, 480), interpolation=cv2.INTER_AREA)
     ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])
     assert ok
     return data.tobytes()

@@ -1,6 +1,6 @@
 """Training throughput: images per second of one optimisation step, per precision and layout.
 
-Times exactly what ``ihl.engine.train`` runs per batch (``TrainStep``: forward,
+Times exactly what ``ihl.train.train`` runs per batch (``TrainStep``: forward,
 IHL loss with its flow, backward, Adam, the GradScaler under fp16) on batches
 already in device memory, so the numbers are the model's ceiling; the loader's
 is in benchmarks/data.py. Rows: the ``sample`` preset on CPU in fp32 and bf16, each with
@@ -23,9 +23,9 @@ import yaml
 
 from ihl import config
 from ihl.config import Config
-from ihl.engine import TrainStep, autocast_dtype, build_optimizer
 from ihl.losses import build_loss
 from ihl.models import build_model
+from ihl.train import TrainStep, autocast_dtype, build_optimizer
 
 CUDA_PRESETS = ("coco_res50", "coco_hrnet_w32")
 AMP = ("off", "bf16", "fp16")

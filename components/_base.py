@@ -11,7 +11,7 @@ from functools import partial
 
 from kfp import dsl
 
-from ihl.images import image
+from ihl.edge.container_images import image
 
 ihl_component = partial(
     dsl.component, base_image=image("train"), install_kfp_package=False, packages_to_install=[]

@@ -35,10 +35,10 @@ def evaluate(
     import numpy as np
 
     from ihl.checkpoint import load_model
+    from ihl.data.build import build_eval_dataset
     from ihl.data.keypoints import get_spec
-    from ihl.data.transforms import read_image_bgr
-    from ihl.evaluate import build_eval_dataset
     from ihl.evaluate import evaluate as evaluate_model
+    from ihl.image_io import read_image_bgr
     from ihl.visualize import draw_people
 
     root = Path(prepared.metadata["root"])

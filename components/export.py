@@ -24,7 +24,7 @@ def export(
     """
     from pathlib import Path
 
-    from ihl.export import export_model
+    from ihl.edge.export import export_model
 
     version = version or run_id
     data = prepared.metadata

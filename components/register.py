@@ -14,7 +14,7 @@ def register(package: Input[Model], registry_uri: str, image: str) -> str:
     """
     from pathlib import Path
 
-    from ihl.registry import push
+    from ihl.edge.registry.store import push
 
     if not registry_uri:
         print("registry_uri is empty: the model is not registered")

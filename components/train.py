@@ -39,7 +39,8 @@ def train(
     import yaml
 
     from ihl import config
-    from ihl.engine import train as train_model
+    from ihl.edge.live import LiveLog
+    from ihl.train import train as train_model
 
     changes = {**overrides, "data.root": prepared.metadata["root"]}
     if epochs > 0:
@@ -73,6 +74,7 @@ def train(
         print(" ".join(command), flush=True)
         subprocess.run(command, check=True)
     else:
-        train_model(cfg, run_dir, resume=True, device="cpu" if num_gpus == 0 else None)
+        device = "cpu" if num_gpus == 0 else None
+        train_model(cfg, run_dir, resume=True, device=device, epoch_log=LiveLog(run_dir / "live"))
     shutil.copyfile(run_dir / "checkpoints" / "best.pt", model.path)
     model.metadata.update({"preset": preset, "run_dir": str(run_dir), "num_gpus": num_gpus})

@@ -1,4 +1,4 @@
-"""Our checkpoint format, atomic saving, and import of reference (MMPose-layout) checkpoints.
+"""Our checkpoint format, its loading, and import of reference (MMPose-layout) checkpoints.
 
 A checkpoint is a plain dict of tensors and JSON-like values, so it always loads
 with ``torch.load(weights_only=True)``: no pickled code runs on load.
@@ -6,8 +6,6 @@ with ``torch.load(weights_only=True)``: no pickled code runs on load.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +14,7 @@ from torch import Tensor
 
 from ihl import config as config_mod
 from ihl.config import Config
+from ihl.files import torch_save
 from ihl.models import build_model
 
 FORMAT = "ihl-checkpoint/1"
@@ -36,23 +35,6 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be read or does not fit the model."""
 
 
-def atomic_save(obj: Any, path: str | Path) -> Path:
-    """torch.save to a temporary file in the target folder, then rename over the target."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def safe_load(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
@@ -70,7 +52,7 @@ def safe_load(path: str | Path) -> dict[str, Any]:
 
 
 def save_model(path: str | Path, model: torch.nn.Module, cfg: Config, **extra: Any) -> Path:
-    return atomic_save(
+    return torch_save(
         {"format": FORMAT, "config": config_mod.to_dict(cfg), "model": model.state_dict(), **extra},
         path,
     )

@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -17,78 +16,18 @@ from tqdm import tqdm
 
 from ihl.checkpoint import load_model
 from ihl.config import Config
-from ihl.data.coco import CocoKeypoints, coco_split_paths
+from ihl.data.build import build_eval_dataset, worker_init
 from ihl.data.errors import DatasetError
-from ihl.data.mpii import MpiiKeypoints
 from ihl.data.transforms import coords_to_image
-from ihl.evaluation.coco import (
+from ihl.inference import predict_crops, resolve_device
+from ihl.metrics.coco import (
     build_results,
     evaluate_coco,
     rescore,
     write_metrics,
     write_results,
 )
-from ihl.evaluation.mpii import evaluate_mpii_mat
-from ihl.inference import predict_crops, resolve_device
-
-COCO_SPLITS = {"train": "train2017", "val": "val2017"}
-"""Short split names and the COCO 2017 folders they stand for; other names are used as given."""
-
-
-def worker_init(_: int) -> None:
-    """OpenCV's own thread pool in every loader worker oversubscribes the cores; turn it off."""
-    cv2.setNumThreads(0)
-
-
-def require_dir(path: Path, what: str) -> Path:
-    """Fail early, naming the path, rather than on the first image read inside a loader."""
-    if not path.is_dir():
-        raise DatasetError(f"{path}: {what} not found")
-    return path
-
-
-def crop_size(cfg: Config) -> tuple[int, int]:
-    """The data layer's (height, width) of the model's (width, height) input."""
-    return cfg.model.input_size[1], cfg.model.input_size[0]
-
-
-def build_eval_dataset(
-    cfg: Config,
-    data_root: str | Path | None = None,
-    split: str = "val",
-    boxes: str = "detections",
-    *,
-    ann_file: str | Path | None = None,
-    image_dir: str | Path | None = None,
-    detections: str | Path | None = None,
-) -> tuple[Dataset, Path]:
-    """The evaluation dataset of a split and its ground-truth file (COCO json or MPII .mat).
-
-    COCO crops come from the detector boxes (``boxes="detections"``) or the
-    ground-truth boxes (``"gt"``); MPII always uses the annotated centre and
-    scale. ``ann_file``, ``image_dir`` and ``detections`` override the standard
-    layout under ``data_root`` (default ``cfg.data.root``).
-    """
-    if boxes not in ("detections", "gt"):
-        raise ValueError(f"boxes must be 'detections' or 'gt', got {boxes!r}")
-    root = Path(cfg.data.root if data_root is None else data_root)
-    if ann_file is None or image_dir is None:
-        require_dir(root, "dataset folder")
-    if cfg.data.dataset == "mpii":
-        ann = Path(ann_file or root / "annotations" / f"mpii_{split}.json")
-        images = require_dir(Path(image_dir or root / "images"), "image folder")
-        dataset = MpiiKeypoints(ann, images, input_size=crop_size(cfg))
-        return dataset, root / "annotations" / f"mpii_gt_{split}.mat"
-    default_ann, default_images = coco_split_paths(root, COCO_SPLITS.get(split, split))
-    ann = Path(ann_file or default_ann)
-    images = require_dir(Path(image_dir or default_images), "image folder")
-    dets = None
-    if boxes == "detections":
-        dets = Path(detections or root / cfg.data.detections)
-        if not dets.is_file():
-            raise DatasetError(f"{dets}: detection results file not found (or use boxes='gt')")
-    dataset = CocoKeypoints(ann, images, input_size=crop_size(cfg), detections=dets)
-    return dataset, ann
+from ihl.metrics.mpii import evaluate_mpii_mat
 
 
 @torch.no_grad()
@@ -132,7 +71,7 @@ def predict_dataset(
             batch["center"],
             batch["scale"],
             batch["rotation"],
-            crop_size(cfg),
+            cfg.model.input_size,
             batch["flipped"],
         )
         found = {

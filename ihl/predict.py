@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 import torch
 
+from ihl.boxes import BoxError, parse_box
 from ihl.config import Config
 from ihl.data.coco import load_json
 from ihl.data.errors import DatasetError
@@ -38,11 +39,11 @@ from ihl.data.transforms import (
     box_to_center_scale,
     coords_to_image,
     get_affine_transform,
-    read_image_bgr,
     warp,
 )
-from ihl.evaluation.coco import rescore, write_results
+from ihl.image_io import read_image_bgr
 from ihl.inference import predict_crops
+from ihl.metrics.coco import rescore, write_results
 from ihl.visualize import draw_people, write_image
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -73,8 +74,8 @@ def make_crops(
     scales = np.empty((len(boxes), 2))
     for i, box in enumerate(boxes):
         centers[i], scales[i] = box_to_center_scale(box, width / height, padding)
-        matrix = get_affine_transform(centers[i], scales[i], 0.0, (height, width))
-        crops[i] = warp(image_rgb, matrix, (height, width))
+        matrix = get_affine_transform(centers[i], scales[i], 0.0, (width, height))
+        crops[i] = warp(image_rgb, matrix, (width, height))
     return torch.from_numpy(crops).permute(0, 3, 1, 2).contiguous(), centers, scales
 
 
@@ -149,7 +150,7 @@ def predict_images(
             np.concatenate(centers),
             np.concatenate(scales),
             0.0,
-            (input_wh[1], input_wh[0]),
+            input_wh,
         )
         kp_scores = pred.scores.float().cpu().numpy()
         instance = rescore(kp_scores, np.array([score for _, _, score in batch]))
@@ -194,13 +195,10 @@ def _numeric_id(path: Path) -> int | None:
 
 def _box(value: Any, where: str) -> tuple[list[float], float]:
     """(x, y, w, h) and score from [x, y, w, h] or [x, y, w, h, score]."""
-    if not isinstance(value, list | tuple) or len(value) not in (4, 5):
-        raise DatasetError(f"{where}: a box must be [x, y, w, h] or [x, y, w, h, score]")
-    if not all(isinstance(v, int | float) and math.isfinite(v) for v in value):
-        raise DatasetError(f"{where}: box {value} holds a non-numeric or non-finite value")
-    if value[2] <= 0 or value[3] <= 0:
-        raise DatasetError(f"{where}: box {value} has zero or negative size")
-    return [float(v) for v in value[:4]], float(value[4]) if len(value) == 5 else 1.0
+    try:
+        return parse_box(value)
+    except BoxError as err:
+        raise DatasetError(f"{where}: box {err}") from None
 
 
 def load_boxes(path: str | Path, images: Sequence[Path]) -> dict[Path, Boxes]:

@@ -15,7 +15,7 @@ from pathlib import Path
 from ihl.data.coco import load_json, load_json_list, validate_coco
 from ihl.data.errors import DatasetError
 from ihl.data.mpii import validate_mpii
-from ihl.evaluation.coco import _atomic_write_json
+from ihl.files import write_json
 
 DATASETS = ("synth", "coco", "mpii")
 """Dataset names the pipeline knows; ``synth`` is the generated set in the COCO layout."""
@@ -106,5 +106,5 @@ def prepare(dataset: str, root: Path, out: Path, *, decode_images: bool = True) 
         "fingerprint": digest,
         "version": f"{dataset}-{digest[:12]}",
     }
-    _atomic_write_json(summary, Path(out) / "index.json")
+    write_json(Path(out) / "index.json", summary)
     return summary

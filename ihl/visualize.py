@@ -18,7 +18,7 @@ import numpy as np
 from ihl.data.coco import load_json
 from ihl.data.errors import DatasetError
 from ihl.data.keypoints import COCO, MPII, KeypointSpec
-from ihl.data.transforms import read_image_bgr
+from ihl.image_io import read_image_bgr
 
 LEFT = (0, 140, 255)
 RIGHT = (255, 120, 0)

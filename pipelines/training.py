@@ -30,7 +30,8 @@ from kfp.dsl import HTML, Metrics, Model
 
 from components import evaluate, export, prepare, register, train
 from ihl import config
-from ihl.images import image as default_image
+from ihl.edge.container_images import image as default_image
+from ihl.files import write_bytes
 from ihl.prepare import DATASETS
 from pipelines.settings import S3_KEYS, VOLUME_MOUNT, ClusterSettings
 
@@ -76,7 +77,7 @@ def build_pipeline(
 
     ``volume`` is where tasks find the data volume (the PVC's mount path on a
     cluster, a local folder for kfp.local); ``image`` the default of the
-    ``image`` parameter (``ihl.images.image("train")``).
+    ``image`` parameter (``ihl.edge.container_images.image("train")``).
     """
     image_default = image or default_image("train")
 
@@ -218,14 +219,8 @@ def compile_pipeline(
 ) -> Path:
     """Write the cluster pipeline (``ClusterSettings()`` unless given) as KFP YAML to ``path``,
     atomically (a temporary file renamed into place)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     pipeline = build_pipeline(cluster or ClusterSettings(), image=image)
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".yaml", delete=False) as tmp:
-        partial = Path(tmp.name)
-    try:
-        compiler.Compiler().compile(pipeline, str(partial))
-        partial.replace(path)
-    finally:
-        partial.unlink(missing_ok=True)
-    return path
+    with tempfile.TemporaryDirectory() as scratch:
+        compiled = Path(scratch) / "pipeline.yaml"
+        compiler.Compiler().compile(pipeline, str(compiled))
+        return write_bytes(path, compiled.read_bytes())

@@ -4,8 +4,8 @@
 #
 #   scripts/build-images.sh [--push] [--no-check] [--target train|serve]...
 #
-# Image names come from ihl.images (IHL_IMAGE_REPOSITORY, IHL_IMAGE_TAG). The base image is
-# IHL_BASE_IMAGE (pin it by digest for releases); without it the script pulls
+# Image names come from ihl.edge.container_images (IHL_IMAGE_REPOSITORY, IHL_IMAGE_TAG).
+# The base image is IHL_BASE_IMAGE (pin it by digest for releases); without it the script pulls
 # python:3.11-slim-bookworm, and where no registry can be reached it builds a Debian
 # bookworm stand-in with debootstrap (needs root and the debootstrap package).
 set -euo pipefail
@@ -65,7 +65,7 @@ context=(Dockerfile .dockerignore pyproject.toml uv.lock README.md ihl serving/c
 source_url=${IHL_IMAGE_SOURCE:-https://github.com/ihl-pose/ihl}
 # One source of truth for the references: the same function the components and manifest use.
 refs=$(uv run --frozen python -c \
-    'import sys; from ihl.images import image; print(*(image(t) for t in sys.argv[1:]))' \
+    'import sys; from ihl.edge.container_images import image; print(*(image(t) for t in sys.argv[1:]))' \
     "${targets[@]}")
 read -r -a refs <<<"$refs"
 

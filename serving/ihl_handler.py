@@ -21,7 +21,6 @@ import binascii
 import io
 import json
 import logging
-import math
 import time
 from http import HTTPStatus
 from pathlib import Path
@@ -32,6 +31,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from ts.torch_handler.base_handler import BaseHandler
 
+from ihl.boxes import BoxError, parse_box
 from ihl.checkpoint import load_model
 from ihl.predict import predict_images
 
@@ -99,10 +99,6 @@ def to_rgb(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB"))
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def parse_boxes(
     value: Any, box_format: Any, width: int, height: int, max_boxes: int
 ) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -122,26 +118,14 @@ def parse_boxes(
         raise RequestError(f"too many boxes: {len(value)}, at most {max_boxes} per request")
     boxes, scores = [], []
     for i, box in enumerate(value):
-        if not isinstance(box, list) or len(box) not in (4, 5):
-            raise RequestError(
-                f"box #{i} must be [x, y, w, h] or [x, y, w, h, score], not {json.dumps(box)}"
-            )
-        if not all(_number(v) for v in box):
-            raise RequestError(
-                f"box #{i} {json.dumps(box)} holds a non-numeric or non-finite value"
-            )
-        x, y, w, h = box[:4]
-        if box_format == "xyxy":
-            w, h = w - x, h - y
-        if w <= 0 or h <= 0:
-            raise RequestError(
-                f"box #{i} {json.dumps(box)} ({box_format}) has zero or negative size"
-            )
+        try:
+            (x, y, w, h), score = parse_box(box, box_format=box_format)
+        except BoxError as err:
+            raise RequestError(f"box #{i} {err}") from None
         if x >= width or y >= height or x + w <= 0 or y + h <= 0:
             raise RequestError(
                 f"box #{i} {json.dumps(box)} ({box_format}) lies outside the {width}x{height} image"
             )
-        score = box[4] if len(box) == 5 else 1.0
         if not 0 <= score <= 1:
             raise RequestError(f"box #{i} {json.dumps(box)}: score {score} is not in [0, 1]")
         boxes.append([x, y, w, h])

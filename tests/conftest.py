@@ -6,7 +6,7 @@ import pytest
 from servers import moto_s3
 from typer.testing import CliRunner
 
-from ihl.cli import app
+from ihl.cli.main import app
 
 
 @pytest.fixture(scope="session")

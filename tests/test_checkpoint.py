@@ -6,7 +6,7 @@ from typer.testing import CliRunner
 
 from ihl import config
 from ihl.checkpoint import CheckpointError, import_checkpoint, load_model, save_model
-from ihl.cli import app
+from ihl.cli.main import app
 from ihl.models import build_model
 
 

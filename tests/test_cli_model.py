@@ -5,7 +5,7 @@ import json
 from typer.testing import CliRunner
 
 from ihl import config
-from ihl.cli import app
+from ihl.cli.main import app
 from ihl.models import build_model
 from ihl.models.pose import count_params
 

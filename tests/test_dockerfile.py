@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ihl.images import REPOSITORY, TARGETS
+from ihl.edge.container_images import REPOSITORY, TARGETS
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVING = ("config.properties", "kserve.config.properties", "ihl_handler.py", "model-config.yaml")

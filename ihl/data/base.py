@@ -12,8 +12,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ihl.image_io import read_image_bgr
+
 from .keypoints import KeypointSpec
-from .transforms import Size, TopDownAugment, TopDownPipeline, read_image_bgr, sample_rng
+from .transforms import Size, TopDownAugment, TopDownPipeline, sample_rng
 
 
 class TopDownDataset(torch.utils.data.Dataset):

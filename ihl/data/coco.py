@@ -11,12 +11,15 @@ naming the file, the record and the key.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ihl import files
+from ihl.boxes import BoxError, parse_box
+from ihl.image_io import image_problem
 
 from .base import TopDownDataset
 from .errors import DatasetError
@@ -26,7 +29,6 @@ from .transforms import (
     TopDownAugment,
     box_to_center_scale,
     coords_to_image,
-    image_problem,
 )
 
 __all__ = ["CocoKeypoints", "DatasetError", "coco_split_paths", "coords_to_image", "validate_coco"]
@@ -47,13 +49,7 @@ _DETECTION_KEYS = ("image_id", "category_id", "bbox", "score")
 
 def load_json(path: str | Path) -> Any:
     """Read a JSON file, turning every way it can fail into a DatasetError."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise DatasetError(f"{path}: cannot read JSON: {err}") from err
+    return files.load_json(path, DatasetError)
 
 
 def load_json_list(path: str | Path, what: str) -> list:
@@ -84,16 +80,10 @@ def _require(record: dict, keys: tuple[str, ...], where: str) -> None:
 def _box(value: Any, where: str) -> np.ndarray:
     """A finite (x, y, w, h) box with positive size, or a DatasetError."""
     try:
-        box = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise DatasetError(f"{where}: key 'bbox' is not a list of 4 numbers") from None
-    if box.shape != (4,):
-        raise DatasetError(f"{where}: key 'bbox' must have 4 numbers, got shape {box.shape}")
-    if not np.all(np.isfinite(box)):
-        raise DatasetError(f"{where}: key 'bbox' is not finite: {value}")
-    if box[2] <= 0 or box[3] <= 0:
-        raise DatasetError(f"{where}: key 'bbox' has zero or negative size: {value}")
-    return box
+        box, _ = parse_box(value, scored=False)
+    except BoxError as err:
+        raise DatasetError(f"{where}: key 'bbox' {err}") from None
+    return np.asarray(box, dtype=np.float64)
 
 
 def _person_category(data: dict, path: Path) -> int:
@@ -204,7 +194,7 @@ class CocoKeypoints(TopDownDataset):
         image_dir: str | Path,
         *,
         train: bool = False,
-        input_size: Size = (256, 192),
+        input_size: Size = (192, 256),
         heatmap_size: Size | None = None,
         sigma: float = 2.0,
         detections: str | Path | None = None,

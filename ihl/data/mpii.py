@@ -19,11 +19,13 @@ from typing import Any
 import numpy as np
 import scipy.io
 
+from ihl.image_io import image_problem
+
 from .base import TopDownDataset
 from .coco import load_json_list
 from .errors import DatasetError
 from .keypoints import MPII, KeypointSpec
-from .transforms import Size, TopDownAugment, fix_aspect_ratio, image_problem
+from .transforms import Size, TopDownAugment, fix_aspect_ratio
 
 __all__ = ["MpiiGroundTruth", "MpiiKeypoints", "load_mpii_gt", "mpii_center_scale", "validate_mpii"]
 

@@ -2,9 +2,10 @@
 
 Conventions used throughout the data layer:
 
-- Sizes are (height, width), as the method notes write them ("256x192 input,
-  64x48 maps") and as torch lays out images. Points are (x, y) in pixels, with
-  pixel centres at integer coordinates (0-based).
+- Sizes are (width, height), as the config's ``model.input_size`` and OpenCV
+  take them; arrays are laid out (height, width), as torch lays out images.
+  Points are (x, y) in pixels, with pixel centres at integer coordinates
+  (0-based).
 - ``center`` is the box centre in image pixels; ``scale`` is the (width,
   height) in image pixels of the region the crop shows, padding included, with
   the aspect ratio of the input (HRNet keeps it in units of 200 px; plain
@@ -27,20 +28,17 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
 
-from .errors import DatasetError
 from .keypoints import KeypointSpec
 
 Size = tuple[int, int]
+"""(width, height) in pixels."""
 
 _LOWER_BODY_WORDS = ("hip", "knee", "ankle", "pelvis")
-_JPEG_START = b"\xff\xd8"
-_JPEG_END = b"\xff\xd9"
 
 
 def box_to_center_scale(
@@ -81,7 +79,7 @@ def get_affine_transform(
     Built in closed form rather than from three point pairs as HRNet does; the
     two agree (the tests check it), and this one is exact to invert.
     """
-    out_h, out_w = output_size
+    out_w, out_h = output_size
     theta = math.radians(rotation)
     cos, sin = math.cos(theta), math.sin(theta)
     rot = np.array([[cos, sin], [-sin, cos]])
@@ -110,7 +108,7 @@ def affine_points(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
 
 def warp(image: np.ndarray, matrix: np.ndarray, output_size: Size) -> np.ndarray:
     """Warp an image with bilinear interpolation; outside the image is black."""
-    out_h, out_w = output_size
+    out_w, out_h = output_size
     return cv2.warpAffine(
         image,
         matrix,
@@ -143,7 +141,8 @@ def coords_to_image(
     flipped = np.broadcast_to(flipped.reshape(-1), (len(center),))
     single = coords.ndim == 2
     coords = coords.reshape(len(center), -1, 2)
-    pixels = coords * np.array([input_size[1], input_size[0]], dtype=np.float64)
+    in_w, in_h = input_size
+    pixels = coords * np.array([in_w, in_h], dtype=np.float64)
     inverses = np.stack(
         [
             get_affine_transform(c, s, r, input_size, flip=bool(f), inverse=True)
@@ -152,43 +151,6 @@ def coords_to_image(
     )
     out = np.einsum("nkj,nij->nki", pixels, inverses[:, :, :2]) + inverses[:, None, :, 2]
     return out[0] if single else out
-
-
-def read_image_bgr(path: str | Path, record: str = "") -> np.ndarray:
-    """Decode an image file to a uint8 BGR array, refusing broken files.
-
-    OpenCV decodes a truncated JPEG into a partly grey image with only a
-    warning, so JPEGs must also end with their end-of-image marker (trailing
-    padding after it is tolerated).
-    """
-    where = f"{path}{f' ({record})' if record else ''}"
-    try:
-        data = np.fromfile(str(path), dtype=np.uint8)
-    except OSError as err:
-        raise DatasetError(f"{where}: cannot read image: {err.strerror or err}") from err
-    if data.size == 0:
-        raise DatasetError(f"{where}: image file is empty")
-    head = data[:2].tobytes()
-    if head == _JPEG_START and _JPEG_END not in data[-1024:].tobytes():
-        raise DatasetError(f"{where}: truncated JPEG (no end-of-image marker)")
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
-    if image is None or image.size == 0:
-        raise DatasetError(f"{where}: cannot decode image")
-    return image
-
-
-def image_problem(path: Path, record: str, decode: bool = True) -> str | None:
-    """What is wrong with one image file, None if nothing: for the dataset checks.
-
-    Without ``decode`` only that the file exists is checked (fast).
-    """
-    if not decode:
-        return None if path.is_file() else f"{path}: image file not found ({record})"
-    try:
-        read_image_bgr(path, record)
-    except DatasetError as err:
-        return str(err)
-    return None
 
 
 def upper_body_mask(spec: KeypointSpec) -> np.ndarray:
@@ -245,7 +207,8 @@ class TopDownAugment:
         rotation_prob: float = 0.6,
     ) -> None:
         self.spec = spec
-        self.aspect_ratio = input_size[1] / input_size[0]
+        width, height = input_size
+        self.aspect_ratio = width / height
         self.upper_mask = upper_body_mask(spec)
         self.flip_prob = flip_prob
         self.half_body_prob = half_body_prob
@@ -330,7 +293,7 @@ def gaussian_heatmaps(
     an all-zero map. Built as an outer product of 1-D Gaussians: no per-joint
     loop.
     """
-    height, width = heatmap_size
+    width, height = heatmap_size
     points = np.asarray(points, dtype=np.float64)
     rounded = np.floor(points + 0.5)
     mu = points if subpixel else rounded
@@ -359,13 +322,13 @@ def make_targets(
     (``coords`` of a zero-weight joint carry no meaning). ``heatmaps`` only when
     ``heatmap_size`` is given: not every head needs them.
     """
-    in_h, in_w = input_size
+    in_w, in_h = input_size
     coords = (np.asarray(joints, dtype=np.float64) / np.array([in_w, in_h])).astype(np.float32)
     inside = np.all((coords >= 0.0) & (coords < 1.0), axis=1)
     weights = ((np.asarray(visible) > 0) & inside).astype(np.float32)
     targets = {"coords": coords, "weights": weights}
     if heatmap_size is not None:
-        hm_h, hm_w = heatmap_size
+        hm_w, hm_h = heatmap_size
         points = coords.astype(np.float64) * np.array([hm_w, hm_h])
         targets["heatmaps"] = gaussian_heatmaps(points, weights > 0, heatmap_size, sigma, subpixel)
     return targets
@@ -395,7 +358,8 @@ class TopDownPipeline:
 
     @property
     def aspect_ratio(self) -> float:
-        return self.input_size[1] / self.input_size[0]
+        width, height = self.input_size
+        return width / height
 
     def __call__(
         self,

@@ -16,7 +16,7 @@ from ihl.data.coco import CocoKeypoints, coords_to_image, validate_coco
 from ihl.data.errors import DatasetError
 from ihl.data.keypoints import COCO, MPII
 from ihl.data.mpii import MpiiKeypoints, load_mpii_gt, validate_mpii
-from ihl.data.transforms import read_image_bgr
+from ihl.image_io import read_image_bgr
 
 COCO_ROOT = COCO_SAMPLE
 MPII_ROOT = MPII_SAMPLE
@@ -58,7 +58,7 @@ def back_to_image(sample: dict, input_size) -> np.ndarray:
 
 
 def test_coco_train_samples():
-    ds = CocoKeypoints(COCO_ANN, COCO_IMAGES, train=True, heatmap_size=(64, 48))
+    ds = CocoKeypoints(COCO_ANN, COCO_IMAGES, train=True, heatmap_size=(48, 64))
     assert len(ds) == 17
     sample = ds[0]
     assert sample["image"].shape == (3, 256, 192) and sample["image"].dtype == torch.uint8
@@ -91,7 +91,7 @@ def test_coco_augmented_keypoints_map_back_to_the_annotation():
             truth = truth[index]
         labelled = sample["weights"].numpy() > 0
         np.testing.assert_allclose(
-            back_to_image(sample, (256, 192))[labelled], truth[labelled], atol=1e-3
+            back_to_image(sample, (192, 256))[labelled], truth[labelled], atol=1e-3
         )
 
 
@@ -103,7 +103,7 @@ def test_coco_eval_ground_truth_boxes_round_trip():
     assert sample["image_id"] == 785 and sample["box_score"] == 1.0
     labelled = sample["weights"].numpy() > 0
     assert labelled.sum() == 17
-    np.testing.assert_allclose(back_to_image(sample, (256, 192)), ds.keypoints[0, :, :2], atol=1e-3)
+    np.testing.assert_allclose(back_to_image(sample, (192, 256)), ds.keypoints[0, :, :2], atol=1e-3)
 
 
 def test_coco_eval_detection_boxes():

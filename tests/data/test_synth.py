@@ -21,6 +21,9 @@ from ihl.data.synth import (
     make_mpii_synth,
     render_scene,
 )
+from ihl.data.synth import coco as coco_synth
+from ihl.data.synth import mpii as mpii_synth
+from ihl.data.synth.figure import JOINT_PARTS
 
 COCO_ANN = "annotations/person_keypoints_{}2017.json"
 DETS = "person_detection_results/COCO_val2017_detections_AP_H_56_person.json"
@@ -137,7 +140,7 @@ def test_visibility_follows_the_render(scenes):
                 ix, iy = round(x), round(y)
                 own = owner[iy, ix] == person.index and part[iy, ix] in person.shows[name]
                 assert own == (v == 2)
-                assert set(person.shows[name]) <= set(synth._JOINT_PARTS[name])
+                assert set(person.shows[name]) <= set(JOINT_PARTS[name])
                 if v == 2:
                     counts["v2"] += 1
                 elif owner[iy, ix] > person.index:
@@ -294,7 +297,7 @@ def test_refuses_a_non_empty_target_unless_overwrite(tmp_path):
 
 def test_a_crash_leaves_no_half_written_dataset(tmp_path, monkeypatch):
     calls = {"n": 0}
-    real = synth._write_jpeg
+    real = coco_synth.write_jpeg
 
     def failing(path, image):
         calls["n"] += 1
@@ -303,16 +306,16 @@ def test_a_crash_leaves_no_half_written_dataset(tmp_path, monkeypatch):
         real(path, image)
 
     out = tmp_path / "coco"
-    monkeypatch.setattr(synth, "_write_jpeg", failing)
+    monkeypatch.setattr(coco_synth, "write_jpeg", failing)
     with pytest.raises(RuntimeError, match="disk full"):
         make_coco_synth(out, 5, 2)
     assert list(tmp_path.iterdir()) == []
 
-    monkeypatch.setattr(synth, "_write_jpeg", real)
+    monkeypatch.setattr(coco_synth, "write_jpeg", real)
     make_coco_synth(out, 1, 1)
     before = _files(out)
     calls["n"] = 0
-    monkeypatch.setattr(synth, "_write_jpeg", failing)
+    monkeypatch.setattr(mpii_synth, "write_jpeg", failing)
     with pytest.raises(RuntimeError):
         make_mpii_synth(out, 5, 2, overwrite=True)
     assert _files(out) == before

@@ -23,7 +23,7 @@ from ihl.data.transforms import (
     warp,
 )
 
-INPUT = (256, 192)  # (height, width)
+INPUT = (192, 256)  # (width, height)
 
 
 def no_augment(**overrides) -> TopDownAugment:
@@ -37,7 +37,7 @@ def no_augment(**overrides) -> TopDownAugment:
 
 def hrnet_style_affine(center, scale, rotation, output_size):
     """The three-point construction of the HRNet pose code, written out for comparison."""
-    out_h, out_w = output_size
+    out_w, out_h = output_size
     rad = math.radians(rotation)
 
     def rotate(v):
@@ -88,7 +88,7 @@ def test_affine_round_trip(flip):
         crop, get_affine_transform(center, scale, rotation, INPUT, flip=flip, inverse=True)
     )
     np.testing.assert_allclose(back, points, atol=1e-3)
-    normalised = crop / np.array([INPUT[1], INPUT[0]])
+    normalised = crop / np.array(INPUT)
     mapped = coords_to_image(normalised[None], center[None], scale[None], [rotation], INPUT, [flip])
     np.testing.assert_allclose(mapped[0], points, atol=1e-3)
 
@@ -128,7 +128,7 @@ def test_flip_mirrors_the_crop_and_swaps_left_right():
     diff = flipped["image"].int() - plain["image"].flip(-1).int()
     assert diff.abs().max() <= 1
 
-    width = INPUT[1]
+    width = INPUT[0]
     plain_px = plain["coords"].numpy() * width
     flipped_px = flipped["coords"].numpy() * width
     index = np.asarray(COCO.flip_index)
@@ -153,7 +153,7 @@ def test_flip_mirrors_the_crop_and_swaps_left_right():
 def test_targets_coords_weights_and_heatmap_peak():
     joints = np.array([[50.3, 100.6], [189.0, 8.0], [-3.0, 40.0], [20.0, 30.0]])
     visible = np.array([2, 1, 2, 0])
-    t = make_targets(joints, visible, INPUT, heatmap_size=(64, 48))
+    t = make_targets(joints, visible, INPUT, heatmap_size=(48, 64))
     np.testing.assert_allclose(t["coords"][0], [50.3 / 192, 100.6 / 256], rtol=1e-6)
     assert t["coords"].dtype == np.float32 and t["weights"].dtype == np.float32
     np.testing.assert_array_equal(t["weights"], [1, 1, 0, 0])
@@ -169,7 +169,7 @@ def test_targets_coords_weights_and_heatmap_peak():
 
 
 def test_subpixel_heatmap_is_centred_exactly():
-    maps = gaussian_heatmaps(np.array([[10.4, 20.0]]), np.array([True]), (64, 48), subpixel=True)
+    maps = gaussian_heatmaps(np.array([[10.4, 20.0]]), np.array([True]), (48, 64), subpixel=True)
     row = maps[0, 20]
     assert row.max() < 1.0 and row.argmax() == 10
     assert row[9] < row[11]
@@ -242,7 +242,7 @@ def test_same_seed_same_sample():
     image = np.random.default_rng(2).integers(0, 255, size=(300, 300, 3), dtype=np.uint8)
     joints = np.random.default_rng(3).uniform(100, 200, size=(17, 2))
     pipeline = TopDownPipeline(
-        COCO, INPUT, heatmap_size=(64, 48), augment=TopDownAugment(COCO, INPUT)
+        COCO, INPUT, heatmap_size=(48, 64), augment=TopDownAugment(COCO, INPUT)
     )
     args = (image, np.array([150.0, 150.0]), np.array([150.0, 200.0]), joints, np.ones(17))
     first = pipeline(*args, sample_rng(7, 3, 11))

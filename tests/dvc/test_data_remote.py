@@ -18,7 +18,7 @@ from sample_data import COCO_SAMPLE, MPII_SAMPLE
 from servers import free_port
 from typer.testing import CliRunner
 
-from ihl.cli import app
+from ihl.cli.main import app
 
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test-key", "AWS_SECRET_ACCESS_KEY": "test-secret"}
 

@@ -14,7 +14,7 @@ from sample_data import MPII_SAMPLE
 from ihl import config
 from ihl.data.errors import DatasetError
 from ihl.data.synth import make_coco_synth
-from ihl.params import CONFIG_SECTIONS, config_overrides
+from ihl.edge.params import CONFIG_SECTIONS, config_overrides
 from ihl.prepare import fingerprint, prepare
 
 REPO = Path(__file__).resolve().parents[2]
@@ -72,7 +72,7 @@ def test_prepare_refuses_bad_input_and_writes_nothing(synth, tmp_path, dataset, 
 def test_prepare_command_says_how_to_get_missing_data(tmp_path):
     from typer.testing import CliRunner
 
-    from ihl.cli import app
+    from ihl.cli.main import app
 
     result = CliRunner().invoke(
         app, ["prepare", "--dataset", "coco", "--root", str(tmp_path / "coco"), "--out", "o"]
@@ -125,7 +125,7 @@ def test_bad_params_are_named(tmp_path, changes, message):
 def test_train_command_names_a_bad_params_key(tmp_path):
     from typer.testing import CliRunner
 
-    from ihl.cli import app
+    from ihl.cli.main import app
 
     params = _write_params(tmp_path, model={"heed": "ihl"})
     result = CliRunner().invoke(
@@ -143,9 +143,9 @@ def test_stages_declare_every_section_and_module_they_read():
     for stage, modules in [
         ("synth", ["ihl.data.synth"]),
         ("prepare", ["ihl.prepare"]),
-        ("train", ["ihl.engine", "ihl.params"]),
+        ("train", ["ihl.train", "ihl.edge.params", "ihl.edge.live"]),
         ("evaluate", ["ihl.evaluate"]),
-        ("export", ["ihl.export"]),
+        ("export", ["ihl.edge.export"]),
     ]:
         deps = [(REPO / d).resolve() for d in stages[stage]["deps"]]
         files = _import_closure(modules)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from conftest import load_pipeline
 
-from ihl.images import image
+from ihl.edge.container_images import image
 
 TASKS = ("prepare", "train", "evaluate", "export", "register")
 NUM_GPUS = "{{$.inputs.parameters['pipelinechannel--num_gpus']}}"

@@ -98,7 +98,7 @@ def test_train_under_torchrun(tmp_path, monkeypatch, capfd):
     assert list(best["config"]["model"]["input_size"]) == [64, 64]
     # two processes share the epoch: half the steps a single process would take
     from ihl import config
-    from ihl.engine import build_train_dataset
+    from ihl.data.build import build_train_dataset
 
     crops = len(build_train_dataset(config.load("sample", overrides | {"data.root": str(data)})))
     steps = math.ceil(crops / 2) // 2

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import yaml
 
-from ihl.images import image
+from ihl.edge.container_images import image
 
 
 def test_manifest_for_two_nodes(cli, tmp_path):

@@ -127,7 +127,7 @@ def test_a_retried_train_task_resumes_its_run_folder(local_run, tmp_path):
     from kfp.dsl import Dataset, Model
 
     from components import train
-    from ihl.images import image
+    from ihl.edge.container_images import image
 
     out, _ = local_run
     prepared = _output_artifact(out, "prepare", "prepared")
@@ -149,7 +149,7 @@ def test_registered_in_s3(local_run, s3_registry, monkeypatch):
     _, result = local_run
     for key, value in s3_registry.items():
         monkeypatch.setenv(key, value)
-    from ihl.registry import list_versions
+    from ihl.edge.registry.store import list_versions
 
     assert "registered: s3://models/pose/ihl/7" in result.output
     assert [v["version"] for v in list_versions("s3://models/pose", "ihl")] == ["7"]

@@ -48,7 +48,7 @@ def bucket(s3) -> str:
 
 @pytest.fixture
 def make_export(tmp_path):
-    """Build folders in the export layout (contract of ihl.export.export_model), real files.
+    """Build folders in the export layout (contract of ihl.edge.export.export_model), real files.
 
     The archive is a real zip with TorchServe's MAR-INF/MANIFEST.json; ``payload``
     makes two exports differ.
@@ -77,7 +77,7 @@ def real_export(tmp_path_factory) -> Path:
     """`ihl export` of a small randomly initialised model: a real archive TorchServe loads."""
     from ihl import config
     from ihl.checkpoint import save_model
-    from ihl.export import export_model
+    from ihl.edge.export import export_model
     from ihl.models import build_model
 
     root = tmp_path_factory.mktemp("real-export")

@@ -4,9 +4,20 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import yaml
 
-from ihl.images import image
+from ihl.edge.container_images import image
+
+
+@pytest.mark.parametrize(
+    "command", ["push", "list", "pull", "abandon", "promote", "register", "manifest"]
+)
+def test_every_registry_command_prints_its_help(cli, command):
+    """The URI help "s3://BUCKET[/PREFIX]" once crashed Rich's markup parser on every --help."""
+    result = cli("registry", command, "--help")
+    assert result.exit_code == 0, result.exception
+    assert "s3://BUCKET[/PREFIX]" in result.output
 
 
 def test_push_list_promote_pull_manifest(cli, bucket, make_export, s3_server, tmp_path):

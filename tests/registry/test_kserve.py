@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ihl.registry import KSERVE_ENV, RegistryError, inference_service
+from ihl.edge.registry.kserve import KSERVE_ENV, inference_service
+from ihl.edge.registry.store import RegistryError
 
 KSERVE = Path(__file__).resolve().parents[2] / "serving" / "kserve"
 EXAMPLE_URI = "s3://ihl-models/registry/ihl/1"

@@ -16,7 +16,8 @@ from sample_data import REAL_IMAGES
 from servers import free_port
 from serving.torchserve import TorchServe
 
-from ihl.registry import kserve_manifest, promote, pull, push
+from ihl.edge.registry.kserve import kserve_manifest
+from ihl.edge.registry.store import promote, pull, push
 
 
 class KServeContainer(TorchServe):

@@ -11,7 +11,7 @@ import pytest
 from sample_data import REAL_IMAGES
 from serving.torchserve import TorchServe
 
-from ihl.registry import push
+from ihl.edge.registry.store import push
 
 
 def test_register_a_pulled_version_and_predict(cli, bucket, real_export, tmp_path):

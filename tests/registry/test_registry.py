@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from ihl import registry
-from ihl.registry import ChecksumError, RegistryError, VersionExistsError
+from ihl.edge.registry import store as registry
+from ihl.edge.registry.store import ChecksumError, RegistryError, VersionExistsError
 
 VERSION_FILES = [
     ".push-claim.json",

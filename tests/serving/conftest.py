@@ -11,7 +11,7 @@ from serving.torchserve import TorchServe
 
 from ihl import config
 from ihl.checkpoint import load_model, save_model
-from ihl.export import export_model
+from ihl.edge.export import export_model
 from ihl.models import build_model
 
 TINY = {"model.input_size": [64, 64], "model.deconv_channels": 32}

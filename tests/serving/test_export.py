@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
 import zipfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,9 +15,9 @@ from serving.conftest import BATCH_SIZE, MAX_BATCH_DELAY_MS
 from typer.testing import CliRunner
 
 from ihl import config
-from ihl.cli import app
+from ihl.cli.main import app
 from ihl.data.keypoints import COCO
-from ihl.export import ExportError, code_version, export_model
+from ihl.edge.export import ExportError, code_version, export_model, serving_dir
 
 
 def _archive(export_dir) -> zipfile.ZipFile:
@@ -117,10 +119,22 @@ def test_code_version_without_git_is_the_image_revision(monkeypatch):
     def no_git(*args, **kwargs):
         raise FileNotFoundError("git")
 
-    monkeypatch.setattr("ihl.export.subprocess.run", no_git)
+    monkeypatch.setattr("ihl.edge.export.subprocess.run", no_git)
     monkeypatch.setenv("IHL_REVISION", "0123abc")
     assert code_version() == "0123abc"
     monkeypatch.setenv("IHL_REVISION", "unknown")
     assert code_version().startswith("ihl ")
     monkeypatch.delenv("IHL_REVISION")
     assert code_version().startswith("ihl ")
+
+
+def test_a_checkout_finds_its_serving_files_and_revision(monkeypatch):
+    """Without IHL_SERVING_DIR, export reads the repository's serving/ folder and names the
+    checkout's git revision (both found from the module's own place in the repository)."""
+    monkeypatch.delenv("IHL_SERVING_DIR", raising=False)
+    repo = Path(__file__).resolve().parents[2]
+    assert serving_dir() == repo / "serving"
+    head = subprocess.run(
+        ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert code_version().removesuffix("+dirty") == head

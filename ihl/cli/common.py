@@ -1,0 +1,84 @@
+"""What every command module shares: error reporting, config loading, result printing."""
+
+from __future__ import annotations
+
+import math
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+import yaml
+
+from ihl import config as config_mod
+from ihl.data.errors import DatasetError
+
+ConfigArg = Annotated[str, typer.Argument(help="Preset name (see `ihl presets`) or a YAML file.")]
+DeviceOpt = Annotated[
+    str | None, typer.Option(help="torch device, e.g. cpu, cuda, cuda:1; default: CUDA if present.")
+]
+NoFlipOpt = Annotated[bool, typer.Option("--no-flip", help="Skip the flip test (faster).")]
+
+USER_ERRORS = (
+    DatasetError,
+    config_mod.ConfigError,
+    FileNotFoundError,
+    FileExistsError,
+)
+"""Failures caused by the user's files or arguments: reported in one line, no traceback.
+Commands that load checkpoints add ``CheckpointError``, imported with torch only there
+so that the light commands start fast."""
+
+
+class Dataset(StrEnum):
+    coco = "coco"
+    mpii = "mpii"
+
+
+class BoxSource(StrEnum):
+    detections = "detections"
+    gt = "gt"
+
+
+def fail(message: str) -> NoReturn:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(2)
+
+
+def load_config(name_or_path: str, overrides: dict[str, Any] | None = None) -> config_mod.Config:
+    try:
+        return config_mod.load(name_or_path, overrides)
+    except config_mod.ConfigError as err:
+        fail(str(err))
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``key.sub=value`` pairs; values are YAML, so numbers, booleans and lists keep their type."""
+    overrides = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip() or " " in key.strip():
+            fail(f"--set {item!r}: expected dotted.key=value, e.g. --set model.head=heatmap")
+        try:
+            overrides[key.strip()] = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            fail(f"--set {item!r}: the value is not valid YAML: {err}")
+    return overrides
+
+
+def require_file(path: Path, what: str) -> None:
+    if not path.is_file():
+        fail(f"{what} not found: {path}")
+
+
+def print_table(values: dict[str, Any]) -> None:
+    """Print flat results one per line; floats with four decimals, NaN/None as n/a."""
+    width = max((len(str(k)) for k in values), default=0)
+    for key, value in values.items():
+        if value is None or isinstance(value, float) and not math.isfinite(value):
+            text = "n/a"
+        elif isinstance(value, float):
+            text = f"{value:.4f}"
+        else:
+            text = str(value)
+        typer.echo(f"{key:<{width}}  {text}")

@@ -1,0 +1,204 @@
+"""The stages of the pipeline (synth, prepare, train, evaluate), as dvc.yaml and the
+Kubeflow components run them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ihl import config as config_mod
+from ihl.cli.common import (
+    USER_ERRORS,
+    BoxSource,
+    Dataset,
+    DeviceOpt,
+    NoFlipOpt,
+    fail,
+    load_config,
+    parse_overrides,
+    print_table,
+    require_file,
+)
+from ihl.data.errors import DatasetError
+
+
+def synth_cmd(
+    out: Annotated[Path, typer.Argument(help="Dataset folder to create, e.g. data/synth.")],
+    dataset: Annotated[Dataset, typer.Option(help="Layout to write.")] = Dataset.coco,
+    train: Annotated[
+        int, typer.Option(min=0, help="Training images (the sample preset is tuned for 1000).")
+    ] = 1000,
+    val: Annotated[int, typer.Option(min=0, help="Validation images.")] = 100,
+    seed: Annotated[int, typer.Option(help="Same seed, same bytes.")] = 0,
+    size: Annotated[str, typer.Option(help="Image size WxH.")] = "320x240",
+    overwrite: Annotated[bool, typer.Option(help="Replace a non-empty OUT.")] = False,
+) -> None:
+    """Write a synthetic dataset in the COCO or MPII layout, for runs without the real data."""
+    from ihl.data.synth import make_coco_synth, make_mpii_synth
+
+    width, _, height = size.lower().partition("x")
+    if not (width.isdigit() and height.isdigit() and int(width) > 0 and int(height) > 0):
+        fail(f"--size {size!r}: expected WIDTHxHEIGHT in pixels, e.g. 320x240")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        fail(f"{out} exists and is not empty; pass --overwrite to replace it")
+    make = make_coco_synth if dataset is Dataset.coco else make_mpii_synth
+    try:
+        summary = make(out, train, val, (int(width), int(height)), seed, overwrite=overwrite)
+    except FileExistsError as err:
+        fail(str(err))
+    typer.echo(f"wrote a synthetic {dataset.value} dataset to {out}")
+    print_table(summary)
+
+
+def train_cmd(
+    config: Annotated[str, typer.Option("--config", "-c", help="Preset name or YAML file.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: checkpoints, metrics.")],
+    resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint in OUT.")] = False,
+    device: DeviceOpt = None,
+    overrides: Annotated[
+        list[str],
+        typer.Option("--set", help="Override a config value (repeatable): model.head=heatmap."),
+    ] = [],  # noqa: B006 - typer reads the default, never mutates it
+    params: Annotated[
+        Path | None,
+        typer.Option(
+            help="DVC params file (params.yaml): its model/loss/train/data sections and its "
+            "dataset are layered over the preset, before any --set."
+        ),
+    ] = None,
+) -> None:
+    """Train a pose model from a preset or YAML config."""
+    from ihl.edge.params import config_overrides
+
+    try:
+        layered = {} if params is None else config_overrides(params)
+    except config_mod.ConfigError as err:
+        fail(str(err))
+    cfg = load_config(config, layered | parse_overrides(overrides))
+    from ihl.checkpoint import CheckpointError
+    from ihl.edge.live import LiveLog
+    from ihl.train import train
+
+    try:
+        result = train(
+            cfg, out, resume=resume, device=device, progress=True, epoch_log=LiveLog(out / "live")
+        )
+    except (*USER_ERRORS, CheckpointError) as err:
+        fail(str(err))
+    print_table(result)
+
+
+def prepare_cmd(
+    dataset: Annotated[str, typer.Option(help="synth (`ihl synth`'s COCO layout), coco or mpii.")],
+    root: Annotated[Path, typer.Option(help="Dataset folder, e.g. data/synth.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for index.json.")],
+    no_decode: Annotated[
+        bool, typer.Option("--no-decode", help="Only check that images exist (fast).")
+    ] = False,
+) -> None:
+    """Validate a dataset and write OUT/index.json: counts per split and a content fingerprint."""
+    from ihl.prepare import prepare
+
+    try:
+        summary = prepare(dataset, root, out, decode_images=not no_decode)
+    except DatasetError as err:
+        hint = ""
+        if not root.is_dir() and dataset in ("coco", "mpii"):
+            hint = (
+                f"\nadd it with `ihl data add {dataset} PATH`, or fetch a tracked copy with "
+                f"`ihl data pull {root}.dvc`"
+            )
+        fail(f"{err}{hint}")
+    typer.echo(f"wrote {out / 'index.json'}: data version {summary['version']}")
+    for split, counts in summary["splits"].items():
+        typer.echo(f"{split:<8}  " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+
+
+def evaluate_cmd(
+    checkpoint: Annotated[
+        Path | None, typer.Argument(help="IHL checkpoint to evaluate (omit with --results).")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Folder for results and metrics.")
+    ] = None,
+    data_root: Annotated[
+        Path | None, typer.Option(help="Dataset root; default: the checkpoint config's data.root.")
+    ] = None,
+    split: Annotated[str | None, typer.Option(help="Split to evaluate (default: val).")] = None,
+    boxes: Annotated[
+        BoxSource | None,
+        typer.Option(help="Person boxes: the detector's, or ground truth (default: detections)."),
+    ] = None,
+    no_flip: NoFlipOpt = False,
+    device: DeviceOpt = None,
+    batch_size: Annotated[int, typer.Option(min=1)] = 32,
+    results: Annotated[
+        Path | None, typer.Option(help="Score this COCO keypoint results file instead.")
+    ] = None,
+    ann: Annotated[
+        Path | None, typer.Option(help="COCO annotation file the --results file answers.")
+    ] = None,
+) -> None:
+    """Evaluate a checkpoint (COCO AP or MPII PCKh), or score an existing results file.
+
+    ihl evaluate CHECKPOINT --out DIR          run the model on a dataset split
+    ihl evaluate --results FILE --ann FILE     score predictions made elsewhere
+    """
+    if checkpoint is not None and results is not None:
+        fail("give a CHECKPOINT or --results, not both")
+    if checkpoint is None and results is None:
+        fail("give a CHECKPOINT to evaluate, or --results FILE --ann FILE to score a results file")
+    if results is not None:
+        checkpoint_only = {
+            "--data-root": data_root,
+            "--split": split,
+            "--boxes": boxes,
+            "--device": device,
+            "--no-flip": no_flip or None,
+        }
+        extra = [name for name, value in checkpoint_only.items() if value is not None]
+        if extra:
+            fail(f"{', '.join(extra)} only apply when evaluating a CHECKPOINT, not --results")
+        if ann is None:
+            fail("--results needs --ann, the COCO annotation file the results answer")
+        _score_results(results, ann, out)
+        return
+    if ann is not None:
+        fail("--ann goes with --results; a CHECKPOINT is evaluated on --data-root")
+    if out is None:
+        fail("evaluating a CHECKPOINT needs --out DIR for its results and metrics")
+    require_file(checkpoint, "checkpoint")
+    from ihl.checkpoint import CheckpointError
+    from ihl.evaluate import evaluate
+
+    try:
+        metrics = evaluate(
+            checkpoint,
+            out,
+            data_root=data_root,
+            split=split or "val",
+            boxes=(boxes or BoxSource.detections).value,
+            device=device,
+            flip=False if no_flip else None,
+            batch_size=batch_size,
+            progress=True,
+        )
+    except (*USER_ERRORS, CheckpointError) as err:
+        fail(str(err))
+    print_table(metrics)
+
+
+def _score_results(results: Path, ann: Path, out: Path | None) -> None:
+    from ihl.metrics.coco import score_results_file, write_metrics
+
+    require_file(results, "results file")
+    require_file(ann, "annotation file")
+    try:
+        metrics = score_results_file(results, ann)
+    except ValueError as err:
+        fail(str(err))
+    if out is not None:
+        typer.echo(f"wrote {write_metrics(metrics, out / 'metrics.json')}")
+    print_table(metrics)

@@ -1,0 +1,627 @@
+"""Model registry on S3, in the layout KServe's storage initializer downloads as is.
+
+One version of a model is an export folder (see ``ihl.edge.export``) under
+``s3://BUCKET/PREFIX/<name>/<version>/``::
+
+    model-store/<name>.mar
+    config/config.properties
+    model_card.md
+    manifest.json            sha256 and size of every file above; written last
+
+A version is complete once its manifest exists, and is never written again: a
+push first claims the version with a conditional write (``If-None-Match: *``)
+of ``.push-claim.json``, so of two concurrent pushes one fails before it has
+uploaded anything, and the manifest, also written conditionally, is the
+commit point. A push killed before its manifest leaves an incomplete version
+that ``abandon`` removes once its claim is old enough. Pulls download to a
+temporary folder next to the destination, check every file against the
+manifest and only then rename it into place.
+Aliases (``production``, ``staging``) are small objects under
+``<name>/_aliases/`` that name a version; versions cannot start with ``_``.
+
+The S3 endpoint and credentials come from boto3's usual configuration
+(``AWS_ENDPOINT_URL``/``AWS_ENDPOINT_URL_S3``, ``AWS_ACCESS_KEY_ID``, profiles),
+or ``endpoint_url``. boto3 is imported lazily: the core package never needs it.
+"""
+
+from __future__ import annotations
+
+import functools
+import getpass
+import hashlib
+import json
+import re
+import secrets
+import shutil
+import socket
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+
+from ihl.edge.names import NAME
+
+MANIFEST = "manifest.json"
+CLAIM = ".push-claim.json"
+ALIASES = "_aliases"
+REQUIRED = ("config/config.properties", "model_card.md")
+"""Files every export holds besides its archive (``model-store/*.mar``)."""
+
+
+class RegistryError(Exception):
+    """A registry operation failed; the message says why and what to do."""
+
+
+class VersionExistsError(RegistryError):
+    """The version is already in the registry; versions are immutable."""
+
+
+class ChecksumError(RegistryError):
+    """A downloaded file differs from the manifest written at push time."""
+
+
+def parse_uri(uri: str) -> tuple[str, str]:
+    """``s3://bucket/some/prefix`` -> ``("bucket", "some/prefix")``."""
+    parsed = urllib.parse.urlparse(uri)
+    if parsed.scheme != "s3" or not parsed.netloc:
+        raise RegistryError(f"registry URI {uri!r}: expected s3://BUCKET[/PREFIX]")
+    return parsed.netloc, parsed.path.strip("/")
+
+
+def _check_name(value: str, what: str) -> str:
+    if not NAME.fullmatch(value):
+        raise RegistryError(
+            f"{what} {value!r}: use letters, digits, '.', '_' or '-', starting with a letter "
+            "or digit (at most 100 characters)"
+        )
+    return value
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _who() -> str:
+    try:
+        user = getpass.getuser()
+    except OSError:
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+def file_sha256(path: Path) -> str:
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _natural_key(version: str) -> tuple:
+    """Sort "2" before "10" and "1.2" before "1.10"."""
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"[._-]", version))
+
+
+@contextmanager
+def _s3_errors(where: str) -> Iterator[None]:
+    """Turn botocore's exceptions into RegistryErrors that say what to do."""
+    from botocore.exceptions import (
+        BotoCoreError,
+        ClientError,
+        ConnectTimeoutError,
+        EndpointConnectionError,
+        NoCredentialsError,
+        PartialCredentialsError,
+    )
+
+    try:
+        yield
+    except (NoCredentialsError, PartialCredentialsError) as err:
+        raise RegistryError(
+            f"no S3 credentials for {where}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+            "(or AWS_PROFILE with ~/.aws/credentials)"
+        ) from err
+    except (EndpointConnectionError, ConnectTimeoutError) as err:
+        raise RegistryError(
+            f"cannot reach the S3 endpoint for {where} ({err}): check --endpoint-url or "
+            "AWS_ENDPOINT_URL and that the server is running"
+        ) from err
+    except ClientError as err:
+        code = err.response.get("Error", {}).get("Code", "")
+        message = err.response.get("Error", {}).get("Message", "") or str(err)
+        if code in ("NoSuchBucket",):
+            raise RegistryError(f"{where}: the bucket does not exist; create it first") from err
+        if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403"):
+            raise RegistryError(
+                f"{where}: S3 refused the credentials ({code}): check AWS_ACCESS_KEY_ID, "
+                "AWS_SECRET_ACCESS_KEY and the bucket policy"
+            ) from err
+        raise RegistryError(f"{where}: S3 error {code}: {message}") from err
+    except BotoCoreError as err:
+        raise RegistryError(f"{where}: {err}") from err
+
+
+def _is_missing(err: Exception) -> bool:
+    from botocore.exceptions import ClientError
+
+    return isinstance(err, ClientError) and err.response.get("Error", {}).get("Code") in (
+        "404",
+        "NoSuchKey",
+    )
+
+
+def _is_precondition_failed(err: Exception) -> bool:
+    from botocore.exceptions import ClientError
+
+    return isinstance(err, ClientError) and err.response.get("Error", {}).get("Code") in (
+        "412",
+        "PreconditionFailed",
+        "ConditionalRequestConflict",
+    )
+
+
+@functools.cache
+def _boto_loader():
+    import botocore.loaders
+
+    return botocore.loaders.create_loader()
+
+
+class _Store:
+    """One registry URI on one S3 endpoint; checks the bucket once up front."""
+
+    def __init__(self, uri: str, endpoint_url: str | None = None):
+        import boto3
+        import botocore.session
+        from botocore.config import Config
+
+        self.bucket, self.prefix = parse_uri(uri)
+        self.uri = uri.rstrip("/")
+        config = Config(connect_timeout=10, retries={"max_attempts": 3, "mode": "standard"})
+        # A fresh session reads credentials and endpoint anew (boto3's default one caches
+        # them); the shared loader spares it parsing botocore's service models again.
+        core = botocore.session.Session()
+        core.register_component("data_loader", _boto_loader())
+        try:
+            session = boto3.session.Session(botocore_session=core)
+            self.client = session.client("s3", endpoint_url=endpoint_url, config=config)
+        except ValueError as err:
+            raise RegistryError(f"S3 endpoint {endpoint_url!r}: {err}") from err
+        with _s3_errors(f"registry {self.uri}"):
+            try:
+                self.client.head_bucket(Bucket=self.bucket)
+            except Exception as err:
+                if _is_missing(err):
+                    raise RegistryError(
+                        f"registry {self.uri}: bucket {self.bucket!r} does not exist at "
+                        f"{self.client.meta.endpoint_url}; create it or fix the URI"
+                    ) from err
+                raise
+
+    def key(self, *parts: str) -> str:
+        return "/".join(p for p in (self.prefix, *parts) if p)
+
+    def url(self, key: str) -> str:
+        return f"s3://{self.bucket}/{key}"
+
+    def get_json(self, key: str) -> tuple[dict, str] | None:
+        """The JSON object at ``key`` and its ETag, or None if there is none."""
+        with _s3_errors(self.url(key)):
+            try:
+                response = self.client.get_object(Bucket=self.bucket, Key=key)
+            except Exception as err:
+                if _is_missing(err):
+                    return None
+                raise
+            body = response["Body"].read()
+        try:
+            return json.loads(body), response["ETag"]
+        except ValueError as err:
+            raise RegistryError(f"{self.url(key)} is not valid JSON: {err}") from err
+
+    def put_json(self, key: str, value: dict, **conditions: str) -> None:
+        """Write ``value``; ``conditions`` are IfNoneMatch="*" or IfMatch=ETAG."""
+        body = (json.dumps(value, indent=2) + "\n").encode()
+        self.client.put_object(
+            Bucket=self.bucket,
+            Key=key,
+            Body=body,
+            ContentType="application/json",
+            **conditions,
+        )
+
+    def subfolders(self, key: str) -> list[str]:
+        """Names of the "folders" directly under ``key``."""
+        names = []
+        with _s3_errors(self.url(key)):
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=f"{key}/" if key else "", Delimiter="/"
+            )
+            for page in pages:
+                for entry in page.get("CommonPrefixes", []):
+                    names.append(entry["Prefix"].rstrip("/").rsplit("/", 1)[-1])
+        return names
+
+    def keys(self, key: str) -> list[str]:
+        found = []
+        with _s3_errors(self.url(key)):
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=f"{key}/"
+            )
+            for page in pages:
+                found += [entry["Key"] for entry in page.get("Contents", [])]
+        return found
+
+    def delete(self, keys: list[str]) -> None:
+        for start in range(0, len(keys), 1000):
+            batch = [{"Key": k} for k in keys[start : start + 1000]]
+            self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch})
+
+    def manifest(self, name: str, version: str) -> dict | None:
+        found = self.get_json(self.key(name, version, MANIFEST))
+        return found[0] if found else None
+
+    def alias(self, name: str, alias: str) -> tuple[dict, str] | None:
+        return self.get_json(self.key(name, ALIASES, f"{alias}.json"))
+
+    def aliases(self, name: str) -> dict[str, str]:
+        """Every alias of ``name`` and the version it names."""
+        found = {}
+        for key in self.keys(self.key(name, ALIASES)):
+            record = self.get_json(key)
+            if record:
+                found[key.rsplit("/", 1)[-1].removesuffix(".json")] = record[0].get("version")
+        return found
+
+    def resolve(self, name: str, version_or_alias: str) -> tuple[str, dict]:
+        """The version (and its manifest) that ``version_or_alias`` names."""
+        _check_name(name, "model name")
+        _check_name(version_or_alias, "version or alias")
+        manifest = self.manifest(name, version_or_alias)
+        if manifest is not None:
+            return version_or_alias, manifest
+        alias = self.alias(name, version_or_alias)
+        if alias is not None:
+            version = alias[0]["version"]
+            manifest = self.manifest(name, version)
+            if manifest is None:
+                raise RegistryError(
+                    f"alias {version_or_alias!r} of model {name!r} points to version {version!r}, "
+                    f"which has no manifest in {self.uri}"
+                )
+            return version, manifest
+        if self.keys(self.key(name, version_or_alias)):
+            raise RegistryError(
+                f"version {version_or_alias!r} of model {name!r} in {self.uri} is incomplete "
+                "(an interrupted or running push): it has no manifest; `ihl registry abandon` "
+                "removes an interrupted one"
+            )
+        versions = [v for v in self.subfolders(self.key(name)) if v != ALIASES]
+        if not versions:
+            raise RegistryError(
+                f"no model {name!r} in {self.uri}; `ihl registry list {self.uri}` shows the models"
+            )
+        aliases = self.aliases(name)
+        raise RegistryError(
+            f"no version or alias {version_or_alias!r} of model {name!r} in {self.uri} "
+            f"(versions: {', '.join(sorted(versions, key=_natural_key))}; "
+            f"aliases: {', '.join(sorted(aliases)) or 'none'})"
+        )
+
+
+def _export_files(export_dir: Path) -> dict[str, Path]:
+    """The files of an export folder by relative POSIX path; refuses an incomplete layout."""
+    if not export_dir.is_dir():
+        raise RegistryError(f"export folder not found: {export_dir}")
+    files = {
+        path.relative_to(export_dir).as_posix(): path
+        for path in sorted(export_dir.rglob("*"))
+        if path.is_file()
+    }
+    archives = [p for p in files if PurePosixPath(p).parent.as_posix() == "model-store"]
+    archives = [p for p in archives if p.endswith(".mar")]
+    missing = [p for p in REQUIRED if p not in files]
+    if not archives:
+        missing.insert(0, "model-store/*.mar")
+    if missing:
+        raise RegistryError(
+            f"{export_dir} is not an export folder: missing {', '.join(missing)} "
+            "(make one with `ihl export CHECKPOINT --out DIR`)"
+        )
+    reserved = [p for p in (MANIFEST, CLAIM) if p in files]
+    if reserved:
+        raise RegistryError(f"{export_dir}: {', '.join(reserved)} is reserved for the registry")
+    return files
+
+
+Progress = Callable[[str, int], Callable[[int], None]]
+"""``progress(label, total_bytes)`` returns a callback that takes bytes done since the last call."""
+
+
+def no_progress(label: str, total: int) -> Callable[[int], None]:
+    return lambda n: None
+
+
+def push(
+    export_dir: Path,
+    uri: str,
+    name: str,
+    version: str,
+    *,
+    endpoint_url: str | None = None,
+    progress: Progress = no_progress,
+) -> str:
+    """Upload an export folder as ``<uri>/<name>/<version>/`` and return that URI.
+
+    Refuses a version that exists (complete, or claimed by another push) or that
+    shares its name with an alias. On an error after the claim, what was
+    uploaded is removed so that the version can be pushed again.
+    """
+    _check_name(name, "model name")
+    _check_name(version, "version")
+    export_dir = Path(export_dir)
+    files = _export_files(export_dir)
+    entries = {
+        rel: {"sha256": file_sha256(path), "size": path.stat().st_size}
+        for rel, path in files.items()
+    }
+    store = _Store(uri, endpoint_url)
+    folder = store.key(name, version)
+    version_uri = store.url(folder)
+    if store.manifest(name, version) is not None:
+        raise VersionExistsError(
+            f"{version_uri} already exists; versions are immutable: push under a new version"
+        )
+    if store.alias(name, version) is not None:
+        raise RegistryError(f"{name!r} already has an alias {version!r}; pick another version")
+    claim = {"pushed_by": _who(), "started": _now(), "push_id": secrets.token_hex(8)}
+    with _s3_errors(version_uri):
+        try:
+            store.put_json(store.key(name, version, CLAIM), claim, IfNoneMatch="*")
+        except Exception as err:
+            if not _is_precondition_failed(err):
+                raise
+            if store.manifest(name, version) is not None:
+                raise VersionExistsError(
+                    f"{version_uri} was pushed just now by someone else; versions are immutable"
+                ) from err
+            other = (store.get_json(store.key(name, version, CLAIM)) or ({},))[0]
+            raise RegistryError(
+                f"{version_uri} is being pushed by {other.get('pushed_by', 'another client')} "
+                f"(since {other.get('started', '?')}); if that push was interrupted, "
+                f"`ihl registry abandon {uri} {name} {version}` removes it"
+            ) from err
+    uploaded = [store.key(name, version, CLAIM)]
+    abandoned = False
+    try:
+        with _s3_errors(version_uri):
+            for rel, path in files.items():
+                key = store.key(name, version, rel)
+                store.client.upload_file(
+                    str(path), store.bucket, key, Callback=progress(rel, entries[rel]["size"])
+                )
+                uploaded.append(key)
+            current = store.get_json(store.key(name, version, CLAIM))
+            if current is None or current[0] != claim:
+                abandoned = True
+                raise RegistryError(
+                    f"{version_uri}: the push was abandoned (`ihl registry abandon`) while it "
+                    "uploaded; nothing was committed. Files it uploaded since are left for "
+                    "`ihl registry abandon` (the version may be another push's by now)"
+                )
+            manifest = {
+                "name": name,
+                "version": version,
+                "pushed_at": _now(),
+                "pushed_by": claim["pushed_by"],
+                "files": entries,
+            }
+            store.put_json(store.key(name, version, MANIFEST), manifest, IfNoneMatch="*")
+    except BaseException:
+        if not abandoned:
+            with suppress(Exception):  # best effort: a leftover claim names the failed push
+                store.delete(uploaded)
+        raise
+    return version_uri
+
+
+def abandon(
+    uri: str,
+    name: str,
+    version: str,
+    *,
+    older_than_minutes: float = 60.0,
+    endpoint_url: str | None = None,
+) -> list[str]:
+    """Remove an incomplete version (a push that never wrote its manifest); returns the keys
+    deleted.
+
+    Complete versions are immutable and refused. So is a version whose push claim is younger
+    than ``older_than_minutes``: that push may still be uploading (a running push that finds
+    its claim gone stops before it commits).
+    """
+    _check_name(name, "model name")
+    _check_name(version, "version")
+    store = _Store(uri, endpoint_url)
+    folder = store.key(name, version)
+    version_uri = store.url(folder)
+    if store.manifest(name, version) is not None:
+        raise RegistryError(f"{version_uri} is complete; versions are immutable and never removed")
+    found = store.keys(folder)
+    if not found:
+        raise RegistryError(f"{version_uri} does not exist; nothing to abandon")
+    claim = store.get_json(store.key(name, version, CLAIM))
+    if claim is not None:
+        started = claim[0].get("started", "")
+        try:
+            minutes = (datetime.now(UTC) - datetime.fromisoformat(started)).total_seconds() / 60
+        except (TypeError, ValueError):
+            minutes = None
+        if minutes is None and older_than_minutes > 0:
+            raise RegistryError(
+                f"{version_uri}: its push claim has no readable start time ({started!r}); "
+                "if no push is running, abandon it with `--older-than 0`"
+            )
+        if minutes is not None and minutes < older_than_minutes:
+            raise RegistryError(
+                f"{version_uri} is being pushed by {claim[0].get('pushed_by', 'another client')} "
+                f"since {started} ({minutes:.0f} min ago): it may still be "
+                f"running; wait, or lower `--older-than` (now {older_than_minutes:g} min)"
+            )
+    with _s3_errors(version_uri):
+        store.delete(found)
+    return found
+
+
+def list_models(uri: str, *, endpoint_url: str | None = None) -> list[str]:
+    """Model names in the registry."""
+    store = _Store(uri, endpoint_url)
+    return sorted(store.subfolders(store.prefix))
+
+
+def list_versions(uri: str, name: str, *, endpoint_url: str | None = None) -> list[dict]:
+    """Every version of ``name``, oldest first by version number, with its aliases.
+
+    Each entry: version, uri, complete (False for an unfinished push), pushed_at,
+    pushed_by, size (bytes), files, aliases. An unknown model gives an empty list.
+    """
+    _check_name(name, "model name")
+    store = _Store(uri, endpoint_url)
+    aliases: dict[str, list[str]] = {}
+    for alias, version in store.aliases(name).items():
+        aliases.setdefault(version, []).append(alias)
+    versions = []
+    for version in store.subfolders(store.key(name)):
+        if version == ALIASES:
+            continue
+        manifest = store.manifest(name, version) or {}
+        files = manifest.get("files", {})
+        versions.append(
+            {
+                "version": version,
+                "uri": store.url(store.key(name, version)),
+                "complete": bool(manifest),
+                "pushed_at": manifest.get("pushed_at"),
+                "pushed_by": manifest.get("pushed_by"),
+                "size": sum(f["size"] for f in files.values()),
+                "files": len(files),
+                "aliases": sorted(aliases.get(version, [])),
+            }
+        )
+    return sorted(versions, key=lambda v: _natural_key(v["version"]))
+
+
+def resolve(uri: str, name: str, version_or_alias: str, *, endpoint_url: str | None = None) -> str:
+    """The complete version that ``version_or_alias`` names (an alias is followed)."""
+    return _Store(uri, endpoint_url).resolve(name, version_or_alias)[0]
+
+
+def version_uri(
+    uri: str, name: str, version_or_alias: str, *, endpoint_url: str | None = None
+) -> str:
+    """The s3:// folder of the complete version that ``version_or_alias`` names."""
+    store = _Store(uri, endpoint_url)
+    version, _ = store.resolve(name, version_or_alias)
+    return store.url(store.key(name, version))
+
+
+def _safe_relpath(rel: str) -> PurePosixPath:
+    path = PurePosixPath(rel)
+    if path.is_absolute() or ".." in path.parts or not path.parts:
+        raise RegistryError(f"manifest lists an unsafe path {rel!r}; refusing to download it")
+    return path
+
+
+def pull(
+    uri: str,
+    name: str,
+    version_or_alias: str,
+    dest: Path,
+    *,
+    endpoint_url: str | None = None,
+    progress: Progress = no_progress,
+) -> Path:
+    """Download a version (or the version an alias names) into ``dest`` and return ``dest``.
+
+    ``dest`` must not exist (or be an empty folder). Every file is checked against
+    the manifest's sha256 and size before ``dest`` appears; on any failure nothing
+    is left behind.
+    """
+    dest = Path(dest)
+    if dest.exists() and not (dest.is_dir() and not any(dest.iterdir())):
+        raise FileExistsError(f"destination exists and is not an empty folder: {dest}")
+    store = _Store(uri, endpoint_url)
+    version, manifest = store.resolve(name, version_or_alias)
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not files:
+        raise RegistryError(f"{store.url(store.key(name, version, MANIFEST))} lists no files")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))
+    try:
+        for rel, expected in files.items():
+            target = partial / _safe_relpath(rel)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            key = store.key(name, version, rel)
+            with _s3_errors(store.url(key)):
+                try:
+                    store.client.download_file(
+                        store.bucket, key, str(target), Callback=progress(rel, expected["size"])
+                    )
+                except Exception as err:
+                    if _is_missing(err):
+                        raise RegistryError(
+                            f"{store.url(key)} is listed in the manifest but missing"
+                        ) from err
+                    raise
+            size, digest = target.stat().st_size, file_sha256(target)
+            if size != expected["size"] or digest != expected["sha256"]:
+                raise ChecksumError(
+                    f"{store.url(key)} does not match the manifest written at push time "
+                    f"(sha256 {digest[:12]}..., {size} bytes; expected "
+                    f"{expected['sha256'][:12]}..., {expected['size']} bytes): the object was "
+                    f"changed or corrupted; nothing was written to {dest}"
+                )
+        (partial / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        if dest.exists():
+            dest.rmdir()
+        partial.rename(dest)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return dest
+
+
+def promote(
+    uri: str,
+    name: str,
+    version: str,
+    alias: str = "production",
+    *,
+    endpoint_url: str | None = None,
+) -> str | None:
+    """Point ``alias`` at ``version`` (itself a version or an alias); returns the previous version.
+
+    The alias is rewritten only if nobody moved it since it was read (``If-Match``).
+    """
+    _check_name(alias, "alias")
+    store = _Store(uri, endpoint_url)
+    target, _ = store.resolve(name, version)
+    if store.manifest(name, alias) is not None:
+        raise RegistryError(f"{alias!r} is a version of {name!r}; an alias needs another name")
+    current = store.alias(name, alias)
+    previous = current[0].get("version") if current else None
+    record = {"version": target, "previous": previous, "promoted_at": _now(), "by": _who()}
+    key = store.key(name, ALIASES, f"{alias}.json")
+    condition = {"IfMatch": current[1]} if current else {"IfNoneMatch": "*"}
+    with _s3_errors(store.url(key)):
+        try:
+            store.put_json(key, record, **condition)
+        except Exception as err:
+            if _is_precondition_failed(err):
+                raise RegistryError(
+                    f"alias {alias!r} of {name!r} was moved by someone else meanwhile; "
+                    "check `ihl registry list` and promote again"
+                ) from err
+            raise
+    return previous

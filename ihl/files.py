@@ -1,0 +1,75 @@
+"""Files written whole or not at all, and JSON read with errors that name the file.
+
+Every output goes to a hidden temporary file beside its target, is flushed to disk and
+then renamed over the target (a rename within one folder is atomic), so neither a
+reader nor a crash ever meets half a file, and a failed write leaves the old file as it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+
+@contextlib.contextmanager
+def replacing(path: str | os.PathLike) -> Iterator[IO[bytes]]:
+    """A binary file to write that replaces ``path`` when the block ends without error.
+
+    The temporary name is ``.NAME.RANDOM.tmp`` in the target's folder (created if
+    needed); it is removed when the block fails.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(tmp, "xb") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    with replacing(path) as handle:
+        handle.write(data)
+    return Path(path)
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    return write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str | os.PathLike, obj: Any, *, indent: int | None = None) -> Path:
+    """JSON without NaN or Infinity (other readers reject them): a ValueError names the key."""
+    return write_text(path, json.dumps(obj, indent=indent, allow_nan=False))
+
+
+def torch_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` written whole; torch is imported here so light callers need not load it."""
+    import torch
+
+    with replacing(path) as handle:
+        torch.save(obj, handle)
+    return Path(path)
+
+
+def load_json(path: str | os.PathLike, error: type[Exception] = ValueError) -> Any:
+    """Parse a JSON file; every way that can fail raises ``error`` with a message naming
+    the file, so each caller reports bad input in its own exception type."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except FileNotFoundError:
+        raise error(f"{path}: file not found") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise error(f"{path}: not valid JSON: {err}") from None
+    except OSError as err:
+        raise error(f"{path}: cannot read: {err}") from None

@@ -1,0 +1,160 @@
+"""Training outputs, the paper's lr schedule, and refusal of bad input before writing anything."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from ihl import train as stage
+from ihl.checkpoint import load_model
+from ihl.data.build import build_train_dataset
+from ihl.data.errors import DatasetError
+from ihl.losses import build_loss
+from ihl.models.pose import build_model
+from ihl.train import PaperSchedule, TrainStep, autocast_dtype, build_optimizer, train
+
+
+def test_schedule_warms_up_linearly_then_steps_down_by_epoch():
+    schedule = PaperSchedule(
+        iters_per_epoch=10, warmup_iters=4, warmup_ratio=0.001, lr_steps=(2, 3), lr_factor=0.1
+    )
+    assert schedule(0) == pytest.approx(0.001)
+    assert schedule(2) == pytest.approx(0.001 + 0.999 / 2)
+    assert schedule(4) == schedule(19) == 1.0
+    assert schedule(20) == pytest.approx(0.1)
+    assert schedule(30) == pytest.approx(0.01)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_autocast_applies_on_cpus_with_bf16_and_fp16_only_on_cuda(monkeypatch, native):
+    monkeypatch.setattr(stage, "cpu_has_bf16", lambda: native)
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert autocast_dtype("bf16", cpu) is (torch.bfloat16 if native else None)
+    assert autocast_dtype("bf16", cuda) is torch.bfloat16
+    assert autocast_dtype("fp16", cpu) is None and autocast_dtype("fp16", cuda) is torch.float16
+    assert autocast_dtype("off", cpu) is autocast_dtype("off", cuda) is None
+
+
+def test_bf16_on_a_cpu_without_it_trains_in_float32_and_says_so(
+    tiny_cfg, tmp_path, monkeypatch, caplog
+):
+    monkeypatch.setattr(stage, "cpu_has_bf16", lambda: False)
+    seen = []
+    real_init = stage.TrainStep.__init__
+
+    def spy(self, model, criterion, amp_dtype):
+        seen.append(amp_dtype)
+        real_init(self, model, criterion, amp_dtype)
+
+    monkeypatch.setattr(stage.TrainStep, "__init__", spy)
+    tiny_cfg.train.amp, tiny_cfg.train.epochs = "bf16", 1
+    train(tiny_cfg, tmp_path, progress=False)
+    assert seen == [None]
+    assert "train.amp bf16 is not used on this cpu (no bf16 instructions)" in caplog.text
+
+
+def test_bf16_step_runs_the_model_in_bf16_and_the_loss_in_float32(tiny_cfg):
+    torch.manual_seed(0)
+    model = build_model(tiny_cfg.model)
+    step = TrainStep(model, build_loss("ihl", tiny_cfg.loss), torch.bfloat16)
+    seen = []
+    model.head.final_layer.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    batch = [build_train_dataset(tiny_cfg)[i] for i in range(4)]
+    images = torch.stack([b["image"] for b in batch])
+    targets = {
+        k: torch.stack([torch.as_tensor(b[k]) for b in batch])
+        for k in ("coords", "weights", "heatmaps")
+    }
+    terms = step(images, targets)
+    terms["loss"].backward()
+    assert seen == [torch.bfloat16]
+    assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in terms.values())
+    grads = [p.grad for p in model.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+def test_optimizer_is_fused_adam_at_the_configured_lr(tiny_cfg):
+    model = torch.nn.Linear(2, 2)
+    optimizer, scheduler = build_optimizer(model.parameters(), tiny_cfg, 1, iters_per_epoch=10)
+    assert isinstance(optimizer, torch.optim.Adam) and optimizer.defaults["fused"]
+    assert optimizer.defaults["lr"] == tiny_cfg.train.lr
+
+
+def test_training_writes_checkpoints_and_logs(tiny_cfg, straight_run):
+    out, metrics = straight_run
+    assert set(metrics) >= {"AP", "AP50", "AR", "ARl"}
+
+    state = torch.load(out / "checkpoints" / "latest.pt", weights_only=True)
+    assert {"model", "criterion", "optimizer", "scheduler", "scaler", "rng"} <= state.keys()
+    assert state["state"]["epoch"] == tiny_cfg.train.epochs
+
+    model, cfg = load_model(out / "checkpoints" / "best.pt")
+    assert cfg.model == tiny_cfg.model
+    assert sum(p.numel() for p in model.parameters()) > 0
+
+    live = out / "live"
+    summary = json.loads((live / "metrics.json").read_text())
+    assert {"loss", "likelihood", "lr"} <= summary["train"].keys()
+    assert summary["val"]["AP"] == pytest.approx(metrics["AP"])
+    assert (live / "params.yaml").is_file()
+    assert not (out / "dvc.yaml").exists()
+
+
+@pytest.mark.parametrize("head", ["heatmap", "integral"])
+def test_baseline_heads_train(tiny_cfg, tmp_path, head):
+    tiny_cfg.model.head = head
+    tiny_cfg.train.epochs = 1
+    assert "AP" in train(tiny_cfg, tmp_path, progress=False)
+
+
+@pytest.mark.parametrize("flip_prob", [0.0, 1.0])
+def test_flip_probability_reaches_the_training_crops(tiny_cfg, flip_prob):
+    tiny_cfg.data.flip_prob = flip_prob
+    dataset = build_train_dataset(tiny_cfg)
+    assert {bool(dataset[i]["flipped"]) for i in range(8)} == {flip_prob == 1.0}
+
+
+def test_missing_dataset_folder_is_named_and_nothing_is_written(tiny_cfg, tmp_path):
+    tiny_cfg.data.root = str(tmp_path / "nowhere")
+    with pytest.raises(DatasetError, match="nowhere"):
+        train(tiny_cfg, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_empty_split_is_named_and_nothing_is_written(tiny_coco, tiny_cfg, tmp_path):
+    root = tmp_path / "coco"
+    root.mkdir()
+    (root / "annotations").mkdir()
+    (root / "train2017").mkdir()
+    ann = json.loads((tiny_coco / "annotations" / "person_keypoints_train2017.json").read_text())
+    ann["annotations"] = []
+    empty = root / "annotations" / "person_keypoints_train2017.json"
+    empty.write_text(json.dumps(ann))
+    tiny_cfg.data.root = str(root)
+    with pytest.raises(DatasetError, match="person_keypoints_train2017.json.*empty"):
+        train(tiny_cfg, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_any_epoch_log_will_do_and_without_one_nothing_is_logged(tiny_cfg, tmp_path):
+    class Recorder:
+        def __init__(self):
+            self.calls = []
+
+        def start(self, params, resumed, epoch):
+            self.calls.append(("start", params["model"]["head"], resumed, epoch))
+
+        def log_epoch(self, epoch, metrics):
+            self.calls.append(("epoch", epoch, sorted(k.split("/")[0] for k in metrics)[-1]))
+
+        def end(self):
+            self.calls.append(("end",))
+
+    tiny_cfg.train.epochs = tiny_cfg.train.val_interval = 1
+    recorder = Recorder()
+    metrics = train(tiny_cfg, tmp_path, progress=False, epoch_log=recorder)
+    assert recorder.calls == [("start", "ihl", False, 0), ("epoch", 0, "val"), ("end",)]
+    assert sorted(tmp_path.iterdir()) == [tmp_path / "checkpoints"]
+    assert "AP" in metrics
