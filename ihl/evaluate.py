@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from ihl.checkpoint import load_model
 from ihl.config import Config
-from ihl.data.build import build_eval_dataset, worker_init
+from ihl.data.build import COCO_SPLITS, build_eval_dataset, worker_init
 from ihl.data.errors import DatasetError
 from ihl.data.transforms import coords_to_image
 from ihl.inference import predict_crops, resolve_device
@@ -137,16 +137,27 @@ def evaluate(
     image_dir: Path | None = None,
     detections: Path | None = None,
     num_workers: int | None = None,
+    detector: Path | None = None,
+    runtime: str = "torch",
 ) -> dict[str, float]:
     """Evaluate a checkpoint; writes ``out_dir/results.json`` then ``out_dir/metrics.json``.
 
-    ``flip`` overrides the checkpoint's test-time flip setting. Both files are
-    written atomically, and only once everything has been computed, so a failed
-    run leaves no partial outputs.
+    ``flip`` overrides the checkpoint's test-time flip setting. ``boxes="detector"`` runs
+    the person detector (the file ``detector``, else the config's) over the split first:
+    its boxes go to ``out_dir/detections.json`` and its box AP into the metrics.
+    ``runtime="onnx"`` runs the pose model exported to ONNX under ONNX Runtime. The
+    files are written atomically, and the results and metrics only once everything has
+    been computed, so a failed run leaves no partial outputs.
     """
     model, cfg = load_model(checkpoint)
     if flip is not None:
         cfg.test.flip = flip
+    box_metrics: dict[str, float] = {}
+    if boxes == "detector":
+        if cfg.data.dataset == "mpii":
+            raise ValueError("--boxes detector: MPII persons are given by their centre and scale")
+        box_metrics, detections = _detect(cfg, detector, data_root, split, Path(out_dir))
+        boxes = "detections"
     dataset, ground_truth = build_eval_dataset(
         cfg,
         data_root,
@@ -162,11 +173,36 @@ def evaluate(
     model.to(dev)
     if cfg.train.channels_last:
         model.to(memory_format=torch.channels_last)
+    if runtime == "onnx":
+        model = _onnx(model, Path(out_dir))
     predictions = predict_dataset(
         model, cfg, dataset, dev, batch_size, progress, num_workers=num_workers
     )
     metrics, results = score(cfg, predictions, ground_truth)
+    metrics |= box_metrics
     out_dir = Path(out_dir)
     write_results(results, out_dir / "results.json")
     write_metrics(metrics, out_dir / "metrics.json")
     return metrics
+
+
+def _detect(
+    cfg: Config, detector: Path | None, data_root: Path | None, split: str, out_dir: Path
+) -> tuple[dict[str, float], Path]:
+    """Run the person detector over ``split``; its boxes file and its box AP."""
+    from ihl.detection.boxap import evaluate_detector
+    from ihl.detection.models import detector_for
+    from ihl.files import write_json
+
+    model, detector_cfg = detector_for(cfg.detector, detector)
+    root = cfg.data.root if data_root is None else data_root
+    metrics, found = evaluate_detector(model, detector_cfg, root, COCO_SPLITS.get(split, split))
+    return metrics, write_json(out_dir / "detections.json", found)
+
+
+def _onnx(model: torch.nn.Module, out_dir: Path):
+    """The model exported to ONNX (kept beside the results as ``pose.onnx``) under ONNX
+    Runtime, on the CPU."""
+    from ihl.runtime import OnnxPoseModel, export_onnx
+
+    return OnnxPoseModel(export_onnx(model.cpu().eval(), out_dir / "pose.onnx"), model.cfg)

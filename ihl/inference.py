@@ -22,6 +22,13 @@ def resolve_device(device: str | None = None) -> torch.device:
     return resolved
 
 
+def model_device(model: torch.nn.Module) -> torch.device:
+    """Where a model's weights are; the CPU for one without any (ONNX Runtime's)."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
 @dataclass
 class CropPrediction:
     coords: Tensor

@@ -39,6 +39,7 @@ def export_onnx(model: PoseModel, path: str | Path) -> Path:
     """Write ``model`` as ONNX: float32 RGB crops in 0..255 (batch, 3, height, width), any
     batch size, to its head's ``OUTPUTS``. Written beside the target, then renamed."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     width, height = model.cfg.input_size
     wrapper = _InferenceOutputs(model).eval()
     example = torch.zeros(2, 3, height, width)
@@ -60,13 +61,15 @@ def export_onnx(model: PoseModel, path: str | Path) -> Path:
     return path
 
 
-class OnnxPoseModel:
+class OnnxPoseModel(nn.Module):
     """An exported pose model run by ONNX Runtime; called like a PoseModel on a crop batch
-    (uint8 or float, on the CPU), it returns the ``OUTPUTS`` of its head as tensors."""
+    (uint8 or float, on the CPU), it returns the ``OUTPUTS`` of its head as tensors. A
+    module without parameters, so that code written for PoseModel (eval, to) runs it."""
 
     def __init__(self, path: str | Path, cfg: ModelConfig, threads: int | None = None):
         import onnxruntime as ort
 
+        super().__init__()
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or torch.get_num_threads()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -79,7 +82,7 @@ class OnnxPoseModel:
                 f"{list(OUTPUTS[cfg.head])}"
             )
 
-    def __call__(self, images: Tensor) -> dict[str, Tensor]:
+    def forward(self, images: Tensor) -> dict[str, Tensor]:
         feed = images.detach().cpu().float().numpy()
         values = self.session.run(self.names, {"images": np.ascontiguousarray(feed)})
         return {n: torch.from_numpy(v) for n, v in zip(self.names, values, strict=True)}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from ihl.cli import data, export, model, pipeline, predict, registry, stages
+from ihl.cli import data, detector, export, model, pipeline, predict, registry, stages
 
 app = typer.Typer(
     help="Implicit Heatmap Learning: train, evaluate, export and serve pose models.",
@@ -28,6 +28,7 @@ for name, command in COMMANDS.items():
     app.command(name)(command)
 
 app.add_typer(data.app, name="data")
+app.add_typer(detector.app, name="detector")
 app.add_typer(pipeline.app, name="pipeline")
 app.add_typer(registry.app, name="registry")
 

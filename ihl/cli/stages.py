@@ -13,8 +13,11 @@ from ihl.cli.common import (
     USER_ERRORS,
     BoxSource,
     Dataset,
+    DetectorOpt,
     DeviceOpt,
     NoFlipOpt,
+    Runtime,
+    RuntimeOpt,
     fail,
     load_config,
     parse_overrides,
@@ -129,8 +132,13 @@ def evaluate_cmd(
     split: Annotated[str | None, typer.Option(help="Split to evaluate (default: val).")] = None,
     boxes: Annotated[
         BoxSource | None,
-        typer.Option(help="Person boxes: the detector's, or ground truth (default: detections)."),
+        typer.Option(
+            help="Person boxes: the dataset's detection file, ground truth, or our detector "
+            "run over the split (default: detections)."
+        ),
     ] = None,
+    detector: DetectorOpt = None,
+    runtime: RuntimeOpt = Runtime.torch,
     no_flip: NoFlipOpt = False,
     device: DeviceOpt = None,
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
@@ -157,6 +165,7 @@ def evaluate_cmd(
             "--boxes": boxes,
             "--device": device,
             "--no-flip": no_flip or None,
+            "--detector": detector,
         }
         extra = [name for name, value in checkpoint_only.items() if value is not None]
         if extra:
@@ -170,7 +179,10 @@ def evaluate_cmd(
     if out is None:
         fail("evaluating a CHECKPOINT needs --out DIR for its results and metrics")
     require_file(checkpoint, "checkpoint")
+    if detector is not None and boxes is not BoxSource.detector:
+        fail("--detector goes with --boxes detector")
     from ihl.checkpoint import CheckpointError
+    from ihl.detection.models import DetectorError
     from ihl.evaluate import evaluate
 
     try:
@@ -184,8 +196,10 @@ def evaluate_cmd(
             flip=False if no_flip else None,
             batch_size=batch_size,
             progress=True,
+            detector=detector,
+            runtime=runtime.value,
         )
-    except (*USER_ERRORS, CheckpointError) as err:
+    except (*USER_ERRORS, CheckpointError, DetectorError) as err:
         fail(str(err))
     print_table(metrics)
 

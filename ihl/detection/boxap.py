@@ -11,9 +11,9 @@ from torch import nn
 
 from ihl.config import DetectorConfig
 from ihl.data.coco import coco_split_paths, load_json
-from ihl.data.transforms import read_image_bgr
 from ihl.detection.detect import detect
 from ihl.detection.models import PERSON
+from ihl.image_io import read_image_bgr
 
 AP_SCORE_THRESHOLD = 0.05
 """AP ranks every box down to this score (the usual COCO practice), whatever the config keeps."""

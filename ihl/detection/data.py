@@ -11,9 +11,9 @@ import torch
 from torch.utils.data import Dataset
 
 from ihl.data.coco import coco_split_paths, load_json
-from ihl.data.transforms import read_image_bgr
 from ihl.detection.detect import to_tensor
 from ihl.detection.models import PERSON
+from ihl.image_io import read_image_bgr
 
 MIN_SIDE = 2.0
 """Boxes narrower or lower than this many pixels are not trained on."""

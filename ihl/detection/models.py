@@ -30,8 +30,9 @@ from torchvision.models.detection.retinanet import RetinaNetHead
 from torchvision.models.detection.rpn import RPNHead
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
-from ihl.checkpoint import CheckpointError, atomic_save, safe_load
+from ihl.checkpoint import CheckpointError, safe_load
 from ihl.config import DetectorConfig
+from ihl.files import torch_save
 
 PERSON = 1
 """The person label, in COCO's 91 categories and in the two of the small detectors."""
@@ -162,7 +163,7 @@ def save_detector(path: str | Path, model: nn.Module, cfg: DetectorConfig, **ext
         "model": model.state_dict(),
         **extra,
     }
-    return atomic_save(state, path)
+    return torch_save(state, path)
 
 
 def load_detector(path: str | Path) -> tuple[nn.Module, DetectorConfig]:
@@ -173,7 +174,18 @@ def load_detector(path: str | Path) -> tuple[nn.Module, DetectorConfig]:
         raise DetectorError(str(err)) from None
     if ckpt.get("format") != FORMAT:
         raise DetectorError(f"{path}: not a detector file (format {ckpt.get('format')!r})")
-    cfg = DetectorConfig.model_validate({**ckpt["config"], "weights": None})
+    try:
+        cfg = DetectorConfig.model_validate({**ckpt["config"], "weights": None})
+    except ValueError as err:
+        raise DetectorError(f"{path}: its detector config does not validate: {err}") from None
     model = _build(cfg, int(ckpt["num_classes"]))
     model.load_state_dict(ckpt["model"])
     return model.eval(), cfg
+
+
+def detector_for(cfg: DetectorConfig, path: str | Path | None = None):
+    """The detector in file ``path`` with the config it was saved with, or else the one
+    ``cfg`` describes: what prediction, evaluation and serving run."""
+    if path is not None:
+        return load_detector(path)
+    return build_detector(cfg), cfg

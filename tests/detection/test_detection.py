@@ -15,7 +15,6 @@ from sample_data import COCO_IMAGES, REAL_IMAGES
 from ihl import config
 from ihl.config import DetectorConfig
 from ihl.data.synth import make_coco_synth
-from ihl.data.transforms import read_image_bgr
 from ihl.detection.boxap import box_ap, evaluate_detector
 from ihl.detection.detect import detect, select_persons
 from ihl.detection.models import (
@@ -25,6 +24,7 @@ from ihl.detection.models import (
     load_detector,
 )
 from ihl.detection.train import train_detector
+from ihl.image_io import read_image_bgr
 
 TINY = {"architecture": "fcos_small", "weights": None, "min_size": 96, "max_size": 128}
 
