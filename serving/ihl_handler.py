@@ -3,7 +3,11 @@
 One request is raw image bytes, a multipart form with an ``image`` file and
 optional ``boxes`` (and ``box_format``) fields, or a JSON object
 ``{"image": base64, "boxes": [[x, y, w, h], ...], "box_format": "xywh"|"xyxy"}``.
-Without boxes the whole image is one person box. Every crop of every request
+Without boxes the archive's person detector (``detector.pt``) finds the persons,
+or, in an archive without one, the whole image is one person box; ``"boxes": []``
+means nobody. Each person in the answer carries its ``box_score`` (the
+detector's, or the one given with the box, 1 by default). An archive with
+``pose.onnx`` runs the pose model under ONNX Runtime (CPU). Every crop of every request
 in a TorchServe batch goes through the network together; a request that
 cannot be served gets its own 4xx status and a JSON error while the others in
 its batch are answered normally.
@@ -33,6 +37,8 @@ from ts.torch_handler.base_handler import BaseHandler
 
 from ihl.boxes import BoxError, parse_box
 from ihl.checkpoint import load_model
+from ihl.detection.detect import detect
+from ihl.detection.models import load_detector
 from ihl.predict import predict_images
 
 FORMATS = ("JPEG", "PNG", "WEBP", "BMP")
@@ -209,6 +215,14 @@ class PoseHandler(BaseHandler):
         self.manifest = context.manifest
         self.model, self.cfg = load_model(model_dir / self.manifest["model"]["serializedFile"])
         self.model.to(self.device).eval()
+        if (model_dir / "pose.onnx").is_file() and self.device.type == "cpu":
+            from ihl.runtime import OnnxPoseModel
+
+            self.model = OnnxPoseModel(model_dir / "pose.onnx", self.cfg.model)
+        self.detector = None
+        if (model_dir / "detector.pt").is_file():
+            model, detector_cfg = load_detector(model_dir / "detector.pt")
+            self.detector = (model.to(self.device), detector_cfg)
         joints = json.loads((model_dir / "keypoints.json").read_text())
         settings = DEFAULTS | ((context.model_yaml_config or {}).get("handler") or {})
         self.max_pixels = int(settings["max_pixels"])
@@ -250,6 +264,8 @@ class PoseHandler(BaseHandler):
         """All crops of the batch's valid requests through the network together."""
         valid = [p for p in parsed if not isinstance(p, RequestError)]
         start = time.perf_counter()
+        valid = self._detect(valid)
+        detected = time.perf_counter()
         people = iter(
             predict_images(
                 self.model,
@@ -262,10 +278,23 @@ class PoseHandler(BaseHandler):
         )
         crops = sum(1 if boxes is None else len(boxes) for _, boxes, _ in valid)
         log.info(
-            "batch of %d requests (%d refused): %d crops in %.1f ms",
-            len(parsed), len(parsed) - len(valid), crops, 1000 * (time.perf_counter() - start),
+            "batch of %d requests (%d refused): detect %.1f ms, %d crops in %.1f ms",
+            len(parsed), len(parsed) - len(valid), 1000 * (detected - start), crops,
+            1000 * (time.perf_counter() - detected),
         )  # fmt: skip
         return [p if isinstance(p, RequestError) else next(people) for p in parsed]
+
+    def _detect(self, valid: list[tuple]) -> list[tuple]:
+        """Requests without boxes get the detector's persons, all images in one forward."""
+        unboxed = [i for i, (_, boxes, _) in enumerate(valid) if boxes is None]
+        if self.detector is None or not unboxed:
+            return valid
+        model, cfg = self.detector
+        found = detect(model, [valid[i][0] for i in unboxed], cfg)
+        valid = list(valid)
+        for i, (boxes, scores) in zip(unboxed, found, strict=True):
+            valid[i] = (valid[i][0], boxes, scores)
+        return valid
 
     def postprocess(self, results):
         out = []
