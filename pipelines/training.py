@@ -1,4 +1,4 @@
-"""The training pipeline: prepare -> train -> evaluate -> export -> register.
+"""The training pipeline: prepare -> train -> evaluate, and the detector -> export -> register.
 
 ``build_pipeline(ClusterSettings())`` is the pipeline for a cluster: GPU,
 CPU and memory requests, node selector and tolerations on the GPU tasks, the
@@ -28,7 +28,7 @@ from typing import NamedTuple
 from kfp import compiler, dsl, kubernetes
 from kfp.dsl import HTML, Metrics, Model
 
-from components import evaluate, export, prepare, register, train
+from components import detector, evaluate, export, prepare, register, train
 from ihl import config
 from ihl.edge.container_images import image as default_image
 from ihl.files import write_bytes
@@ -122,10 +122,15 @@ def build_pipeline(
         scored = evaluate(
             prepared=prepared.outputs["prepared"], model=trained.outputs["model"], image=image
         )
+        found = detector(
+            prepared=prepared.outputs["prepared"], preset=preset, overrides=overrides, image=image
+        )
         exported = export(
             model=trained.outputs["model"],
             metrics=scored.outputs["metrics"],
             prepared=prepared.outputs["prepared"],
+            detector=found.outputs["model"],
+            detector_metrics=found.outputs["metrics"],
             name=model_name,
             version=model_version,
             run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
@@ -134,7 +139,7 @@ def build_pipeline(
         registered = register(
             package=exported.outputs["package"], registry_uri=registry_uri, image=image
         )
-        tasks = (prepared, trained, scored, exported, registered)
+        tasks = (prepared, trained, scored, found, exported, registered)
         for task in tasks:
             task.set_container_image(image)
             task.set_caching_options(False)
@@ -151,12 +156,20 @@ def build_pipeline(
 
 
 def _apply_cluster(
-    cluster: ClusterSettings, data_pvc, num_gpus, prepared, trained, scored, exported, registered
+    cluster: ClusterSettings,
+    data_pvc,
+    num_gpus,
+    prepared,
+    trained,
+    scored,
+    found,
+    exported,
+    registered,
 ) -> None:
     """Kubernetes settings: GPUs, node placement, the data volume, shared memory, secrets."""
-    for task in (prepared, trained, scored):
+    for task in (prepared, trained, scored, found):
         kubernetes.mount_pvc(task, pvc_name=data_pvc, mount_path=VOLUME_MOUNT)
-    for task, gpus in ((trained, num_gpus), (scored, 1)):
+    for task, gpus in ((trained, num_gpus), (scored, 1), (found, 1)):
         task.set_accelerator_type(cluster.accelerator).set_accelerator_limit(gpus)
         task.set_cpu_request(cluster.cpu_request).set_cpu_limit(cluster.cpu_limit)
         task.set_memory_request(cluster.memory_request).set_memory_limit(cluster.memory_limit)
