@@ -54,7 +54,9 @@ def train_cmd(
 
     start = time.perf_counter()
     try:
-        model = train_detector(cfg, data_root, out / "detector.pt", COCO_SPLITS["train"], seed)
+        model = train_detector(
+            cfg, data_root, out / "detector.pt", COCO_SPLITS["train"], seed, log=typer.echo
+        )
         metrics, detections = evaluate_detector(model, cfg, data_root, COCO_SPLITS["val"])
     except (*USER_ERRORS, DetectorError) as err:
         fail(str(err))
