@@ -101,7 +101,7 @@ RUN --mount=type=cache,target=/root/.cache \
         /opt/ihl/dist/ihl-*.whl \
     && rm -rf /tmp/uv
 COPY serving/ihl_handler.py serving/model-config.yaml serving/kserve.config.properties \
-    /opt/ihl/serving/
+    serving/healthcheck.py serving/verify_models.py /opt/ihl/serving/
 ENV IHL_SERVING_DIR=/opt/ihl/serving
 COPY serving/config.properties /opt/ihl/config.properties
 # KServe mounts the registry's export folder at /mnt/models (model-store/ and config/).
@@ -123,10 +123,14 @@ ENV TS_INFERENCE_ADDRESS=http://0.0.0.0:8080 \
 USER 10001:10001
 WORKDIR /home/ihl
 EXPOSE 8080 8081 8082
-# /ping takes TorchServe's inference key when token authorization is on: TorchServe writes
-# key_file.json into its working directory, which is also where the health check runs.
+# /ping takes TorchServe's inference key when token authorization is on, and keys expire:
+# the check renews an expired key with the API key, which never expires, and TorchServe
+# writes the new key into key_file.json in its working directory, where the check runs.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=120s --retries=3 \
-    CMD ["python3", "-c", "import json, os, urllib.request as r; f = 'key_file.json'; h = {'Authorization': 'Bearer ' + json.load(open(f))['inference']['key']} if os.path.exists(f) else {}; r.urlopen(r.Request('http://127.0.0.1:8080/ping', headers=h), timeout=4)"]
-ENTRYPOINT ["tini", "-g", "--"]
+    CMD ["python3", "/opt/ihl/serving/healthcheck.py", "http://127.0.0.1:8080/ping", \
+         "http://127.0.0.1:8081"]
+# verify_models.py checks the mounted model files against the manifest digest pinned in
+# IHL_MANIFEST_SHA256 (set by `ihl registry manifest`) and only then execs the command.
+ENTRYPOINT ["tini", "-g", "--", "python3", "/opt/ihl/serving/verify_models.py"]
 CMD ["torchserve", "--foreground", "--no-config-snapshots", \
      "--ts-config", "/opt/ihl/config.properties", "--model-store", "/mnt/models/model-store"]

@@ -28,11 +28,12 @@ def export(
     from pathlib import Path
 
     from ihl.edge.export import export_model
+    from ihl.edge.urls import redact_url
 
     version = version or run_id
     data = prepared.metadata
     data_version = (
-        f"{data['dvc_repo']}@{data['commit']}:{data['root']}"
+        f"{redact_url(data['dvc_repo'])}@{data['commit']}:{data['root']}"
         if data.get("data_source") == "dvc"
         else data["version"]
     )

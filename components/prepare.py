@@ -25,13 +25,21 @@ def prepare(
 
     ``data_source`` "volume": the dataset is at ``volume/data_path``. "dvc": it is
     ``data_path`` of the DVC-tracked git repository ``dvc_repo`` at ``dvc_rev``,
-    downloaded once per commit to ``volume/dvc/<commit>/data_path`` (a partial
-    download never takes that name, so a retried task starts it over).
+    downloaded once per commit to ``volume/dvc/<commit>/data_path``. Each download goes to
+    its own temporary folder beside it and is renamed into place whole, so a retried task
+    starts over and two runs fetching the same commit at once never share (or delete) one
+    folder: the second rename finds the data in place and drops its own copy.
+    Git credentials for a private ``dvc_repo`` come from the environment
+    (``IHL_GIT_USERNAME``, ``IHL_GIT_TOKEN``: the pipeline's git secret), never from the
+    URL, and no URL is printed or stored with credentials in it.
     ``image`` is not read: as an input it puts the image reference in the cache key.
     """
+    import os
     import shutil
+    import tempfile
     from pathlib import Path
 
+    from ihl.edge.urls import redact_url, with_git_credentials
     from ihl.prepare import prepare as prepare_dataset
 
     source = {"data_source": data_source}
@@ -42,17 +50,26 @@ def prepare(
             raise ValueError("data_source 'dvc' needs dvc_repo (a git URL or path)")
         from dvc.api import DVCFileSystem
 
-        fs = DVCFileSystem(dvc_repo, rev=dvc_rev or None)
+        shown = redact_url(dvc_repo)
+        url = with_git_credentials(
+            dvc_repo, os.environ.get("IHL_GIT_USERNAME", ""), os.environ.get("IHL_GIT_TOKEN", "")
+        )
+        fs = DVCFileSystem(url, rev=dvc_rev or None)
         commit = fs.repo.get_rev()
         root = Path(volume) / "dvc" / commit / data_path
         if not root.is_dir():
-            partial = root.with_name(root.name + ".partial")
-            shutil.rmtree(partial, ignore_errors=True)
-            partial.parent.mkdir(parents=True, exist_ok=True)
-            print(f"fetching {data_path} from {dvc_repo} at {commit} to {root}")
-            fs.get(data_path, str(partial), recursive=True)
-            partial.rename(root)
-        source |= {"dvc_repo": dvc_repo, "dvc_rev": dvc_rev, "commit": commit}
+            root.parent.mkdir(parents=True, exist_ok=True)
+            partial = Path(tempfile.mkdtemp(prefix=f".{root.name}.partial-", dir=root.parent))
+            try:
+                print(f"fetching {data_path} from {shown} at {commit} to {root}")
+                fs.get(data_path, str(partial / "data"), recursive=True)
+                os.rename(partial / "data", root)
+            except OSError:
+                if not root.is_dir():  # not another run's download that finished first
+                    raise
+            finally:
+                shutil.rmtree(partial, ignore_errors=True)
+        source |= {"dvc_repo": shown, "dvc_rev": dvc_rev, "commit": commit}
     else:
         raise ValueError(f"unknown data_source {data_source!r}; expected 'volume' or 'dvc'")
     summary = prepare_dataset(dataset, root.resolve(), Path(prepared.path))

@@ -3,7 +3,8 @@
 The run folder is named by a hash of everything that decides the result (the
 resolved config, the data fingerprint, the GPU count and the image), so a
 retried pod finds its own ``latest.pt`` there and resumes, as ``ihl train
---resume`` does, rather than starting over.
+--resume`` does, rather than starting over. Training locks the folder, so a second
+run with the same inputs fails at once instead of writing the same checkpoints.
 """
 
 from kfp.dsl import Dataset, Input, Model, Output
@@ -61,20 +62,31 @@ def train(
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
     run_dir = Path(volume) / "runs" / f"{cfg.name}-{digest}"
     print(f"run folder {run_dir}")
+    fingerprint = prepared.metadata.get("fingerprint")
     if num_gpus > 1:
         run_dir.mkdir(parents=True, exist_ok=True)
         cfg_file = run_dir / "config.yaml"
         cfg_file.write_text(yaml.safe_dump(resolved, sort_keys=False))
+        index = run_dir / "data-index.json"
+        index.write_text(json.dumps({"fingerprint": fingerprint}))
         ihl_cli = shutil.which("ihl")
         if ihl_cli is None:
             raise RuntimeError("the ihl command is not on PATH; torchrun needs it")
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
         command += [f"--nproc-per-node={num_gpus}", "--no-python", ihl_cli, "train"]
         command += ["-c", str(cfg_file), "-o", str(run_dir), "--resume"]
+        command += ["--data-index", str(index)]
         print(" ".join(command), flush=True)
         subprocess.run(command, check=True)
     else:
         device = "cpu" if num_gpus == 0 else None
-        train_model(cfg, run_dir, resume=True, device=device, epoch_log=LiveLog(run_dir / "live"))
+        train_model(
+            cfg,
+            run_dir,
+            resume=True,
+            device=device,
+            epoch_log=LiveLog(run_dir / "live"),
+            data_fingerprint=fingerprint,
+        )
     shutil.copyfile(run_dir / "checkpoints" / "best.pt", model.path)
     model.metadata.update({"preset": preset, "run_dir": str(run_dir), "num_gpus": num_gpus})

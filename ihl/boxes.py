@@ -32,6 +32,8 @@ def parse_box(
     x, y, w, h = (float(v) for v in value[:4])
     if box_format == "xyxy":
         w, h = w - x, h - y
+    if not all(math.isfinite(v) for v in (w, h, x + w, y + h)):  # 1e308 - -1e308 is inf
+        raise BoxError(f"{shown} has an edge or a size beyond floating point range (non-finite)")
     if w <= 0 or h <= 0:
         raise BoxError(f"{shown} has zero or negative size")
     return [x, y, w, h], float(value[4]) if len(value) == 5 else 1.0

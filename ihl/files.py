@@ -10,7 +10,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -73,3 +75,57 @@ def load_json(path: str | os.PathLike, error: type[Exception] = ValueError) -> A
         raise error(f"{path}: not valid JSON: {err}") from None
     except OSError as err:
         raise error(f"{path}: cannot read: {err}") from None
+
+
+class FolderBusyError(RuntimeError):
+    """Another process holds the folder's lock: two runs must not write one folder."""
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike) -> Iterator[Path]:
+    """Hold ``folder``'s exclusive lock (an ``flock`` on ``folder/.lock``) for the block.
+
+    A second holder, in this process or another, gets FolderBusyError naming the first
+    (its pid and host, written into the lock file). The kernel drops the lock when its
+    process dies, so a killed run leaves nothing to clean up. Creates ``folder``.
+    """
+    import fcntl
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    handle = open(folder / ".lock", "a+", encoding="utf-8")  # noqa: SIM115 (held past here)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise FolderBusyError(
+            f"{folder} is in use by {holder}: two runs would overwrite each other's files; "
+            "wait for that run to end or use another folder"
+        ) from None
+    try:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        handle.flush()
+        yield folder
+    finally:
+        handle.close()  # closing releases the lock
+
+
+TEMPORARY = re.compile(r"\..+\.[0-9a-f]{8}\.tmp")
+"""The names ``replacing`` writes to before its rename."""
+
+
+def remove_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files a process killed mid-write left in ``folder`` (``replacing``
+    removes its own on errors, but SIGKILL skips that); returns them. Only safe while nobody
+    writes there: hold ``folder_lock``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stale = [p for p in folder.iterdir() if TEMPORARY.fullmatch(p.name) and p.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale

@@ -13,7 +13,9 @@ flow, optimizer, schedule, scaler, RNG states and the position inside the epoch.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import json
 import logging
 import math
 import os
@@ -37,7 +39,7 @@ from ihl.config import Config
 from ihl.data.build import build_train_dataset, build_val_dataset, worker_init
 from ihl.data.errors import DatasetError
 from ihl.evaluate import predict_dataset, score
-from ihl.files import torch_save
+from ihl.files import folder_lock, remove_temporaries, torch_save
 from ihl.inference import resolve_device
 from ihl.losses import build_loss
 from ihl.models import build_model
@@ -314,11 +316,12 @@ def train(
     cfg: Config,
     out_dir: Path,
     *,
-    resume: bool = False,
+    resume: bool | str = False,
     device: str | None = None,
     progress: bool = True,
     on_step: Callable[[int], None] | None = None,
     epoch_log: EpochLog | None = None,
+    data_fingerprint: str | None = None,
 ) -> dict[str, float]:
     """Train ``cfg`` into ``out_dir``; returns the validation metrics of the best checkpoint.
 
@@ -330,24 +333,71 @@ def train(
     when there is one (so a restarted pod can always pass it). ``on_step(iteration)``
     is called after every optimisation step, once any checkpoint of that step is
     written. Datasets are checked before anything is written.
+
+    ``resume="matching"`` resumes only a state of this config and data and otherwise
+    trains from scratch (what ``dvc repro`` runs after a change of params).
+
+    ``out_dir`` is locked for the run (``ihl.files.folder_lock``): a second run on the same
+    folder fails at once instead of overwriting its checkpoints; temporary files a killed
+    run left there are removed. ``data_fingerprint`` (``ihl prepare``'s) is saved with the
+    training state, and a resume is refused unless the config and the fingerprint are
+    those of the run that wrote latest.pt.
     """
     ddp = init_distributed()
     try:
-        return _train(cfg, Path(out_dir), ddp, resume, device, progress, on_step, epoch_log)
+        with contextlib.ExitStack() as held:
+            return _train(
+                cfg, Path(out_dir), ddp, resume, device, progress, on_step, epoch_log,
+                data_fingerprint, held,
+            )  # fmt: skip
     finally:
         if ddp.owns_group:
             dist.destroy_process_group()
+
+
+def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``, lists and tuples alike (as JSON has them)."""
+    flat = {}
+    for key, value in json.loads(json.dumps(tree)).items():
+        if isinstance(value, dict):
+            flat |= _flat(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def check_resumable(
+    ckpt: dict[str, Any], cfg: Config, data_fingerprint: str | None, path: Path
+) -> None:
+    """Refuse to continue a training state written with another config or other data: the
+    result would be a model of neither (a resume used to compare nothing)."""
+    saved, current = _flat(ckpt.get("config") or {}), _flat(config_mod.to_dict(cfg))
+    changed = sorted(k for k in saved.keys() | current.keys() if saved.get(k) != current.get(k))
+    if changed:
+        shown = "; ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in changed[:6])
+        raise CheckpointError(
+            f"{path} was written with another config ({shown}): resuming would mix two runs. "
+            "Resume with the config it was written with, or delete it to train from scratch"
+        )
+    if ckpt.get("data_fingerprint") != data_fingerprint:
+        raise CheckpointError(
+            f"{path} was written on other data (fingerprint {ckpt.get('data_fingerprint')!r}, "
+            f"now {data_fingerprint!r}): resuming would mix two datasets. Delete it to train "
+            "from scratch on this data"
+        )
 
 
 def _train(
     cfg: Config,
     out_dir: Path,
     ddp: Distributed,
-    resume: bool,
+    resume: bool | str,
     device: str | None,
     progress: bool,
     on_step: Callable[[int], None] | None,
     epoch_log: EpochLog | None,
+    data_fingerprint: str | None,
+    held: contextlib.ExitStack,
 ) -> dict[str, float]:
     dev = resolve_device(device)
     if dev.type == "cuda" and dev.index is None:
@@ -364,6 +414,10 @@ def _train(
             f"{cfg.data.root}: {len(train_set)} training samples do not fill one batch of "
             f"{cfg.train.batch_size} per device"
         )
+    if ddp.is_main:
+        held.enter_context(folder_lock(out_dir))
+        for path in remove_temporaries(out_dir / "checkpoints"):
+            log.info("removed %s, left by a run killed while writing it", path)
     latest_path = out_dir / "checkpoints" / "latest.pt"
     best_path = out_dir / "checkpoints" / "best.pt"
     resuming = resume and latest_path.is_file()
@@ -395,10 +449,18 @@ def _train(
     }
 
     state = TrainState()
+    ckpt = safe_load(latest_path) if resuming else {}
     if resuming:
-        ckpt = safe_load(latest_path)
         if ckpt.get("format") != STATE_FORMAT:
             raise CheckpointError(f"{latest_path}: not a training state ({ckpt.get('format')!r})")
+        try:
+            check_resumable(ckpt, cfg, data_fingerprint, latest_path)
+        except CheckpointError as err:
+            if resume != "matching":
+                raise
+            log.warning("%s; training from scratch instead", err)
+            resuming = False
+    if resuming:
         for name, part in parts.items():
             part.load_state_dict(ckpt[name])
         state = TrainState(**ckpt["state"])
@@ -411,6 +473,7 @@ def _train(
                 {
                     "format": STATE_FORMAT,
                     "config": config_mod.to_dict(cfg),
+                    "data_fingerprint": data_fingerprint,
                     **{name: part.state_dict() for name, part in parts.items()},
                     "state": vars(state),
                     "rng": rng_state(),

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 S3_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL")
 """Keys of the S3 secret, each becoming the environment variable of that name."""
+GIT_KEYS = {"username": "IHL_GIT_USERNAME", "token": "IHL_GIT_TOKEN"}
+"""Keys of the git secret and the variables prepare reads them from."""
 
 
 VOLUME_MOUNT = "/data"
@@ -53,3 +55,6 @@ class ClusterSettings:
     train_retries: int = 3
     s3_secret: str | None = "ihl-s3"
     """Secret with the S3 keys (S3_KEYS) for DVC remotes and the registry; optional in the pod."""
+    git_secret: str | None = "ihl-git"
+    """Secret with ``username`` and ``token`` (GIT_KEYS) for a private ``dvc_repo``; optional.
+    A token never goes into the URL, which is a run parameter, stored and shown in clear."""

@@ -31,9 +31,10 @@ from kfp.dsl import HTML, Metrics, Model
 from components import detector, evaluate, export, prepare, register, train
 from ihl import config
 from ihl.edge.container_images import image as default_image
+from ihl.edge.urls import has_credentials, redact_url
 from ihl.files import write_bytes
 from ihl.prepare import DATASETS
-from pipelines.settings import S3_KEYS, VOLUME_MOUNT, ClusterSettings
+from pipelines.settings import GIT_KEYS, S3_KEYS, VOLUME_MOUNT, ClusterSettings
 
 DATA_SOURCES = ("volume", "dvc")
 PIPELINE_NAME = "ihl-train"
@@ -197,6 +198,8 @@ def _apply_cluster(
             kubernetes.use_secret_as_env(
                 task, cluster.s3_secret, {key: key for key in S3_KEYS}, optional=True
             )
+    if cluster.git_secret:
+        kubernetes.use_secret_as_env(prepared, cluster.git_secret, GIT_KEYS, optional=True)
 
 
 def check_arguments(arguments: dict) -> dict:
@@ -217,6 +220,12 @@ def check_arguments(arguments: dict) -> dict:
         )
     if args["data_source"] == "dvc" and not args["dvc_repo"]:
         raise ValueError("the dvc data source needs a git repository (dvc_repo)")
+    if has_credentials(args["dvc_repo"]):
+        raise ValueError(
+            f"dvc_repo {redact_url(args['dvc_repo'])} holds credentials, which a run would "
+            "store and show in clear: put the token in the Kubernetes secret ihl-git (keys "
+            "username and token) and give the URL without it"
+        )
     if args["preset"] not in config.preset_names():
         raise ValueError(
             f"unknown preset {args['preset']!r}; presets: {', '.join(config.preset_names())}"

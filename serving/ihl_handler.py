@@ -1,7 +1,8 @@
 """TorchServe handler: images (and optional person boxes) in, COCO keypoints out.
 
-One request is raw image bytes, a multipart form with an ``image`` file and
-optional ``boxes`` (and ``box_format``) fields, or a JSON object
+One request is raw image bytes, a multipart form with an ``image`` file (or a
+single file field of another name) and optional ``boxes`` (and ``box_format``)
+fields, or a JSON object
 ``{"image": base64, "boxes": [[x, y, w, h], ...], "box_format": "xywh"|"xyxy"}``.
 Without boxes the archive's person detector (``detector.pt``) finds the persons,
 or, in an archive without one, the whole image is one person box; ``"boxes": []``
@@ -10,12 +11,16 @@ detector's, or the one given with the box, 1 by default). An archive with
 ``pose.onnx`` runs the pose model under ONNX Runtime (CPU). Every crop of every request
 in a TorchServe batch goes through the network together; a request that
 cannot be served gets its own 4xx status and a JSON error while the others in
-its batch are answered normally.
+its batch are answered normally, and if the forward pass of a batch fails, each
+request is retried alone so that only the one at fault fails.
 
 Limits come from the ``handler`` section of the archive's model-config.yaml
-(``max_pixels``, ``max_boxes``, ``crops_per_forward``); the joint names and
-skeleton from the archive's ``keypoints.json``. The model, crops, flip test
+(see ``DEFAULTS``): pixels and crops are counted from the image headers and the
+boxes before any pixel is decoded, per image, per request and per batch, so no
+request can hold more memory or time than the limits allow. The joint names and
+skeleton come from the archive's ``keypoints.json``. The model, crops, flip test
 and mapping back to image pixels are ``ihl``'s own (``ihl.predict``).
+The HTTP contract is docs/rest-api.md.
 """
 
 from __future__ import annotations
@@ -43,24 +48,43 @@ from ihl.predict import predict_images
 
 FORMATS = ("JPEG", "PNG", "WEBP", "BMP")
 """Decoders Pillow may use: the photo formats served, nothing more (no EPS, no PDF)."""
-DEFAULTS = {"max_pixels": 50_000_000, "max_boxes": 100, "crops_per_forward": 128}
+DEFAULTS = {
+    "max_pixels": 50_000_000,  # one image
+    "max_request_pixels": 50_000_000,  # all images of one request (KServe: its instances)
+    "max_batch_pixels": 100_000_000,  # all requests of one TorchServe batch
+    "max_instances": 16,  # images in one KServe v1 request
+    "max_boxes": 100,  # crops (person boxes, or 1 for a whole image) of one request
+    "max_batch_crops": 800,  # crops of one batch: it must finish inside responseTimeout
+    "crops_per_forward": 128,  # crops in one forward pass
+}
+"""Pixels are decoded RGB bytes / 3; see docs/rest-api.md for how the batch limits are sized."""
+BATCH_TIME_SHARE = 0.5
+"""Share of responseTimeout a full batch may take: room for decoding and a busy node."""
 JSON_KEYS = {"image", "boxes", "box_format"}
+FORM_FIELDS = {"boxes", "box_format"}
+MANGLED_FORM = (
+    "the body arrived as a URL-encoded form, which TorchServe decodes as text and so corrupts "
+    "image bytes: curl --data-binary sends Content-Type application/x-www-form-urlencoded "
+    "unless told otherwise. Send the image with `curl -T photo.jpg`, with "
+    "`-H 'Content-Type: image/jpeg' --data-binary @photo.jpg`, or as `-F image=@photo.jpg`"
+)
+EXIF_ORIENTATION = 0x0112
 log = logging.getLogger(__name__)
 
 
 class RequestError(Exception):
-    """A request that cannot be served; ``status`` is its HTTP status (4xx)."""
+    """A request that cannot be served; ``status`` is its HTTP status."""
 
     def __init__(self, message: str, status: int = 400):
         super().__init__(message)
         self.status = status
 
 
-def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
-    """Image bytes -> upright H x W x 3 uint8 RGB, refusing anything that is not a whole photo.
+def open_image(data: bytes, max_pixels: int) -> tuple[Image.Image, int, int]:
+    """Image bytes -> (lazily decoded Pillow image, upright width, upright height).
 
-    The pixel count is checked from the header, before any pixel is decoded, so a
-    small file that expands to gigabytes (a decompression bomb) costs nothing.
+    Only the header is read, so the pixel count is known before any pixel is
+    decoded: a small file that expands to gigabytes (a decompression bomb) costs nothing.
     """
     if not data:
         raise RequestError("empty image: the request holds no image bytes")
@@ -78,11 +102,18 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
     if width * height > max_pixels:
         raise RequestError(
             f"image too large: {width}x{height} is {width * height} pixels, more than the "
-            f"limit of {max_pixels}",
+            f"limit of {max_pixels} (max_pixels)",
             status=413,
         )
     if width == 0 or height == 0:
         raise RequestError(f"image has no pixels ({width}x{height})")
+    if image.getexif().get(EXIF_ORIENTATION) in (5, 6, 7, 8):  # stored sideways
+        width, height = height, width
+    return image, width, height
+
+
+def decode_image(image: Image.Image) -> np.ndarray:
+    """An opened image -> upright H x W x 3 uint8 RGB; refuses what is not a whole photo."""
     try:
         image.load()
         image = ImageOps.exif_transpose(image)
@@ -92,13 +123,23 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
 
 
 def to_rgb(image: Image.Image) -> np.ndarray:
-    """Any Pillow mode -> uint8 RGB: 16-bit scaled (not clipped) to 8, alpha over white."""
+    """Any Pillow mode -> uint8 RGB: 16-bit scaled (not clipped) to 8, alpha over white.
+
+    Integer and float images are scaled in their own 4-byte type, in place: a float64 copy
+    would take 8 bytes a pixel on top of the decoded image.
+    """
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-        gray = np.asarray(image, dtype=np.float64)
+        gray = np.array(image, dtype=np.float32 if image.mode == "F" else np.int32)
         if gray.max(initial=0) > 255:
-            gray = gray / 257.0
-        gray = np.clip(np.rint(gray), 0, 255).astype(np.uint8)
-        return np.repeat(gray[..., None], 3, axis=2)
+            if image.mode == "F":
+                gray /= 257.0
+                np.rint(gray, out=gray)
+            else:  # round(v / 257) in integers: 0..65535 -> 0..255
+                np.clip(gray, 0, 65535, out=gray)
+                gray += 128
+                gray //= 257
+        np.clip(gray, 0, 255, out=gray)
+        return np.repeat(gray.astype(np.uint8)[..., None], 3, axis=2)
     if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info:
         rgba = image.convert("RGBA")
         image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
@@ -111,8 +152,9 @@ def parse_boxes(
     """Validated person boxes as (N, 4) x, y, w, h and (N,) scores; (None, None) for none given.
 
     A box is [x, y, w, h] (or [x1, y1, x2, y2] with ``box_format`` "xyxy"), optionally
-    followed by a detector score in [0, 1]. It must have a positive size and
-    overlap the image.
+    followed by a detector score in [0, 1]. It must be at least 1 px wide and high,
+    overlap the image, and keep its edges within the image extended by its own width
+    and height on every side: a box of 1e308 px would give infinite keypoints.
     """
     if box_format not in ("xywh", "xyxy"):
         raise RequestError(f"box_format must be 'xywh' or 'xyxy', not {box_format!r}")
@@ -121,20 +163,32 @@ def parse_boxes(
     if not isinstance(value, list):
         raise RequestError("boxes must be a list of [x, y, w, h] boxes")
     if len(value) > max_boxes:
-        raise RequestError(f"too many boxes: {len(value)}, at most {max_boxes} per request")
+        raise RequestError(
+            f"too many boxes: {len(value)}, at most {max_boxes} per request (max_boxes)"
+        )
     boxes, scores = [], []
     for i, box in enumerate(value):
         try:
-            (x, y, w, h), score = parse_box(box, box_format=box_format)
+            (x1, y1, w, h), score = parse_box(box, box_format=box_format)
         except BoxError as err:
             raise RequestError(f"box #{i} {err}") from None
-        if x >= width or y >= height or x + w <= 0 or y + h <= 0:
+        x2, y2 = x1 + w, y1 + h
+        if not (w >= 1 and h >= 1):
+            raise RequestError(
+                f"box #{i} {json.dumps(box)} ({box_format}) is under 1 px wide or high"
+            )
+        if x1 >= width or y1 >= height or x2 <= 0 or y2 <= 0:
             raise RequestError(
                 f"box #{i} {json.dumps(box)} ({box_format}) lies outside the {width}x{height} image"
             )
+        if x1 < -width or y1 < -height or x2 > 2 * width or y2 > 2 * height:
+            raise RequestError(
+                f"box #{i} {json.dumps(box)} ({box_format}) reaches further than the "
+                f"{width}x{height} image's own size beyond its edges"
+            )
         if not 0 <= score <= 1:
             raise RequestError(f"box #{i} {json.dumps(box)}: score {score} is not in [0, 1]")
-        boxes.append([x, y, w, h])
+        boxes.append([x1, y1, w, h])
         scores.append(score)
     return np.array(boxes, dtype=np.float64).reshape(-1, 4), np.array(scores, dtype=np.float64)
 
@@ -150,28 +204,48 @@ def _looks_like_json(data: bytes) -> bool:
     return data.lstrip()[:1] in (b"{", b"[")
 
 
-def read_request(row: dict[str, Any]) -> tuple[bytes, Any, Any]:
-    """One request row -> (image bytes, boxes or None, box format).
+def _text(value: Any) -> Any:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes | bytearray) else value
 
-    TorchServe hands a handler one dict per request: ``body`` (or ``data``) for a
-    raw or JSON body, one key per field for a multipart form; under KServe's
-    envelope, one row is one instance, our JSON object itself.
+
+def read_form(row: dict[str, Any]) -> tuple[bytes, Any, Any]:
+    """A multipart form -> (image bytes, boxes or None, box format).
+
+    The image is the ``image`` field, or the form's only other field (``-F file=@photo.jpg``).
+    A URL-encoded body (curl --data-binary without a Content-Type) reaches us as form fields
+    whose bytes TorchServe already decoded as UTF-8 text, replacing what was not text with
+    U+FFFD: that image is lost, and the answer says how to send it.
     """
-    if isinstance(row.get("image"), bytes | bytearray):  # multipart form
-        boxes = row.get("boxes")
-        if isinstance(boxes, bytes | bytearray | str):
-            boxes = _json(boxes, "form field 'boxes'")
-        box_format = row.get("box_format", "xywh")
-        if isinstance(box_format, bytes | bytearray):
-            box_format = box_format.decode("utf-8", "replace")
-        return bytes(row["image"]), boxes, box_format
-    body = row.get("body", row.get("data", row if "image" in row else None))
-    if body is None:
+    if any("\ufffd" in name for name in row) or any(
+        b"\xef\xbf\xbd" in value for value in row.values() if isinstance(value, bytes | bytearray)
+    ):
+        raise RequestError(MANGLED_FORM, status=415)
+    others = [name for name in row if name not in FORM_FIELDS]
+    name = "image" if "image" in row else others[0] if len(others) == 1 else None
+    if name is None or not isinstance(row[name], bytes | bytearray):
         names = ", ".join(sorted(row)) or "none"
         raise RequestError(
             "empty request: send image bytes, a multipart form with an 'image' file, or JSON "
             f'{{"image": base64, "boxes": [...]}} (form fields received: {names})'
         )
+    boxes = row.get("boxes")
+    if isinstance(boxes, bytes | bytearray | str):
+        boxes = _json(boxes, "form field 'boxes'")
+    return bytes(row[name]), boxes, _text(row.get("box_format", "xywh"))
+
+
+def read_request(row: dict[str, Any]) -> tuple[bytes, Any, Any]:
+    """One request row -> (image bytes, boxes or None, box format).
+
+    TorchServe hands a handler one dict per request: ``body`` (or ``data``) for a
+    raw or JSON body, one key per field for a form; under KServe's envelope, one
+    row is one instance, our JSON object itself.
+    """
+    if isinstance(row.get("image"), bytes | bytearray):
+        return read_form(row)
+    body = row.get("body", row.get("data", row if "image" in row else None))
+    if body is None:
+        return read_form(row)
     if isinstance(body, bytes | bytearray):
         if not body:
             raise RequestError("empty request body: send image bytes or JSON")
@@ -202,10 +276,135 @@ def read_request(row: dict[str, Any]) -> tuple[bytes, Any, Any]:
     return image, body.get("boxes"), body.get("box_format", "xywh")
 
 
+class Item:
+    """One image to predict: its opened (not yet decoded) image, size, boxes and scores."""
+
+    def __init__(self, image: Image.Image, width: int, height: int, boxes, scores):
+        self.image, self.width, self.height = image, width, height
+        self.boxes, self.scores = boxes, scores
+        self.pixels = width * height
+        self.crops = 1 if boxes is None else len(boxes)
+        self.rgb: np.ndarray | None = None  # decoded once the request is admitted
+
+
+def read_item(row: Any, limits: dict[str, int]) -> Item:
+    """One row (a request, or a KServe instance) -> its Item, from headers and boxes only."""
+    if not isinstance(row, dict):
+        raise RequestError('each instance must be an object {"image": base64, "boxes": [...]}')
+    image_bytes, boxes, box_format = read_request(row)
+    image, width, height = open_image(image_bytes, limits["max_pixels"])
+    return Item(
+        image, width, height, *parse_boxes(boxes, box_format, width, height, limits["max_boxes"])
+    )
+
+
+def check_instances(count: int, limits: dict[str, int]) -> None:
+    """Refuse a KServe request with more instances than ``max_instances``, before reading any."""
+    if count > limits["max_instances"]:
+        raise RequestError(
+            f"too many instances: {count}, at most {limits['max_instances']} per request "
+            "(max_instances)",
+            status=413,
+        )
+
+
+def check_request(items: list[Item], limits: dict[str, int]) -> None:
+    """Refuse a request (all its instances) over the per-request limits (413, naming the limit)."""
+    pixels = sum(item.pixels for item in items)
+    if pixels > limits["max_request_pixels"]:
+        raise RequestError(
+            f"images too large: {pixels} pixels in one request, more than the limit of "
+            f"{limits['max_request_pixels']} (max_request_pixels)",
+            status=413,
+        )
+    crops = sum(item.crops for item in items)
+    if crops > limits["max_boxes"]:
+        raise RequestError(
+            f"too many boxes: {crops} crops in one request, at most {limits['max_boxes']} "
+            "(max_boxes)"
+        )
+
+
+def admit(requests: list[list[Item] | RequestError], limits: dict[str, int]) -> None:
+    """Refuse, in place and in arrival order, the requests that would take their batch over
+    ``max_batch_pixels`` or ``max_batch_crops`` (429: the same request alone fits)."""
+    pixels = crops = 0
+    for i, items in enumerate(requests):
+        if isinstance(items, RequestError):
+            continue
+        more_pixels = sum(item.pixels for item in items)
+        more_crops = sum(item.crops for item in items)
+        for used, more, limit in (
+            (pixels, more_pixels, "max_batch_pixels"),
+            (crops, more_crops, "max_batch_crops"),
+        ):
+            if used + more > limits[limit]:
+                requests[i] = RequestError(
+                    f"server busy: this request would take its batch over {limits[limit]} "
+                    f"{limit.removeprefix('max_batch_')} ({limit}); retry it",
+                    status=429,
+                )
+                break
+        else:
+            pixels, crops = pixels + more_pixels, crops + more_crops
+
+
+def finite(value: Any) -> bool:
+    """Whether a JSON-able answer holds only finite numbers (json.dumps would write NaN)."""
+    try:
+        json.dumps(value, allow_nan=False)
+    except ValueError:
+        return False
+    return True
+
+
+def read_limits(settings: dict[str, Any]) -> dict[str, int]:
+    """The handler section of model-config.yaml over ``DEFAULTS``; refuses limits under which
+    a request that passes the per-request limits could never fit a batch."""
+    unknown = sorted(set(settings) - set(DEFAULTS))
+    if unknown:
+        raise ValueError(f"model-config.yaml handler: unknown key(s) {', '.join(unknown)}")
+    limits = {key: int(value) for key, value in (DEFAULTS | settings).items()}
+    for one, many in (
+        ("max_pixels", "max_request_pixels"),
+        ("max_request_pixels", "max_batch_pixels"),
+        ("max_boxes", "max_batch_crops"),
+    ):
+        if limits[one] > limits[many]:
+            raise ValueError(
+                f"model-config.yaml handler: {one} ({limits[one]}) is larger than {many} "
+                f"({limits[many]}), so some valid requests could never be served"
+            )
+    return limits
+
+
+def crop_rate(model: torch.nn.Module, cfg: Any, crops: int = 4) -> float:
+    """Crops per second of this model on this worker (test-time flip included): one warm-up
+    pass, then ``crops`` crops timed in one forward pass."""
+    width, height = cfg.model.input_size
+    image = np.zeros((height, width, 3), np.uint8)
+    with torch.inference_mode():
+        predict_images(model, cfg, [image], [None], [None])
+        start = time.perf_counter()
+        predict_images(model, cfg, [image], [[[0, 0, width, height]] * crops], [None])
+    return crops / (time.perf_counter() - start)
+
+
+def cap_crops(limits: dict[str, int], rate: float, response_timeout: float) -> None:
+    """Lower ``max_batch_crops`` (and ``max_boxes`` with it) to what this worker can run in
+    ``BATCH_TIME_SHARE`` of TorchServe's responseTimeout: past it TorchServe kills the worker
+    and every request of the batch fails."""
+    cap = max(1, int(rate * response_timeout * BATCH_TIME_SHARE))
+    limits["max_batch_crops"] = min(limits["max_batch_crops"], cap)
+    limits["max_boxes"] = min(limits["max_boxes"], limits["max_batch_crops"])
+
+
 class PoseHandler(BaseHandler):
     """IHL keypoints for TorchServe; see the module docstring for the request forms."""
 
     def initialize(self, context):
+        yaml_config = context.model_yaml_config or {}
+        self.limits = read_limits(yaml_config.get("handler") or {})
         properties = context.system_properties
         gpu = properties.get("gpu_id")
         self.device = torch.device(
@@ -223,11 +422,10 @@ class PoseHandler(BaseHandler):
         if (model_dir / "detector.pt").is_file():
             model, detector_cfg = load_detector(model_dir / "detector.pt")
             self.detector = (model.to(self.device), detector_cfg)
+        rate = crop_rate(self.model, self.cfg)
+        cap_crops(self.limits, rate, float(yaml_config.get("responseTimeout", 120)))
+        log.info("%.1f crops/s on %s: limits %s", rate, self.device, self.limits)
         joints = json.loads((model_dir / "keypoints.json").read_text())
-        settings = DEFAULTS | ((context.model_yaml_config or {}).get("handler") or {})
-        self.max_pixels = int(settings["max_pixels"])
-        self.max_boxes = int(settings["max_boxes"])
-        self.crops_per_forward = int(settings["crops_per_forward"])
         self.header = {
             "keypoint_names": joints["keypoint_names"],
             "skeleton": joints["skeleton"],
@@ -238,78 +436,121 @@ class PoseHandler(BaseHandler):
         }
         self.initialized = True
 
+    def _requests(self) -> int:
+        return len(self.context.request_processor or [])
+
+    def _envelope(self, rows: list) -> bool:
+        """Under a request envelope (KServe v1) the rows are one request's instances."""
+        return self._requests() != len(rows)
+
     def preprocess(self, data):
-        """Each request -> (image, boxes, scores), or the RequestError that refuses it."""
-        parsed = []
-        for row in data:
+        """Rows -> one entry per row: an Item, or the RequestError that refuses it.
+
+        Every limit is checked from headers and boxes first; only the images of admitted
+        requests are decoded (into ``Item.rgb``).
+        """
+        groups = (
+            [list(range(len(data)))] if self._envelope(data) else [[i] for i in range(len(data))]
+        )
+        requests: list[list[Item] | RequestError] = []
+        for rows in groups:
             try:
-                if not isinstance(row, dict):
-                    raise RequestError(
-                        'each instance must be an object {"image": base64, "boxes": [...]}'
-                    )
-                image_bytes, boxes, box_format = read_request(row)
-                image = decode_image(image_bytes, self.max_pixels)
-                height, width = image.shape[:2]
-                parsed.append(
-                    (image, *parse_boxes(boxes, box_format, width, height, self.max_boxes))
-                )
+                check_instances(len(rows), self.limits)
+                items = [read_item(data[i], self.limits) for i in rows]
+                check_request(items, self.limits)
+                requests.append(items)
             except RequestError as err:
-                parsed.append(err)
+                requests.append(err)
             except Exception as err:  # a decoder's surprise must not fail the whole batch
                 log.exception("unreadable request")
-                parsed.append(RequestError(f"cannot read the request: {type(err).__name__}"))
+                requests.append(RequestError(f"cannot read the request: {type(err).__name__}"))
+        admit(requests, self.limits)
+        parsed: list[Item | RequestError] = []
+        for rows, items in zip(groups, requests, strict=True):
+            if isinstance(items, RequestError):
+                parsed += [items] * len(rows)
+                continue
+            try:
+                for item in items:
+                    item.rgb, item.image = decode_image(item.image), None
+                parsed += items
+            except RequestError as err:
+                parsed += [err] * len(rows)
+            except Exception as err:
+                log.exception("undecodable request")
+                parsed += [RequestError(f"cannot decode the image: {type(err).__name__}")] * len(
+                    rows
+                )
         return parsed
+
+    def _predict(self, items: list[Item]) -> list[list[dict]]:
+        return predict_images(
+            self.model,
+            self.cfg,
+            [item.rgb for item in items],
+            [item.boxes for item in items],
+            [item.scores for item in items],
+            batch_size=self.limits["crops_per_forward"],
+        )
+
+    def _predict_alone(self, items: list[Item]) -> list[list[dict] | RequestError]:
+        """After a failed batch: each item on its own, so only the one at fault fails."""
+        results: list[list[dict] | RequestError] = []
+        for item in items:
+            try:
+                results += self._predict([item])
+            except Exception as err:
+                log.exception("a request failed on its own")
+                results.append(
+                    RequestError(f"the model failed on this request: {type(err).__name__}", 500)
+                )
+        return results
 
     def inference(self, parsed):
         """All crops of the batch's valid requests through the network together."""
         valid = [p for p in parsed if not isinstance(p, RequestError)]
         start = time.perf_counter()
-        valid = self._detect(valid)
+        self._detect(valid)
         detected = time.perf_counter()
-        people = iter(
-            predict_images(
-                self.model,
-                self.cfg,
-                [image for image, _, _ in valid],
-                [boxes for _, boxes, _ in valid],
-                [scores for _, _, scores in valid],
-                batch_size=self.crops_per_forward,
-            )
-        )
-        crops = sum(1 if boxes is None else len(boxes) for _, boxes, _ in valid)
+        try:
+            people = self._predict(valid)
+        except Exception:
+            log.exception("batch of %d failed; retrying each request alone", len(valid))
+            people = self._predict_alone(valid)
+        crops = sum(item.crops for item in valid)
         log.info(
             "batch of %d requests (%d refused): detect %.1f ms, %d crops in %.1f ms",
             len(parsed), len(parsed) - len(valid), 1000 * (detected - start), crops,
             1000 * (time.perf_counter() - detected),
         )  # fmt: skip
+        people = iter(people)
         return [p if isinstance(p, RequestError) else next(people) for p in parsed]
 
-    def _detect(self, valid: list[tuple]) -> list[tuple]:
-        """Requests without boxes get the detector's persons, all images in one forward."""
-        unboxed = [i for i, (_, boxes, _) in enumerate(valid) if boxes is None]
+    def _detect(self, items: list[Item]) -> None:
+        """Items without boxes get the detector's persons (at most ``max_boxes``, best first),
+        all their images in one forward."""
+        unboxed = [item for item in items if item.boxes is None]
         if self.detector is None or not unboxed:
-            return valid
+            return
         model, cfg = self.detector
-        found = detect(model, [valid[i][0] for i in unboxed], cfg)
-        valid = list(valid)
-        for i, (boxes, scores) in zip(unboxed, found, strict=True):
-            valid[i] = (valid[i][0], boxes, scores)
-        return valid
+        found = detect(model, [item.rgb for item in unboxed], cfg)
+        for item, (boxes, scores) in zip(unboxed, found, strict=True):
+            keep = self.limits["max_boxes"]
+            item.boxes, item.scores, item.crops = boxes[:keep], scores[:keep], len(boxes[:keep])
 
     def postprocess(self, results):
         out = []
         for idx, result in enumerate(results):
             self._set_content_type(idx)
-            if isinstance(result, RequestError):
-                self._set_status(idx, result.status)
-                body = {"code": result.status, "error": str(result)}
-            else:
+            if not isinstance(result, RequestError):
                 body = {"persons": result, **self.header, "model": self.model_info}
-            out.append(body)
+                if finite(body):
+                    out.append(body)
+                    continue
+                result = RequestError("the model gave non-finite keypoints for this request", 500)
+            self._set_status(idx, result.status)
+            out.append({"code": result.status, "error": str(result)})
         return out
-
-    def _requests(self) -> int:
-        return len(self.context.request_processor or [])
 
     def _set_content_type(self, idx: int) -> None:
         if idx < self._requests():
@@ -319,7 +560,7 @@ class PoseHandler(BaseHandler):
         """Per-request status; under a request envelope (KServe, several instances in one
         request) rows are instances, so a bad instance fails its whole request."""
         phrase = HTTPStatus(status).phrase
-        if self._requests() == len(self._rows):
+        if not self._envelope(self._rows):
             self.context.set_response_status(status, phrase, idx)
         else:
             self.context.set_all_response_status(status, phrase)

@@ -25,6 +25,8 @@ def test_xywh_and_xyxy_give_the_same_box_and_a_default_score():
         ([True, 2, 3, 4], {}, "non-numeric or non-finite"),
         ([1, 2, 0, 4], {}, "zero or negative size"),
         ([50, 50, 10, 10], {"box_format": "xyxy"}, r"\(xyxy\) has zero or negative size"),
+        ([-1e308, 0, 1e308, 10], {"box_format": "xyxy"}, "non-finite"),  # width overflows
+        ([1e308, 0, 1e308, 10], {}, "non-finite"),  # right edge overflows
     ],
 )
 def test_bad_boxes_are_refused_and_quoted(value, kwargs, message):

@@ -16,7 +16,14 @@ import pytest
 from ihl.edge.container_images import REPOSITORY, TARGETS
 
 ROOT = Path(__file__).resolve().parents[1]
-SERVING = ("config.properties", "kserve.config.properties", "ihl_handler.py", "model-config.yaml")
+SERVING = (
+    "config.properties",
+    "kserve.config.properties",
+    "ihl_handler.py",
+    "model-config.yaml",
+    "healthcheck.py",
+    "verify_models.py",
+)
 ALLOWED = ("pyproject.toml", "uv.lock", "README.md", "ihl", *(f"serving/{f}" for f in SERVING))
 """All the build context holds: the package's sources and the serving files."""
 

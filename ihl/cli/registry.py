@@ -13,7 +13,7 @@ from ihl.files import write_text
 
 app = typer.Typer(
     help="Model registry on S3 (KServe storage layout): push, list, pull, abandon, promote, "
-    "register, manifest.",
+    "protect, register, manifest.",
     no_args_is_help=True,
 )
 
@@ -167,6 +167,20 @@ def promote_cmd(
     typer.echo(f"{name} {alias}: {previous or '(none)'} -> {target}")
 
 
+@app.command("protect")
+def protect_cmd(uri: UriArg, endpoint_url: EndpointOpt = None) -> None:
+    """Put a bucket policy under which no registry object can be replaced or deleted, by any
+    key (aliases excepted). For a bucket that holds only the registry; afterwards abandon
+    is refused too."""
+    from ihl.edge.registry import store
+
+    try:
+        policy = store.protect(uri, endpoint_url=endpoint_url)
+    except _errors() as err:
+        fail(str(err))
+    typer.echo(json.dumps(policy, indent=2))
+
+
 def _management_key(token: str | None, key_file: Path | None) -> str | None:
     if token or key_file is None:
         return token
@@ -235,7 +249,7 @@ def manifest_cmd(
     gpus: Annotated[int, typer.Option(min=0, help="nvidia.com/gpu per replica (0: CPU).")] = 0,
     service_account: Annotated[
         str, typer.Option(help="Service account bound to the S3 credentials secret.")
-    ] = "ihl-s3",
+    ] = "ihl-s3-read",
     image: Annotated[
         str | None, typer.Option(help="Serve image; default: the project's serve image.")
     ] = None,

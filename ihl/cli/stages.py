@@ -58,7 +58,20 @@ def synth_cmd(
 def train_cmd(
     config: Annotated[str, typer.Option("--config", "-c", help="Preset name or YAML file.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: checkpoints, metrics.")],
-    resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint in OUT.")] = False,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            help="Continue from the last checkpoint in OUT; refused if it was written with "
+            "another config or data."
+        ),
+    ] = False,
+    resume_matching: Annotated[
+        bool,
+        typer.Option(
+            help="Continue from the last checkpoint in OUT if it was written with this config "
+            "and data, else train from scratch (what `dvc repro` runs)."
+        ),
+    ] = False,
     device: DeviceOpt = None,
     overrides: Annotated[
         list[str],
@@ -71,24 +84,44 @@ def train_cmd(
             "dataset are layered over the preset, before any --set."
         ),
     ] = None,
+    data_index: Annotated[
+        Path | None,
+        typer.Option(
+            help="`ihl prepare`'s index.json: its data fingerprint is saved with the "
+            "checkpoints, and --resume refuses a checkpoint of other data."
+        ),
+    ] = None,
 ) -> None:
     """Train a pose model from a preset or YAML config."""
     from ihl.edge.params import config_overrides
+    from ihl.files import FolderBusyError, load_json
 
     try:
         layered = {} if params is None else config_overrides(params)
     except config_mod.ConfigError as err:
         fail(str(err))
     cfg = load_config(config, layered | parse_overrides(overrides))
+    fingerprint = None
+    if data_index is not None:
+        try:
+            fingerprint = load_json(data_index)["fingerprint"]
+        except (ValueError, KeyError, TypeError) as err:
+            fail(f"--data-index {data_index}: no data fingerprint ({err})")
     from ihl.checkpoint import CheckpointError
     from ihl.edge.live import LiveLog
     from ihl.train import train
 
     try:
         result = train(
-            cfg, out, resume=resume, device=device, progress=True, epoch_log=LiveLog(out / "live")
+            cfg,
+            out,
+            resume="matching" if resume_matching else resume,
+            device=device,
+            progress=True,
+            epoch_log=LiveLog(out / "live"),
+            data_fingerprint=fingerprint,
         )
-    except (*USER_ERRORS, CheckpointError) as err:
+    except (*USER_ERRORS, CheckpointError, FolderBusyError) as err:
         fail(str(err))
     print_table(result)
 

@@ -86,8 +86,17 @@ def test_gpu_tasks_placement_shm_and_data_volume(compiled):
         assert pvc["pvcNameParameter"] == {"componentInputParameter": "data_pvc"}
     assert "exec-export" not in k8s
     for name in ("exec-prepare", "exec-register"):
-        (secret,) = k8s[name]["secretAsEnv"]
-        assert secret["secretName"] == "ihl-s3" and secret["optional"] is True
+        secrets = {s["secretName"]: s for s in k8s[name]["secretAsEnv"]}
+        assert secrets["ihl-s3"]["optional"] is True
+    # git credentials for a private dvc_repo reach prepare alone, from their own secret
+    secrets = {s["secretName"]: s for s in k8s["exec-prepare"]["secretAsEnv"]}
+    assert set(secrets) == {"ihl-s3", "ihl-git"}
+    assert {e["envVar"] for e in secrets["ihl-git"]["keyToEnv"]} == {
+        "IHL_GIT_USERNAME",
+        "IHL_GIT_TOKEN",
+    }
+    assert secrets["ihl-git"]["optional"] is True
+    assert [s["secretName"] for s in k8s["exec-register"]["secretAsEnv"]] == ["ihl-s3"]
 
 
 def test_no_task_is_cached_by_default(compiled):

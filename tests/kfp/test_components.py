@@ -72,6 +72,23 @@ def test_prepare_fetches_a_dvc_revision_once(dvc_repo, tmp_path):
     assert second.metadata["fingerprint"] == first.metadata["fingerprint"]
 
 
+def test_prepare_leaves_another_runs_download_alone(dvc_repo, tmp_path):
+    """Two runs fetching one commit used one fixed `.partial` folder, and each deleted it."""
+    repo_dir, _, commit = dvc_repo
+    volume = tmp_path / "volume"
+    other = volume / "dvc" / commit / "data" / "synth.partial"
+    other.mkdir(parents=True)
+    (other / "half-downloaded.jpg").write_bytes(b"another run is writing this")
+    prepared = Dataset(name="prepared", uri=str(tmp_path / "prepared"), metadata={})
+    prepare.python_func(
+        dataset="synth", data_source="dvc", data_path="data/synth", dvc_repo=str(repo_dir),
+        dvc_rev="", volume=str(volume), image="img", prepared=prepared,
+    )  # fmt: skip
+    assert (other / "half-downloaded.jpg").is_file()
+    root = volume / "dvc" / commit / "data"
+    assert sorted(p.name for p in root.iterdir()) == ["synth", "synth.partial"]
+
+
 def test_train_under_torchrun(tmp_path, monkeypatch, capfd):
     """num_gpus 2 starts torchrun with two `ihl train` processes; here they run on the CPU
     (gloo), the GPU count check being told there are two devices."""

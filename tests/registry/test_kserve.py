@@ -13,6 +13,8 @@ from ihl.edge.registry.store import RegistryError
 
 KSERVE = Path(__file__).resolve().parents[2] / "serving" / "kserve"
 EXAMPLE_URI = "s3://ihl-models/registry/ihl/1"
+EXAMPLE_DIGEST = "9f2c" * 16
+"""The example manifests' pinned manifest sha256 (a placeholder: yours comes from your registry)."""
 
 
 @pytest.mark.parametrize(
@@ -22,14 +24,14 @@ def test_examples_are_what_the_command_writes(gpus, name, monkeypatch):
     monkeypatch.delenv("IHL_IMAGE_REPOSITORY", raising=False)
     monkeypatch.delenv("IHL_IMAGE_TAG", raising=False)
     checked_in = yaml.safe_load((KSERVE / name).read_text())
-    assert checked_in == inference_service(EXAMPLE_URI, gpus=gpus), (
+    assert checked_in == inference_service(EXAMPLE_URI, EXAMPLE_DIGEST, gpus=gpus), (
         f"serving/kserve/{name} is stale: regenerate it with inference_service()"
     )
 
 
 def test_gpu_variant_asks_for_gpus_and_cpu_variant_does_not():
-    cpu = inference_service(EXAMPLE_URI)["spec"]["predictor"]
-    gpu = inference_service(EXAMPLE_URI, gpus=2)["spec"]["predictor"]
+    cpu = inference_service(EXAMPLE_URI, EXAMPLE_DIGEST)["spec"]["predictor"]
+    gpu = inference_service(EXAMPLE_URI, EXAMPLE_DIGEST, gpus=2)["spec"]["predictor"]
     assert "nvidia.com/gpu" not in cpu["model"]["resources"]["limits"]
     assert "tolerations" not in cpu
     assert gpu["model"]["resources"]["limits"]["nvidia.com/gpu"] == "2"
@@ -38,7 +40,7 @@ def test_gpu_variant_asks_for_gpus_and_cpu_variant_does_not():
 
 def test_service_account_binds_the_s3_secret():
     secret, account = yaml.safe_load_all((KSERVE / "s3-access.yaml").read_text())
-    predictor = inference_service(EXAMPLE_URI)["spec"]["predictor"]
+    predictor = inference_service(EXAMPLE_URI, EXAMPLE_DIGEST)["spec"]["predictor"]
     assert account["kind"] == "ServiceAccount"
     assert account["metadata"]["name"] == predictor["serviceAccountName"]
     assert account["secrets"] == [{"name": secret["metadata"]["name"]}]
@@ -62,4 +64,21 @@ def test_the_kserve_config_lets_the_manifest_pin_addresses():
 
 def test_service_name_must_be_a_dns_label():
     with pytest.raises(RegistryError, match="InferenceService name 'Pose_Model'"):
-        inference_service(EXAMPLE_URI, name="Pose_Model")
+        inference_service(EXAMPLE_URI, EXAMPLE_DIGEST, name="Pose_Model")
+
+
+def test_the_manifest_digest_is_pinned_for_the_serve_image():
+    env = inference_service(EXAMPLE_URI, EXAMPLE_DIGEST)["spec"]["predictor"]["model"]["env"]
+    assert {"name": "IHL_MANIFEST_SHA256", "value": EXAMPLE_DIGEST} in env
+    with pytest.raises(RegistryError, match="64 hex digits"):
+        inference_service(EXAMPLE_URI, "not-a-digest")
+
+
+def test_serving_reads_with_its_own_secret_not_the_pipelines():
+    """The pipeline's secret can push; a serving pod must hold nothing that can write."""
+    from pipelines.settings import ClusterSettings
+
+    secret, account = yaml.safe_load_all((KSERVE / "s3-access.yaml").read_text())
+    predictor = inference_service(EXAMPLE_URI, EXAMPLE_DIGEST)["spec"]["predictor"]
+    assert account["metadata"]["name"] == predictor["serviceAccountName"]
+    assert secret["metadata"]["name"] != ClusterSettings().s3_secret

@@ -221,8 +221,8 @@ def _bad_requests(photo: bytes):
         ("bad box format", {"json": {"image": b64, "box_format": "cxcywh"}}, 400, "box_format"),
         ("boxes not a list", {"json": {"image": b64, "boxes": 5}}, 400, "list"),
         (
-            "multipart without image",
-            {"files": {"picture": ("p.jpg", photo, "image/jpeg")}},
+            "multipart with two files, neither named image",
+            {"files": {"picture": ("p.jpg", photo, "image/jpeg"), "thumb": ("t.jpg", photo)}},
             400,
             "'image'",
         ),

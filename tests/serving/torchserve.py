@@ -20,6 +20,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 
 from servers import free_port
@@ -127,8 +128,19 @@ class TorchServe:
             return False
 
     def keys(self) -> dict[str, str]:
-        """{"inference": key, "management": key} from key_file.json."""
+        """{"inference": key, "management": key} from key_file.json; an expired key is
+        renewed first with the API key (TorchServe then rewrites the file)."""
         data = json.loads((self.workdir / "key_file.json").read_text())
+        for api in ("inference", "management"):
+            expires = datetime.strptime(data[api]["expiration time"][:19], "%Y-%m-%dT%H:%M:%S")
+            if expires.replace(tzinfo=UTC) <= datetime.now(UTC):
+                renew = urllib.request.Request(
+                    f"{self.management_url}/token?type={api}",
+                    method="POST",
+                    headers={"Authorization": f"Bearer {data['API']['key']}"},
+                )
+                urllib.request.urlopen(renew, timeout=5).close()
+                data = json.loads((self.workdir / "key_file.json").read_text())
         return {api: data[api]["key"] for api in ("inference", "management")}
 
     def headers(self, api: str = "inference") -> dict[str, str]:

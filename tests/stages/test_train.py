@@ -156,5 +156,6 @@ def test_any_epoch_log_will_do_and_without_one_nothing_is_logged(tiny_cfg, tmp_p
     recorder = Recorder()
     metrics = train(tiny_cfg, tmp_path, progress=False, epoch_log=recorder)
     assert recorder.calls == [("start", "ihl", False, 0), ("epoch", 0, "val"), ("end",)]
-    assert sorted(tmp_path.iterdir()) == [tmp_path / "checkpoints"]
+    # no live/ folder; .lock is the run folder's lock (ihl.files.folder_lock)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "checkpoints"]
     assert "AP" in metrics

@@ -6,7 +6,7 @@ import re
 from typing import Any
 
 from ihl.edge.container_images import image as image_ref
-from ihl.edge.registry.store import RegistryError, version_uri
+from ihl.edge.registry.store import RegistryError, pinned_version
 
 KSERVE_ENV = {
     "TS_INFERENCE_ADDRESS": "http://0.0.0.0:8080",
@@ -15,14 +15,17 @@ KSERVE_ENV = {
     "TS_SERVICE_ENVELOPE": "kserve",
 }
 """TorchServe settings an InferenceService pins through the environment (see inference_service)."""
+DIGEST_VARIABLE = "IHL_MANIFEST_SHA256"
+"""Read by the serve image's entrypoint (serving/verify_models.py) before TorchServe starts."""
 
 
 def inference_service(
     storage_uri: str,
+    manifest_sha256: str,
     *,
     name: str = "ihl",
     gpus: int = 0,
-    service_account: str = "ihl-s3",
+    service_account: str = "ihl-s3-read",
     image: str | None = None,
 ) -> dict:
     """A KServe InferenceService for one registry version (``storage_uri``).
@@ -37,7 +40,13 @@ def inference_service(
     image's defaults: inference on the pod port 8080 with the v1 envelope,
     management on the pod's loopback only, metrics on 8082 for Prometheus.
     ``gpus`` > 0 asks for that many ``nvidia.com/gpu`` and tolerates GPU taints.
+
+    ``manifest_sha256`` pins the version: the image's entrypoint checks the downloaded
+    files against the manifest with that sha256 and refuses to start TorchServe on
+    anything else, so whoever can write the bucket cannot run code in the pods.
     """
+    if not re.fullmatch(r"[0-9a-f]{64}", manifest_sha256):
+        raise RegistryError(f"manifest sha256 {manifest_sha256!r}: expected 64 hex digits")
     if not re.fullmatch(r"[a-z]([-a-z0-9]{0,43}[a-z0-9])?", name):
         raise RegistryError(
             f"InferenceService name {name!r}: use lowercase letters, digits and '-' "
@@ -60,7 +69,10 @@ def inference_service(
                 "--model-store=/mnt/models/model-store",
                 "--ts-config=/mnt/models/config/config.properties",
             ],
-            "env": [{"name": k, "value": v} for k, v in KSERVE_ENV.items()],
+            "env": [
+                *({"name": k, "value": v} for k, v in KSERVE_ENV.items()),
+                {"name": DIGEST_VARIABLE, "value": manifest_sha256},
+            ],
             "ports": [{"name": "http1", "containerPort": 8080, "protocol": "TCP"}],
             "resources": {"requests": {"cpu": "2", "memory": "4Gi"}, "limits": limits},
         },
@@ -84,14 +96,17 @@ def kserve_manifest(
     *,
     service_name: str | None = None,
     gpus: int = 0,
-    service_account: str = "ihl-s3",
+    service_account: str = "ihl-s3-read",
     image: str | None = None,
     endpoint_url: str | None = None,
 ) -> dict:
     """The InferenceService for a registry version; an alias is resolved to its version
-    now (KServe knows nothing of aliases) and the version is checked to be complete."""
+    now (KServe knows nothing of aliases), the version is checked to be complete and its
+    manifest's sha256 is pinned."""
+    storage_uri, digest = pinned_version(uri, name, version_or_alias, endpoint_url=endpoint_url)
     return inference_service(
-        version_uri(uri, name, version_or_alias, endpoint_url=endpoint_url),
+        storage_uri,
+        digest,
         name=service_name or name,
         gpus=gpus,
         service_account=service_account,

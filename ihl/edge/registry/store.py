@@ -30,6 +30,7 @@ import functools
 import getpass
 import hashlib
 import json
+import os
 import re
 import secrets
 import shutil
@@ -205,8 +206,8 @@ class _Store:
     def url(self, key: str) -> str:
         return f"s3://{self.bucket}/{key}"
 
-    def get_json(self, key: str) -> tuple[dict, str] | None:
-        """The JSON object at ``key`` and its ETag, or None if there is none."""
+    def get_bytes(self, key: str) -> tuple[bytes, str] | None:
+        """The object at ``key`` and its ETag, or None if there is none."""
         with _s3_errors(self.url(key)):
             try:
                 response = self.client.get_object(Bucket=self.bucket, Key=key)
@@ -214,9 +215,15 @@ class _Store:
                 if _is_missing(err):
                     return None
                 raise
-            body = response["Body"].read()
+            return response["Body"].read(), response["ETag"]
+
+    def get_json(self, key: str) -> tuple[dict, str] | None:
+        """The JSON object at ``key`` and its ETag, or None if there is none."""
+        found = self.get_bytes(key)
+        if found is None:
+            return None
         try:
-            return json.loads(body), response["ETag"]
+            return json.loads(found[0]), found[1]
         except ValueError as err:
             raise RegistryError(f"{self.url(key)} is not valid JSON: {err}") from err
 
@@ -261,6 +268,13 @@ class _Store:
     def manifest(self, name: str, version: str) -> dict | None:
         found = self.get_json(self.key(name, version, MANIFEST))
         return found[0] if found else None
+
+    def manifest_bytes(self, name: str, version: str) -> bytes:
+        """The manifest object as stored: what KServe downloads and the serve image checks."""
+        found = self.get_bytes(self.key(name, version, MANIFEST))
+        if found is None:
+            raise RegistryError(f"{self.url(self.key(name, version, MANIFEST))} is missing")
+        return found[0]
 
     def alias(self, name: str, alias: str) -> tuple[dict, str] | None:
         return self.get_json(self.key(name, ALIASES, f"{alias}.json"))
@@ -311,16 +325,37 @@ class _Store:
 
 
 def _export_files(export_dir: Path) -> dict[str, Path]:
-    """The files of an export folder by relative POSIX path; refuses an incomplete layout."""
+    """The export's own files by relative POSIX path: one ``model-store/*.mar`` and
+    ``REQUIRED``. Anything else in the folder (a ``.env``, a ``key_file.json``, logs) and
+    any symlink, which could point anywhere, is refused by name: a push never uploads more
+    than the export."""
     if not export_dir.is_dir():
         raise RegistryError(f"export folder not found: {export_dir}")
-    files = {
-        path.relative_to(export_dir).as_posix(): path
-        for path in sorted(export_dir.rglob("*"))
-        if path.is_file()
-    }
-    archives = [p for p in files if PurePosixPath(p).parent.as_posix() == "model-store"]
-    archives = [p for p in archives if p.endswith(".mar")]
+    files: dict[str, Path] = {}
+    refused = []
+    for root, dirs, names in os.walk(export_dir):  # does not follow symlinks
+        for entry in sorted(dirs + names):
+            path = Path(root) / entry
+            rel = path.relative_to(export_dir).as_posix()
+            if path.is_symlink():
+                refused.append(f"{rel} (a symlink)")
+            elif path.is_dir():
+                continue
+            elif not path.is_file():
+                refused.append(f"{rel} (not a regular file)")
+            elif rel in REQUIRED or re.fullmatch(r"model-store/[^/]+\.mar", rel):
+                files[rel] = path
+            else:
+                refused.append(rel)
+    archives = [p for p in files if p.startswith("model-store/")]
+    if len(archives) > 1:
+        refused += archives
+    if refused:
+        raise RegistryError(
+            f"{export_dir} holds what is not part of an export: {', '.join(refused)}. A push "
+            "uploads exactly model-store/<name>.mar, config/config.properties and "
+            "model_card.md; move the rest out of the folder"
+        )
     missing = [p for p in REQUIRED if p not in files]
     if not archives:
         missing.insert(0, "model-store/*.mar")
@@ -329,10 +364,7 @@ def _export_files(export_dir: Path) -> dict[str, Path]:
             f"{export_dir} is not an export folder: missing {', '.join(missing)} "
             "(make one with `ihl export CHECKPOINT --out DIR`)"
         )
-    reserved = [p for p in (MANIFEST, CLAIM) if p in files]
-    if reserved:
-        raise RegistryError(f"{export_dir}: {', '.join(reserved)} is reserved for the registry")
-    return files
+    return dict(sorted(files.items()))
 
 
 Progress = Callable[[str, int], Callable[[int], None]]
@@ -373,8 +405,7 @@ def push(
         raise VersionExistsError(
             f"{version_uri} already exists; versions are immutable: push under a new version"
         )
-    if store.alias(name, version) is not None:
-        raise RegistryError(f"{name!r} already has an alias {version!r}; pick another version")
+    _refuse_alias_name(store, name, version)
     claim = {"pushed_by": _who(), "started": _now(), "push_id": secrets.token_hex(8)}
     with _s3_errors(version_uri):
         try:
@@ -395,12 +426,24 @@ def push(
     uploaded = [store.key(name, version, CLAIM)]
     abandoned = False
     try:
-        with _s3_errors(version_uri):
+        # Checked again now that the claim stands: a promote that raced this push sees the
+        # claim and refuses (promote checks after its write too), or this check sees its alias.
+        _refuse_alias_name(store, name, version)
+        with _s3_errors(version_uri), _no_overwrite(store.client):
             for rel, path in files.items():
                 key = store.key(name, version, rel)
-                store.client.upload_file(
-                    str(path), store.bucket, key, Callback=progress(rel, entries[rel]["size"])
-                )
+                try:
+                    store.client.upload_file(
+                        str(path),
+                        store.bucket,
+                        key,
+                        Callback=progress(rel, entries[rel]["size"]),
+                        Config=_one_part(),
+                    )
+                except Exception as err:  # 412: the object exists, written by another push
+                    if "PreconditionFailed" not in str(err):
+                        raise
+                    break
                 uploaded.append(key)
             current = store.get_json(store.key(name, version, CLAIM))
             if current is None or current[0] != claim:
@@ -410,20 +453,120 @@ def push(
                     "uploaded; nothing was committed. Files it uploaded since are left for "
                     "`ihl registry abandon` (the version may be another push's by now)"
                 )
+            if len(uploaded) != len(files) + 1:
+                raise RegistryError(
+                    f"{store.url(key)} exists already, though this push holds the claim: "
+                    "nothing was overwritten or committed"
+                )
             manifest = {
                 "name": name,
                 "version": version,
                 "pushed_at": _now(),
                 "pushed_by": claim["pushed_by"],
+                "push_id": claim["push_id"],
                 "files": entries,
             }
             store.put_json(store.key(name, version, MANIFEST), manifest, IfNoneMatch="*")
     except BaseException:
-        if not abandoned:
-            with suppress(Exception):  # best effort: a leftover claim names the failed push
-                store.delete(uploaded)
-        raise
+        if abandoned:
+            raise
+        committed = _cleanup(store, name, version, claim["push_id"], uploaded)
+        if not committed:
+            raise
     return version_uri
+
+
+SINGLE_PUT_LIMIT = 5 * 1024**3
+"""S3's largest single PutObject: uploads stay one request, which can carry If-None-Match."""
+
+
+def _one_part():
+    from boto3.s3.transfer import TransferConfig
+
+    return TransferConfig(multipart_threshold=SINGLE_PUT_LIMIT)
+
+
+@contextmanager
+def _no_overwrite(client) -> Iterator[None]:
+    """Every PutObject in the block carries ``If-None-Match: *``: an upload never replaces an
+    object, and the deny-overwrite policy of ``protect`` admits it (boto3's upload_file takes
+    no such argument, so the header is added as the request is signed)."""
+
+    def add_header(request, **kwargs):
+        request.headers["If-None-Match"] = "*"
+
+    client.meta.events.register("before-sign.s3.PutObject", add_header)
+    try:
+        yield
+    finally:
+        client.meta.events.unregister("before-sign.s3.PutObject", add_header)
+
+
+def protection_policy(bucket: str, prefix: str) -> dict:
+    """A bucket policy under which no object of the registry can be replaced or deleted, by
+    any key: every PutObject must carry If-None-Match (as every registry write does), and
+    nothing may be deleted; alias objects, which promote rewrites with If-Match, excepted.
+    For a bucket that holds only the registry: the statements cover the whole bucket."""
+    aliases = f"arn:aws:s3:::{bucket}/{prefix + '/' if prefix else ''}*/{ALIASES}/*"
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "IhlRegistryNoOverwrite",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "s3:PutObject",
+                "NotResource": aliases,
+                "Condition": {"Null": {"s3:if-none-match": "true"}},
+            },
+            {
+                "Sid": "IhlRegistryNoDelete",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": ["s3:DeleteObject", "s3:DeleteObjectVersion"],
+                "NotResource": aliases,
+            },
+        ],
+    }
+
+
+def protect(uri: str, *, endpoint_url: str | None = None) -> dict:
+    """Put ``protection_policy`` on the registry's bucket (statements of other Sids kept);
+    returns the policy now in force. Afterwards ``abandon`` and a failed push's cleanup are
+    refused too: an interrupted push's files stay, and its version number is used up."""
+    store = _Store(uri, endpoint_url)
+    ours = protection_policy(store.bucket, store.prefix)
+    sids = {statement["Sid"] for statement in ours["Statement"]}
+    with _s3_errors(f"bucket policy of s3://{store.bucket}"):
+        try:
+            current = json.loads(store.client.get_bucket_policy(Bucket=store.bucket)["Policy"])
+        except Exception as err:
+            if "NoSuchBucketPolicy" not in str(err):
+                raise
+            current = {"Statement": []}
+        kept = [st for st in current.get("Statement", []) if st.get("Sid") not in sids]
+        policy = ours | {"Statement": kept + ours["Statement"]}
+        store.client.put_bucket_policy(Bucket=store.bucket, Policy=json.dumps(policy))
+    return policy
+
+
+def _refuse_alias_name(store: _Store, name: str, version: str) -> None:
+    if store.alias(name, version) is not None:
+        raise RegistryError(f"{name!r} already has an alias {version!r}; pick another version")
+
+
+def _cleanup(store: _Store, name: str, version: str, push_id: str, uploaded: list[str]) -> bool:
+    """After a failed push: whether it committed after all (its manifest write succeeded but
+    the answer was lost, and a retry met 412). Only a version that no push committed and
+    whose claim is still this push's is deleted; a committed version is never touched."""
+    with suppress(Exception):  # best effort: a leftover claim names the failed push
+        manifest = store.manifest(name, version)
+        if manifest is not None:
+            return manifest.get("push_id") == push_id
+        claim = store.get_json(store.key(name, version, CLAIM))
+        if claim is not None and claim[0].get("push_id") == push_id:
+            store.delete(uploaded)
+    return False
 
 
 def abandon(
@@ -526,6 +669,17 @@ def version_uri(
     return store.url(store.key(name, version))
 
 
+def pinned_version(
+    uri: str, name: str, version_or_alias: str, *, endpoint_url: str | None = None
+) -> tuple[str, str]:
+    """(s3:// folder, sha256 of its manifest as stored) of the complete version that
+    ``version_or_alias`` names: what an InferenceService pins (serving/verify_models.py)."""
+    store = _Store(uri, endpoint_url)
+    version, _ = store.resolve(name, version_or_alias)
+    digest = hashlib.sha256(store.manifest_bytes(name, version)).hexdigest()
+    return store.url(store.key(name, version)), digest
+
+
 def _safe_relpath(rel: str) -> PurePosixPath:
     path = PurePosixPath(rel)
     if path.is_absolute() or ".." in path.parts or not path.parts:
@@ -553,6 +707,9 @@ def pull(
         raise FileExistsError(f"destination exists and is not an empty folder: {dest}")
     store = _Store(uri, endpoint_url)
     version, manifest = store.resolve(name, version_or_alias)
+    manifest_bytes = store.manifest_bytes(name, version)
+    if json.loads(manifest_bytes) != manifest:
+        raise RegistryError(f"{store.url(store.key(name, version, MANIFEST))} changed while read")
     files = manifest.get("files")
     if not isinstance(files, dict) or not files:
         raise RegistryError(f"{store.url(store.key(name, version, MANIFEST))} lists no files")
@@ -582,7 +739,7 @@ def pull(
                     f"{expected['sha256'][:12]}..., {expected['size']} bytes): the object was "
                     f"changed or corrupted; nothing was written to {dest}"
                 )
-        (partial / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        (partial / MANIFEST).write_bytes(manifest_bytes)  # as stored: its sha256 is pinned
         if dest.exists():
             dest.rmdir()
         partial.rename(dest)
@@ -607,8 +764,7 @@ def promote(
     _check_name(alias, "alias")
     store = _Store(uri, endpoint_url)
     target, _ = store.resolve(name, version)
-    if store.manifest(name, alias) is not None:
-        raise RegistryError(f"{alias!r} is a version of {name!r}; an alias needs another name")
+    _refuse_version_name(store, name, alias)
     current = store.alias(name, alias)
     previous = current[0].get("version") if current else None
     record = {"version": target, "previous": previous, "promoted_at": _now(), "by": _who()}
@@ -624,4 +780,23 @@ def promote(
                     "check `ihl registry list` and promote again"
                 ) from err
             raise
+        try:  # a push that claimed this name meanwhile: undo the write, the push goes on
+            _refuse_version_name(store, name, alias)
+        except RegistryError:
+            written = store.get_json(key)
+            if written is not None and written[0] == record:
+                if current is None:
+                    store.delete([key])
+                else:
+                    store.put_json(key, current[0], IfMatch=written[1])
+            raise
     return previous
+
+
+def _refuse_version_name(store: _Store, name: str, alias: str) -> None:
+    """An alias may not take the name of a version, complete or being pushed."""
+    if store.keys(store.key(name, alias)):
+        raise RegistryError(
+            f"{alias!r} is a version of {name!r} (complete, or being pushed); an alias needs "
+            "another name"
+        )

@@ -1,0 +1,49 @@
+"""`dvc repro` killed while training, run again: training resumes where its last checkpoint
+left it (dvc.yaml persists model/checkpoints and trains with --resume-matching), where it
+used to delete the checkpoints and start over."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from project_copy import TINY, dvc, make_project, tool_env
+
+from ihl.checkpoint import safe_load
+
+EPOCHS = 6
+PARAMS = TINY | {
+    "synth": {"train": 16, "val": 4, "size": "160x120"},
+    "train": {"epochs": EPOCHS, "batch_size": 8, "lr_steps": []},
+}
+
+
+def test_an_interrupted_repro_resumes_training(tmp_path):
+    root = make_project(tmp_path / "project", PARAMS)
+    dvc("repro", "prepare", cwd=root)
+    latest = root / "model" / "checkpoints" / "latest.pt"
+    run = subprocess.Popen(
+        [sys.executable, "-m", "dvc", "repro", "train"],
+        cwd=root, env=tool_env(), start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 600
+        while not (latest.is_file() and safe_load(latest)["state"]["epoch"] >= 1):
+            assert run.poll() is None, "training ended before it could be interrupted"
+            assert time.monotonic() < deadline, "no checkpoint after 10 minutes"
+            time.sleep(0.2)
+    finally:
+        os.killpg(run.pid, signal.SIGKILL)  # a preempted node: no cleanup at all
+        run.wait()
+    reached = safe_load(latest)["state"]["epoch"]
+    assert 1 <= reached < EPOCHS
+
+    done = dvc("repro", "train", cwd=root)
+    output = done.stdout + done.stderr
+    assert f"epoch {reached + 1}/{EPOCHS}" in output
+    assert f"epoch 1/{EPOCHS}" not in output, "training started over"
+    assert safe_load(latest)["state"]["epoch"] == EPOCHS
