@@ -47,7 +47,8 @@ def trained(synth, tmp_path_factory):
 
 def test_config_has_a_detector_section_that_refuses_bad_values():
     cfg = config.load("sample")
-    assert cfg.detector.score_threshold == pytest.approx(0.5)
+    assert cfg.detector.architecture == "fcos_small" and cfg.detector.weights is None
+    assert config.load("coco_res50").detector.weights == "DEFAULT"
     with pytest.raises(config.ConfigError, match="detector.max_persons"):
         config.load("sample", {"detector.max_persons": 0})
     with pytest.raises(config.ConfigError, match="detector.nmsiou: unknown key"):
