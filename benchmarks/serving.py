@@ -14,13 +14,20 @@ Batching on is serving/model-config.yaml's batch size with a short delay;
 batching off is batch size 1. Ratios are taken within this one run, so a busy
 machine slows both sides alike.
 
-    uv run python benchmarks/serving.py [--checkpoint CKPT] [--requests 40] [--clients 8]
+Then the one-box request split into its parts, each timed in this process with the
+handler's own functions (median of ``--requests``): JSON + base64 decode of the body,
+image decode, detection (the same image without boxes, with ``--detector``), crop,
+forward, answer encode; "HTTP and TorchServe" is the batching-on p50 less their sum.
+
+    uv run python benchmarks/serving.py [--checkpoint CKPT] [--detector FILE] [--requests 40]
+        [--clients 8]
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import json
 import os
 import sys
 import tempfile
@@ -36,6 +43,7 @@ import torch
 
 from ihl import config
 from ihl.checkpoint import load_model, save_model
+from ihl.data.keypoints import get_spec
 from ihl.edge.export import export_model
 from ihl.image_io import read_image_bgr
 from ihl.models import build_model
@@ -43,7 +51,14 @@ from ihl.predict import predict_image
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "tests"), str(REPO / "tests" / "serving")]
+sys.path.insert(0, str(REPO / "serving"))
+from ihl_handler import decode_image  # noqa: E402
 from torchserve import TorchServe  # noqa: E402  (the tests' real-TorchServe helper)
+
+from ihl.detection.detect import detect  # noqa: E402
+from ihl.detection.models import load_detector  # noqa: E402
+from ihl.inference import predict_crops  # noqa: E402
+from ihl.predict import make_crops  # noqa: E402
 
 PHOTO = REPO / "data" / "samples" / "real_images" / "000000000872.jpg"
 BOXES = [[40, 30, 200, 420], [250, 60, 150, 400], [420, 100, 180, 360], [5, 200, 120, 270]]
@@ -114,9 +129,40 @@ def concurrent_rps(make_call, clients: int, per_client: int) -> float:
     return clients * per_client / (time.perf_counter() - start)
 
 
+def parts(model, cfg, body: dict, detector, n: int) -> dict[str, float]:
+    """Median milliseconds of each step of one request, run here with the handler's code."""
+    text = json.dumps(body)
+    flip = list(get_spec(cfg.data.dataset).flip_index)
+    steps = {
+        "JSON + base64": lambda: base64.b64decode(json.loads(text)["image"]),
+        "decode": lambda: decode_image(jpeg, 50_000_000),
+    }
+    jpeg = base64.b64decode(body["image"])
+    rgb = decode_image(jpeg, 50_000_000)
+    if detector is not None:
+        steps["detect (no boxes)"] = lambda: detect(detector[0], [rgb], detector[1])
+    crops = make_crops(rgb, body["boxes"], cfg.model.input_size)[0]
+    steps["crop"] = lambda: make_crops(rgb, body["boxes"], cfg.model.input_size)
+    steps["forward"] = lambda: predict_crops(model, crops, cfg.test, flip)
+    answer = {"persons": predict_image(model, cfg, rgb, body["boxes"])}
+    steps["encode"] = lambda: json.dumps(answer)
+    times = {}
+    with torch.inference_mode():
+        for label, step in steps.items():
+            step()
+            seconds = []
+            for _ in range(n):
+                start = time.perf_counter()
+                step()
+                seconds.append(time.perf_counter() - start)
+            times[label] = 1000 * float(np.median(seconds))
+    return times
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", type=Path, help="default: a random `sample` model")
+    parser.add_argument("--detector", type=Path, help="detector file, for the detect step")
     parser.add_argument("--requests", type=int, default=40, help="sequential requests per case")
     parser.add_argument("--clients", type=int, default=8, help="concurrent clients")
     parser.add_argument("--threads", type=int, default=1, help="torch threads on each side")
@@ -178,6 +224,8 @@ def main() -> None:
             if failures:
                 raise RuntimeError(f"{len(failures)} failed requests, e.g. {failures[0]}")
             restarts = server.worker_starts() - len(variants)
+            found_by = None if args.detector is None else load_detector(args.detector)
+            split = parts(model, cfg, {"image": image, "boxes": BOXES[:1]}, found_by, args.requests)
         finally:
             server.stop()
 
@@ -198,6 +246,11 @@ def main() -> None:
     for k in (1, 5):
         on, off = (r for kk, label, r, _ in rows if kk == k and label.startswith("TorchServe"))
         print(f"{k} box(es): batching on / off throughput = {on['rps'] / off['rps']:.2f}")
+    served = next(r for k, label, r, _ in rows if k == 1 and label == "TorchServe, batching on")
+    inside = sum(v for label, v in split.items() if not label.startswith("detect"))
+    print("\none box, batching on, p50 split (ms):")
+    for label, ms in {**split, "HTTP and TorchServe": served["p50"] - inside}.items():
+        print(f"  {label:<22}{ms:>9.2f}")
     print(f"worker restarts: {restarts}; x columns are ratios to in-process for the same boxes")
 
 

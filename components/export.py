@@ -10,13 +10,16 @@ def export(
     model: Input[Model],
     metrics: Input[Metrics],
     prepared: Input[Dataset],
+    detector: Input[Model],
+    detector_metrics: Input[Metrics],
     name: str,
     version: str,
     run_id: str,
     image: str,
     package: Output[Model],
 ):
-    """Write ``package``/model-store/``name``.mar, config/config.properties and model_card.md.
+    """Write ``package``/model-store/``name``.mar, config/config.properties and model_card.md;
+    the archive packs the ``detector`` (serving downloads nothing).
 
     ``version`` "" names the version after the pipeline run (``run_id``). The data
     version in the model card is the DVC commit when the data came from DVC, else
@@ -41,6 +44,8 @@ def export(
         name=name,
         version=version,
         data_version=data_version,
+        detector=Path(detector.path),
+        detector_metrics=Path(detector_metrics.path),
     )
     package.metadata.update(
         {"name": name, "version": version, "archive": str(archive.relative_to(package.path))}

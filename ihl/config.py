@@ -17,6 +17,17 @@ Backbone = Literal[
     "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "hrnet_w32", "hrnet_w48"
 ]
 HeadType = Literal["ihl", "heatmap", "integral"]
+DetectorArchitecture = Literal[
+    "fasterrcnn_resnet50_fpn_v2",
+    "fasterrcnn_mobilenet_v3_large_fpn",
+    "fasterrcnn_mobilenet_v3_large_320_fpn",
+    "retinanet_resnet50_fpn_v2",
+    "fcos_resnet50_fpn",
+    "ssdlite320_mobilenet_v3_large",
+    "fcos_small",
+    "fasterrcnn_small",
+    "retinanet_small",
+]
 
 
 class _Section(BaseModel):
@@ -153,6 +164,43 @@ class DataConfig(_Section):
     its colours, so a flip would teach that colour says nothing about the side."""
 
 
+class DetectorConfig(_Section):
+    """The person detector that gives the pose model its boxes when a request has none.
+
+    ``docs/inference.md`` has the measurements behind the choices.
+    """
+
+    architecture: DetectorArchitecture = "fasterrcnn_mobilenet_v3_large_fpn"
+    """A torchvision detection model; the ``*_small`` ones (a ResNet-18 up to layer3 with a
+    64-channel FPN) are for training from scratch on the synthetic set."""
+    weights: str | None = "DEFAULT"
+    """A torchvision weights-API name for the architecture (``DEFAULT``, ``COCO_V1`` or the full
+    ``FCOS_ResNet50_FPN_Weights.COCO_V1``: COCO-trained, person class used), a detector file
+    written by ``ihl detector train``, or null for random initialisation (to be trained)."""
+    score_threshold: float = Field(0.5, ge=0, le=1)
+    """Persons scoring below this are dropped."""
+    max_persons: int = Field(20, gt=0)
+    """At most this many persons per image, highest scores first."""
+    nms_iou: float = Field(0.5, gt=0, le=1)
+    """Boxes overlapping a higher-scoring one by more than this IoU are dropped."""
+    min_size: int = Field(800, gt=0)
+    """Images are resized so that their short side is this (torchvision's ``min_size``)..."""
+    max_size: int = Field(1333, gt=0)
+    """...and their long side at most this."""
+    epochs: int = Field(12, gt=0)
+    """Training (``ihl detector train``, from scratch or fine-tuning): epochs over the train
+    split's person boxes."""
+    batch_size: int = Field(8, gt=0)
+    lr: float = Field(1e-3, gt=0)
+    """AdamW learning rate, dropped x0.1 for the last epoch."""
+
+    @model_validator(mode="after")
+    def _check(self) -> DetectorConfig:
+        if self.max_size < self.min_size:
+            raise ValueError(f"detector.max_size: {self.max_size} < min_size {self.min_size}")
+        return self
+
+
 class Config(_Section):
     name: str = "custom"
     model: ModelConfig = ModelConfig()
@@ -160,6 +208,7 @@ class Config(_Section):
     test: TestConfig = TestConfig()
     train: TrainConfig = TrainConfig()
     data: DataConfig = DataConfig()
+    detector: DetectorConfig = DetectorConfig()
 
 
 class ConfigError(ValueError):

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from ihl.checkpoint import load_model
 from ihl.config import Config
-from ihl.data.build import build_eval_dataset, worker_init
+from ihl.data.build import COCO_SPLITS, build_eval_dataset, worker_init
 from ihl.data.coco import is_image_info
 from ihl.data.errors import DatasetError
 from ihl.data.transforms import coords_to_image
@@ -184,6 +184,8 @@ def evaluate(
     detections: Path | None = None,
     num_workers: int | None = None,
     best: Path | None = None,
+    detector: Path | None = None,
+    runtime: str = "torch",
 ) -> dict[str, float]:
     """Evaluate a checkpoint; writes ``out_dir/results.json`` then ``out_dir/metrics.json``.
 
@@ -191,13 +193,24 @@ def evaluate(
     run's best.pt, when ``checkpoint`` is its final.pt) that checkpoint is scored the same
     way and its metrics join the others as ``best_checkpoint_<name>``. An image-info
     ``ann_file`` (test-dev: images, no annotations) gives the results file only, ready for
-    submission, and no metrics. Files are written atomically, and only once everything has
-    been computed, so a failed run leaves no partial outputs. Under torchrun the ranks
-    share the crops and rank 0 writes the files; every rank returns the metrics.
+    submission, and no metrics. ``boxes="detector"`` runs the person detector (the file
+    ``detector``, else the config's) over the split first: its boxes go to
+    ``out_dir/detections.json`` and its box AP into the metrics. ``runtime="onnx"`` runs
+    the pose model exported to ONNX under ONNX Runtime. Files are written atomically, and
+    only once everything has been computed, so a failed run leaves no partial outputs.
+    Under torchrun the ranks share the crops and rank 0 writes the files; every rank
+    returns the metrics.
     """
     image_info = ann_file is not None and is_image_info(ann_file)
     if image_info and best is not None:
         raise ValueError(f"{ann_file}: an image-info file has no ground truth to compare with")
+    box_metrics: dict[str, float] = {}
+    if boxes == "detector":
+        cfg = load_model(checkpoint)[1]
+        if cfg.data.dataset == "mpii":
+            raise ValueError("--boxes detector: MPII persons are given by their centre and scale")
+        box_metrics, detections = _detect(cfg, detector, data_root, split, Path(out_dir))
+        boxes = "detections"
     dev = resolve_device(device)
     ddp = init_distributed(dev)
     try:
@@ -219,11 +232,14 @@ def evaluate(
                 detections=detections,
                 num_workers=num_workers,
                 score_it=not image_info,
+                runtime=runtime,
+                out_dir=Path(out_dir),
             )
             for ckpt in (checkpoint, best)
             if ckpt is not None
         ]
         metrics, results = found[0]
+        metrics = {**metrics, **box_metrics}
         if best is not None:
             best_metrics = found[1][0]
             best_epoch = load_epoch(best)
@@ -267,6 +283,8 @@ def _run(
     detections: Path | None,
     num_workers: int | None,
     score_it: bool,
+    runtime: str,
+    out_dir: Path,
 ) -> tuple[dict[str, float], list[dict]]:
     """(metrics, results) of one checkpoint, this rank's shard of the crops predicted and
     gathered to rank 0; without ``score_it`` results only."""
@@ -287,6 +305,8 @@ def _run(
     model.to(dev)
     if cfg.train.channels_last:
         model.to(memory_format=torch.channels_last)
+    if runtime == "onnx":
+        model = _onnx(model, out_dir)
     predictions = predict_dataset(
         model,
         cfg,
@@ -298,3 +318,25 @@ def _run(
         indices=shard(len(dataset), ddp.rank, ddp.world_size, batch_size),
     )
     return gather_and_score(cfg, predictions, ground_truth, ddp, score_it)
+
+
+def _detect(
+    cfg: Config, detector: Path | None, data_root: Path | None, split: str, out_dir: Path
+) -> tuple[dict[str, float], Path]:
+    """Run the person detector over ``split``; its boxes file and its box AP."""
+    from ihl.detection.boxap import evaluate_detector
+    from ihl.detection.models import detector_for
+    from ihl.files import write_json
+
+    model, detector_cfg = detector_for(cfg.detector, detector)
+    root = cfg.data.root if data_root is None else data_root
+    metrics, found = evaluate_detector(model, detector_cfg, root, COCO_SPLITS.get(split, split))
+    return metrics, write_json(out_dir / "detections.json", found)
+
+
+def _onnx(model: torch.nn.Module, out_dir: Path):
+    """The model exported to ONNX (kept beside the results as ``pose.onnx``) under ONNX
+    Runtime, on the CPU."""
+    from ihl.runtime import OnnxPoseModel, export_onnx
+
+    return OnnxPoseModel(export_onnx(model.cpu().eval(), out_dir / "pose.onnx"), model.cfg)

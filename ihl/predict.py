@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from ihl.boxes import BoxError, parse_box
-from ihl.config import Config
+from ihl.config import Config, DetectorConfig
 from ihl.data.coco import load_json
 from ihl.data.errors import DatasetError
 from ihl.data.keypoints import get_spec
@@ -41,8 +41,9 @@ from ihl.data.transforms import (
     get_affine_transform,
     warp,
 )
+from ihl.detection.detect import detect
 from ihl.image_io import read_image_bgr
-from ihl.inference import predict_crops
+from ihl.inference import model_device, predict_crops
 from ihl.metrics.coco import rescore, write_results
 from ihl.visualize import draw_people, write_image
 
@@ -91,11 +92,11 @@ def predict_image(
 ) -> list[dict[str, Any]]:
     """Keypoints of the person in each box of an RGB image (the whole image if no boxes).
 
-    Returns one dict per box, in box order: ``bbox`` [x, y, w, h], ``score``
-    (box score x mean keypoint score above 0.2, the evaluation's instance
-    score) and ``keypoints`` [[x, y, score]] * K in image pixels. Keypoints may
-    lie outside the image where the model places a cut-off limb. ``flip``
-    overrides ``cfg.test.flip``.
+    Returns one dict per box, in box order: ``bbox`` [x, y, w, h], ``box_score`` (the
+    detector's, 1 for a box given without one), ``score`` (box score x mean keypoint
+    score above 0.2, the evaluation's instance score) and ``keypoints`` [[x, y, score]] * K
+    in image pixels. Keypoints may lie outside the image where the model places a cut-off
+    limb. ``flip`` overrides ``cfg.test.flip``.
     """
     return predict_images(
         model, cfg, [image_rgb], [boxes], [box_scores], flip=flip, batch_size=batch_size
@@ -126,7 +127,7 @@ def predict_images(
         )
     test = cfg.test if flip is None else cfg.test.model_copy(update={"flip": flip})
     input_wh = cfg.model.input_size
-    device = next(model.parameters()).device
+    device = model_device(model)
     model.eval()
     jobs = []  # (image index, box, box score), in request order
     for index, (image, image_boxes, scores) in enumerate(
@@ -154,10 +155,13 @@ def predict_images(
         )
         kp_scores = pred.scores.float().cpu().numpy()
         instance = rescore(kp_scores, np.array([score for _, _, score in batch]))
-        for (i, box, _), xy, s, score in zip(batch, coords, kp_scores, instance, strict=True):
+        for (i, box, box_score), xy, s, score in zip(
+            batch, coords, kp_scores, instance, strict=True
+        ):
             people[i].append(
                 {
                     "bbox": [float(v) for v in box],
+                    "box_score": float(box_score),
                     "score": float(score),
                     "keypoints": np.concatenate([xy, s[:, None]], axis=1).tolist(),
                 }
@@ -260,11 +264,13 @@ def predict_files(
     flip: bool | None = None,
     batch_size: int = 32,
     draw: bool = True,
+    detector: tuple[torch.nn.Module, DetectorConfig] | None = None,
 ) -> dict[str, Any]:
     """Predict every image, write ``predictions.json`` and, if ``draw``, ``<stem>.jpg`` each.
 
-    Without ``boxes`` each image is one person box; with them, images missing
-    from the mapping get no people. Results are COCO keypoint results keyed by
+    Without ``boxes`` the ``detector`` (a model and its config) finds the persons, or
+    else each image is one person box; with them, images missing from the mapping get
+    no people. Results are COCO keypoint results keyed by
     ``file_name`` (plus ``image_id`` for numeric file names, so COCO images
     can be scored directly), with the person's ``bbox``.
     """
@@ -274,10 +280,14 @@ def predict_files(
     results: list[dict[str, Any]] = []
     for path in images:
         image = read_image_bgr(path)
-        if boxes is None:
+        if boxes is None and detector is None:
             people = predict_image(model, cfg, cv2.cvtColor(image, cv2.COLOR_BGR2RGB), flip=flip)
         else:
-            xywh, scores = boxes.get(path, (np.zeros((0, 4)), np.zeros(0)))
+            if boxes is None:
+                rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+                ((xywh, scores),) = detect(detector[0], [rgb], detector[1])
+            else:
+                xywh, scores = boxes.get(path, (np.zeros((0, 4)), np.zeros(0)))
             keep = scores >= min_box_score
             people = []
             if keep.any():
@@ -294,6 +304,7 @@ def predict_files(
                 "bbox": person["bbox"],
                 "keypoints": [v for point in person["keypoints"] for v in point],
                 "score": person["score"],
+                "box_score": person["box_score"],
             }
             for person in people
         ]

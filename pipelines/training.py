@@ -1,4 +1,4 @@
-"""The training pipeline: prepare -> train -> evaluate -> export -> register.
+"""The training pipeline: prepare -> train -> evaluate, and the detector -> export -> register.
 
 ``build_pipeline(ClusterSettings())`` is the pipeline for a cluster: GPU,
 CPU and memory requests, node selector and tolerations on the GPU tasks, the
@@ -28,7 +28,7 @@ from typing import NamedTuple
 from kfp import compiler, dsl, kubernetes
 from kfp.dsl import HTML, Metrics, Model
 
-from components import evaluate, export, prepare, register, train
+from components import detector, evaluate, export, prepare, register, train
 from ihl import config
 from ihl.edge.container_images import image as default_image
 from ihl.edge.urls import has_credentials, redact_url
@@ -127,10 +127,15 @@ def build_pipeline(
         scored = evaluate(
             prepared=prepared.outputs["prepared"], model=trained.outputs["model"], image=image
         )
+        found = detector(
+            prepared=prepared.outputs["prepared"], preset=preset, overrides=overrides, image=image
+        )
         exported = export(
             model=trained.outputs["model"],
             metrics=scored.outputs["metrics"],
             prepared=prepared.outputs["prepared"],
+            detector=found.outputs["model"],
+            detector_metrics=found.outputs["metrics"],
             name=model_name,
             version=model_version,
             run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
@@ -139,7 +144,7 @@ def build_pipeline(
         registered = register(
             package=exported.outputs["package"], registry_uri=registry_uri, image=image
         )
-        tasks = (prepared, trained, scored, exported, registered)
+        tasks = (prepared, trained, scored, found, exported, registered)
         for task in tasks:
             task.set_container_image(image)
             task.set_caching_options(False)
@@ -156,15 +161,15 @@ def build_pipeline(
 
 
 def _apply_cluster(
-    cluster: ClusterSettings, data_pvc, prepared, trained, scored, exported, registered
+    cluster: ClusterSettings, data_pvc, prepared, trained, scored, found, exported, registered
 ) -> None:
     """Kubernetes settings: GPUs, CPU/memory/shm per GPU, node placement, the data volume,
     staged weights, secrets. Every count and size is a literal, which every KFP backend
-    honours."""
-    for task in (prepared, trained, scored):
+    honours. The detector trains on one GPU, as evaluation runs."""
+    for task in (prepared, trained, scored, found):
         kubernetes.mount_pvc(task, pvc_name=data_pvc, mount_path=VOLUME_MOUNT)
     _set_resources(prepared, cluster.prepare)
-    for task, gpus in ((trained, cluster.num_gpus), (scored, 1)):
+    for task, gpus in ((trained, cluster.num_gpus), (scored, 1), (found, 1)):
         sizes = cluster.resources(gpus)
         if gpus:
             task.set_accelerator_type(cluster.accelerator).set_accelerator_limit(gpus)

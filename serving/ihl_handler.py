@@ -4,7 +4,11 @@ One request is raw image bytes, a multipart form with an ``image`` file (or a
 single file field of another name) and optional ``boxes`` (and ``box_format``)
 fields, or a JSON object
 ``{"image": base64, "boxes": [[x, y, w, h], ...], "box_format": "xywh"|"xyxy"}``.
-Without boxes the whole image is one person box. Every crop of every request
+Without boxes the archive's person detector (``detector.pt``) finds the persons,
+or, in an archive without one, the whole image is one person box; ``"boxes": []``
+means nobody. Each person in the answer carries its ``box_score`` (the
+detector's, or the one given with the box, 1 by default). An archive with
+``pose.onnx`` runs the pose model under ONNX Runtime (CPU). Every crop of every request
 in a TorchServe batch goes through the network together; a request that
 cannot be served gets its own 4xx status and a JSON error while the others in
 its batch are answered normally, and if the forward pass of a batch fails, each
@@ -38,6 +42,8 @@ from ts.torch_handler.base_handler import BaseHandler
 
 from ihl.boxes import BoxError, parse_box
 from ihl.checkpoint import load_model
+from ihl.detection.detect import detect
+from ihl.detection.models import load_detector
 from ihl.device import resolve_device
 from ihl.predict import predict_images
 
@@ -409,6 +415,14 @@ class PoseHandler(BaseHandler):
         self.manifest = context.manifest
         self.model, self.cfg = load_model(model_dir / self.manifest["model"]["serializedFile"])
         self.model.to(self.device).eval()
+        if (model_dir / "pose.onnx").is_file() and self.device.type == "cpu":
+            from ihl.runtime import OnnxPoseModel
+
+            self.model = OnnxPoseModel(model_dir / "pose.onnx", self.cfg.model)
+        self.detector = None
+        if (model_dir / "detector.pt").is_file():
+            model, detector_cfg = load_detector(model_dir / "detector.pt")
+            self.detector = (model.to(self.device), detector_cfg)
         rate = crop_rate(self.model, self.cfg)
         cap_crops(self.limits, rate, float(yaml_config.get("responseTimeout", 120)))
         log.info("%.1f crops/s on %s: limits %s", rate, self.device, self.limits)
@@ -497,6 +511,8 @@ class PoseHandler(BaseHandler):
         """All crops of the batch's valid requests through the network together."""
         valid = [p for p in parsed if not isinstance(p, RequestError)]
         start = time.perf_counter()
+        self._detect(valid)
+        detected = time.perf_counter()
         try:
             people = self._predict(valid)
         except Exception:
@@ -504,11 +520,24 @@ class PoseHandler(BaseHandler):
             people = self._predict_alone(valid)
         crops = sum(item.crops for item in valid)
         log.info(
-            "batch of %d requests (%d refused): %d crops in %.1f ms",
-            len(parsed), len(parsed) - len(valid), crops, 1000 * (time.perf_counter() - start),
+            "batch of %d requests (%d refused): detect %.1f ms, %d crops in %.1f ms",
+            len(parsed), len(parsed) - len(valid), 1000 * (detected - start), crops,
+            1000 * (time.perf_counter() - detected),
         )  # fmt: skip
         people = iter(people)
         return [p if isinstance(p, RequestError) else next(people) for p in parsed]
+
+    def _detect(self, items: list[Item]) -> None:
+        """Items without boxes get the detector's persons (at most ``max_boxes``, best first),
+        all their images in one forward."""
+        unboxed = [item for item in items if item.boxes is None]
+        if self.detector is None or not unboxed:
+            return
+        model, cfg = self.detector
+        found = detect(model, [item.rgb for item in unboxed], cfg)
+        for item, (boxes, scores) in zip(unboxed, found, strict=True):
+            keep = self.limits["max_boxes"]
+            item.boxes, item.scores, item.crops = boxes[:keep], scores[:keep], len(boxes[:keep])
 
     def postprocess(self, results):
         out = []

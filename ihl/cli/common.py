@@ -39,6 +39,25 @@ class Dataset(StrEnum):
 class BoxSource(StrEnum):
     detections = "detections"
     gt = "gt"
+    detector = "detector"
+
+
+class Runtime(StrEnum):
+    torch = "torch"
+    onnx = "onnx"
+
+
+RuntimeOpt = Annotated[
+    Runtime,
+    typer.Option(help="Run the pose model in eager PyTorch or exported to ONNX Runtime (CPU)."),
+]
+DetectorOpt = Annotated[
+    Path | None,
+    typer.Option(
+        help="Person detector file (`ihl detector train`); default: the checkpoint config's "
+        "detector section (torchvision weights or a file)."
+    ),
+]
 
 
 def fail(message: str) -> NoReturn:

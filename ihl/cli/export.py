@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ihl.cli.common import USER_ERRORS, fail, print_table
+from ihl.cli.common import USER_ERRORS, Runtime, RuntimeOpt, fail, print_table
 
 
 def export_cmd(
@@ -38,6 +38,17 @@ def export_cmd(
         typer.Option(min=0, help="Milliseconds to wait for a fuller batch; default: model-config."),
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing export folder.")] = False,
+    runtime: RuntimeOpt = Runtime.torch,
+    detector: Annotated[
+        Path | None,
+        typer.Option(
+            help="Person detector file to pack (`ihl detector train`); default: the "
+            "checkpoint config's detector when it has weights."
+        ),
+    ] = None,
+    detector_metrics: Annotated[
+        Path | None, typer.Option(help="The detector's metrics.json, for the model card.")
+    ] = None,
 ) -> None:
     """Build the TorchServe archive (weights, config, joints, model card) and its KServe folder."""
     from ihl.checkpoint import CheckpointError
@@ -55,6 +66,9 @@ def export_cmd(
             batch_size=batch_size,
             max_batch_delay=max_batch_delay,
             overwrite=overwrite,
+            runtime=runtime.value,
+            detector=detector,
+            detector_metrics=detector_metrics,
         )
     except (*USER_ERRORS, CheckpointError, ExportError) as err:
         fail(str(err))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from ihl.cli import data, export, model, pipeline, predict, registry, stages, weights
+from ihl.cli import data, detector, export, model, pipeline, predict, registry, stages, weights
 
 app = typer.Typer(
     help="Implicit Heatmap Learning: train, evaluate, export and serve pose models.",
@@ -29,6 +29,7 @@ for name, command in COMMANDS.items():
 
 app.add_typer(model.config_app, name="config")
 app.add_typer(data.app, name="data")
+app.add_typer(detector.app, name="detector")
 app.add_typer(pipeline.app, name="pipeline")
 app.add_typer(registry.app, name="registry")
 app.add_typer(weights.app, name="weights")

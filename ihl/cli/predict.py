@@ -10,8 +10,11 @@ import typer
 from ihl.cli.common import (
     USER_ERRORS,
     Dataset,
+    DetectorOpt,
     DeviceOpt,
     NoFlipOpt,
+    Runtime,
+    RuntimeOpt,
     fail,
     print_table,
     require_file,
@@ -28,9 +31,14 @@ def predict_cmd(
         Path | None,
         typer.Option(
             help="Person boxes: COCO detection results or {file_name: [[x,y,w,h,score?],...]}; "
-            "default: the whole image is one person."
+            "default: the person detector finds them."
         ),
     ] = None,
+    detector: DetectorOpt = None,
+    whole_image: Annotated[
+        bool, typer.Option("--whole-image", help="No detector: each image is one person.")
+    ] = False,
+    runtime: RuntimeOpt = Runtime.torch,
     min_box_score: Annotated[float, typer.Option(help="Skip boxes scoring below this.")] = 0.0,
     device: DeviceOpt = None,
     no_flip: NoFlipOpt = False,
@@ -38,15 +46,29 @@ def predict_cmd(
 ) -> None:
     """Predict keypoints on images: writes predictions.json and each image with skeletons."""
     from ihl.checkpoint import CheckpointError, load_model
+    from ihl.detection.models import DetectorError, detector_for
     from ihl.device import resolve_device
     from ihl.predict import collect_images, load_boxes, predict_files
 
+    if sum((boxes is not None, detector is not None, whole_image)) > 1:
+        fail("give one of --boxes, --detector and --whole-image")
     try:
         files = collect_images(images)
         box_map = None if boxes is None else load_boxes(boxes, files)
         torch_device = resolve_device(device)
         model, cfg = load_model(checkpoint)
-    except (*USER_ERRORS, CheckpointError, ValueError) as err:
+        detecting = boxes is None and not whole_image
+        if detecting and detector is None and cfg.detector.weights is None:
+            raise DetectorError(
+                f"{checkpoint}: its config's detector has no weights; give --detector FILE "
+                "(`ihl detector train`, dvc repro's detector/detector.pt) or --boxes FILE"
+            )
+        found_by = detector_for(cfg.detector, detector) if detecting else None
+        if runtime is Runtime.onnx:
+            from ihl.runtime import OnnxPoseModel, export_onnx
+
+            model = OnnxPoseModel(export_onnx(model.eval(), out / "pose.onnx"), cfg.model)
+    except (*USER_ERRORS, CheckpointError, DetectorError, ValueError) as err:
         fail(str(err))
     try:
         summary = predict_files(
@@ -58,6 +80,7 @@ def predict_cmd(
             min_box_score=min_box_score,
             flip=False if no_flip else None,
             batch_size=batch_size,
+            detector=found_by,
         )
     except USER_ERRORS as err:
         fail(str(err))

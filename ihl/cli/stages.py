@@ -13,8 +13,11 @@ from ihl.cli.common import (
     USER_ERRORS,
     BoxSource,
     Dataset,
+    DetectorOpt,
     DeviceOpt,
     NoFlipOpt,
+    Runtime,
+    RuntimeOpt,
     fail,
     load_config,
     parse_overrides,
@@ -179,8 +182,9 @@ def evaluate_cmd(
     boxes: Annotated[
         str | None,
         typer.Option(
-            help="Person boxes: detections (the dataset's detector file), gt, or a COCO "
-            "detection-results FILE (default: detections)."
+            help="Person boxes: detections (the dataset's detection file), gt, detector (our "
+            "person detector run over the split), or a COCO detection-results FILE "
+            "(default: detections)."
         ),
     ] = None,
     images: Annotated[
@@ -190,6 +194,8 @@ def evaluate_cmd(
         Path | None,
         typer.Option(help="Also score this checkpoint (a run's best.pt), as best_checkpoint_*."),
     ] = None,
+    detector: DetectorOpt = None,
+    runtime: RuntimeOpt = Runtime.torch,
     no_flip: NoFlipOpt = False,
     device: DeviceOpt = None,
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
@@ -224,6 +230,7 @@ def evaluate_cmd(
             "--no-flip": no_flip or None,
             "--images": images,
             "--best": best,
+            "--detector": detector,
         }
         extra = [name for name, value in checkpoint_only.items() if value is not None]
         if extra:
@@ -238,7 +245,10 @@ def evaluate_cmd(
     if out is None:
         fail("evaluating a CHECKPOINT needs --out DIR for its results and metrics")
     require_file(checkpoint, "checkpoint")
+    if detector is not None and boxes != BoxSource.detector:
+        fail("--detector goes with --boxes detector")
     from ihl.checkpoint import CheckpointError
+    from ihl.detection.models import DetectorError
     from ihl.evaluate import evaluate
 
     try:
@@ -256,8 +266,10 @@ def evaluate_cmd(
             image_dir=images,
             detections=detections,
             best=best,
+            detector=detector,
+            runtime=runtime.value,
         )
-    except (*USER_ERRORS, CheckpointError) as err:
+    except (*USER_ERRORS, CheckpointError, DetectorError) as err:
         fail(str(err))
     if metrics:
         print_table(metrics)

@@ -11,7 +11,10 @@ The archive is self-describing: ``model.pt`` (weights and full config, loadable
 with ``weights_only=True``), ``config.yaml`` (the same config, readable),
 ``keypoints.json`` (joint names, skeleton, flip pairs, OKS sigmas),
 ``model_card.md`` and ``model_card.json``, the handler and
-``model-config.yaml`` (workers, batching, the handler's limits). The handler
+``model-config.yaml`` (workers, batching, the handler's limits). With runtime
+``onnx`` it also holds ``pose.onnx``, which the handler then runs under ONNX
+Runtime; with a person detector, ``detector.pt``, which finds the persons of a
+request without boxes (serving downloads nothing). The handler
 and the TorchServe configs live in the repository's ``serving/`` folder
 (``IHL_SERVING_DIR`` points elsewhere, e.g. in an image).
 """
@@ -33,14 +36,27 @@ import yaml
 
 from ihl import config as config_mod
 from ihl.checkpoint import load_model, save_model
+from ihl.config import DetectorConfig
 from ihl.data.keypoints import get_spec
+from ihl.detection.models import (
+    DetectorError,
+    build_detector,
+    load_detector,
+    save_detector,
+)
 from ihl.edge.names import NAME
 from ihl.files import load_json
+from ihl.runtime import export_onnx
 
 HANDLER = "ihl_handler.py"
 MODEL_CONFIG = "model-config.yaml"
 KSERVE_CONFIG = "kserve.config.properties"
 KSERVE_MODEL_STORE = "/mnt/models/model-store"
+
+
+RUNTIMES = ("torch", "onnx")
+ONNX_FILE = "pose.onnx"
+DETECTOR_FILE = "detector.pt"
 
 
 class ExportError(ValueError):
@@ -105,6 +121,33 @@ def _model_config(workers: int | None, batch_size: int | None, max_batch_delay: 
     return settings
 
 
+def _detector(cfg: config_mod.Config, path: Path | None):
+    """Where the archive's detector comes from and its config; (None, None) for none: a
+    detector file, else the config's detector when it has weights."""
+    if path is not None:
+        try:
+            return str(path), load_detector(path)[1]
+        except DetectorError as err:
+            raise ExportError(str(err)) from None
+    if cfg.detector.weights is None:
+        return None, None
+    return f"weights {cfg.detector.weights}", cfg.detector
+
+
+def _pack_detector(cfg: DetectorConfig, path: Path | None, target: Path) -> Path:
+    """The detector as a self-contained file in the archive (torchvision weights included)."""
+    if path is not None:
+        shutil.copyfile(path, target)
+        return target
+    try:
+        return save_detector(target, build_detector(cfg), cfg)
+    except (DetectorError, OSError) as err:
+        raise ExportError(
+            f"cannot get the {cfg.architecture} detector weights {cfg.weights!r} ({err}); pass "
+            "--detector FILE"
+        ) from None
+
+
 def _card(info: dict[str, Any]) -> str:
     lines = [
         f"# Model card: {info['name']} {info['version']}",
@@ -121,6 +164,8 @@ def _card(info: dict[str, Any]) -> str:
         f"| input (w x h) | {info['input_size'][0]} x {info['input_size'][1]} |",
         f"| parameters | {info['parameters']:,} |",
         f"| flip test | {'on' if info['flip'] else 'off'} |",
+        f"| runtime | {info['runtime']} |",
+        f"| person detector | {info['detector'] or 'none (a request without boxes: one person)'} |",
         f"| source checkpoint | {info['checkpoint']} |",
         f"| ihl / torch | {info['ihl']} / {info['torch']} |",
         "",
@@ -209,14 +254,19 @@ def export_model(
     batch_size: int | None = None,
     max_batch_delay: int | None = None,
     overwrite: bool = False,
+    runtime: str = "torch",
+    detector: Path | None = None,
+    detector_metrics: Path | None = None,
 ) -> Path:
     """Write the export folder for ``checkpoint`` at ``out`` (layout in the module docstring).
 
     The folder is built next to ``out`` and renamed into place, so ``out`` is
     either the complete export or untouched. An existing non-empty ``out`` is
     replaced only with ``overwrite``. ``workers``, ``batch_size`` and
-    ``max_batch_delay`` (ms) override serving/model-config.yaml. Returns the
-    archive's path.
+    ``max_batch_delay`` (ms) override serving/model-config.yaml. ``runtime`` "onnx" packs
+    the model as ONNX too, for ONNX Runtime; ``detector`` is a detector file to pack (else
+    the config's detector when it has weights) and ``detector_metrics`` its metrics, for
+    the card. Returns the archive's path.
     """
     checkpoint, out = Path(checkpoint), Path(out)
     for value, what in ((name, "model name"), (version, "version")):
@@ -229,8 +279,13 @@ def export_model(
         raise ExportError(f"{out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise ExportError(f"{out} exists and is not empty; pass overwrite to replace it")
+    if runtime not in RUNTIMES:
+        raise ExportError(f"runtime {runtime!r}: expected one of {', '.join(RUNTIMES)}")
     model, cfg = load_model(checkpoint)
     scores = _read_metrics(Path(metrics)) if metrics is not None else {}
+    if detector_metrics is not None:
+        scores |= {f"detector_{k}": v for k, v in _read_metrics(Path(detector_metrics)).items()}
+    found_by, detector_cfg = _detector(cfg, detector)
     serving = _model_config(workers, batch_size, max_batch_delay)
     spec = get_spec(cfg.data.dataset)
     info = {
@@ -246,6 +301,8 @@ def export_model(
         "input_size": list(cfg.model.input_size),
         "parameters": sum(p.numel() for p in model.parameters()),
         "flip": cfg.test.flip,
+        "runtime": runtime,
+        "detector": detector_cfg and f"{detector_cfg.architecture} ({found_by})",
         "dataset": spec.name,
         "keypoint_names": list(spec.joints),
         "metrics": scores,
@@ -273,6 +330,10 @@ def export_model(
         (work / "model_card.md").write_text(card)
         (work / "model_card.json").write_text(json.dumps(info, indent=2))
         extra = [work / f for f in ("config.yaml", "keypoints.json", "model_card.md")]
+        if runtime == "onnx":
+            extra.append(export_onnx(model.eval(), work / ONNX_FILE))
+        if detector_cfg is not None:
+            extra.append(_pack_detector(cfg.detector, detector, work / DETECTOR_FILE))
         (build / "model-store").mkdir()
         archive = _archive(
             work, build / "model-store", name, version, [*extra, work / "model_card.json"]

@@ -237,3 +237,34 @@ def write_metrics(metrics: Mapping[str, float], path: str | os.PathLike) -> Path
     """Write flat metrics JSON atomically; undefined (NaN) metrics become null."""
     flat = {k: (float(v) if math.isfinite(v) else None) for k, v in metrics.items()}
     return write_json(path, flat)
+
+
+def matched_fraction(
+    ground_truth: Sequence[dict],
+    keypoints: Sequence[np.ndarray],
+    scores: Sequence[float],
+    threshold: float = 0.5,
+    sigmas: Sequence[float] = COCO.sigmas,
+) -> float:
+    """Share of the ground-truth persons with keypoints (COCO annotations of one image) that
+    a distinct prediction matches with OKS above ``threshold``: predictions taken best
+    score first, each to the free person it fits best (pycocotools' greedy rule and OKS:
+    the person's area, its labelled keypoints only). NaN when nobody has keypoints."""
+    people = [a for a in ground_truth if a.get("num_keypoints", 0) > 0]
+    if not people:
+        return float("nan")
+    variances = (2.0 * np.asarray(sigmas, dtype=np.float64)) ** 2
+    free = set(range(len(people)))
+    for i in np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable"):
+        xy = np.asarray(keypoints[i], dtype=np.float64)[:, :2]
+        best, best_oks = None, threshold
+        for j in free:
+            gt = np.asarray(people[j]["keypoints"], dtype=np.float64).reshape(-1, 3)
+            labelled = gt[:, 2] > 0
+            e = ((xy - gt[:, :2]) ** 2).sum(-1) / variances / (people[j]["area"] + 1e-9) / 2
+            oks = float(np.exp(-e[labelled]).mean())
+            if oks > best_oks:
+                best, best_oks = j, oks
+        if best is not None:
+            free.discard(best)
+    return 1.0 - len(free) / len(people)

@@ -37,9 +37,11 @@ def _check_people(records: list[dict], sizes: dict[str, tuple[int, int]]) -> Non
         assert record["category_id"] == 1 and 0 <= record["score"] <= 1
 
 
-def test_predict_without_boxes_finds_one_person_per_image(cli, checkpoint, tmp_path):
+def test_predict_whole_image_finds_one_person_per_image(cli, checkpoint, tmp_path):
     out = tmp_path / "out"
-    result = cli("predict", checkpoint, *(REAL_IMAGES / n for n in IMAGES), "--out", out)
+    result = cli(
+        "predict", checkpoint, *(REAL_IMAGES / n for n in IMAGES), "--out", out, "--whole-image"
+    )
     assert result.exit_code == 0, result.output
     records = json.loads((out / "predictions.json").read_text())
     sizes = _sizes()

@@ -24,6 +24,7 @@ TINY = {
     "synth": {"train": 8, "val": 4, "size": "160x120"},
     "model": {"input_size": [32, 32], "deconv_channels": 16},
     "train": {"epochs": 1, "batch_size": 8, "lr_steps": []},
+    "detector": {"epochs": 1, "min_size": 96},
 }
 """Changes to params.yaml that make the whole pipeline run in seconds."""
 

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from project_copy import TINY, dvc, make_project
 
-STAGES = ["synth", "prepare", "train", "evaluate", "export"]
+STAGES = ["synth", "prepare", "detector", "train", "evaluate", "export"]
 
 
 def ran(output: str) -> list[str]:
@@ -43,6 +43,8 @@ def test_repro_builds_every_output(project):
     assert (root / "model/checkpoints/final.pt").is_file()
     assert metrics["best_checkpoint_AP"] == metrics["AP"]
     assert metrics["best_checkpoint_epoch"] == 1
+    assert 0.0 <= json.loads((root / "detector/metrics.json").read_text())["box_AP"] <= 1.0
+    assert "detector.pt" in zipfile.ZipFile(root / "export/model-store/ihl.mar").namelist()
     archive = root / "export/model-store/ihl.mar"
     assert "MAR-INF/MANIFEST.json" in zipfile.ZipFile(archive).namelist()
     assert index["version"] in (root / "export/model_card.md").read_text()

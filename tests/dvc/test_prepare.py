@@ -146,6 +146,7 @@ def test_stages_declare_every_section_and_module_they_read():
         ("train", ["ihl.train", "ihl.edge.params", "ihl.edge.live"]),
         ("evaluate", ["ihl.evaluate"]),
         ("export", ["ihl.edge.export"]),
+        ("detector", ["ihl.detection.train", "ihl.detection.boxap", "ihl.edge.params"]),
     ]:
         deps = [(REPO / d).resolve() for d in stages[stage]["deps"]]
         files = _import_closure(modules)

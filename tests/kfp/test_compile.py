@@ -7,7 +7,7 @@ from conftest import load_pipeline
 
 from ihl.edge.container_images import image
 
-TASKS = ("prepare", "train", "evaluate", "export", "register")
+TASKS = ("prepare", "train", "evaluate", "detector", "export", "register")
 IMAGE_PARAM = "{{$.inputs.parameters['pipelinechannel--image']}}"
 
 
@@ -26,6 +26,8 @@ def test_tasks_in_order(compiled):
     assert tasks["train"]["dependentTasks"] == ["prepare"]
     assert set(tasks["evaluate"]["dependentTasks"]) == {"prepare", "train"}
     assert tasks["register"]["dependentTasks"] == ["export"]
+    assert tasks["detector"]["dependentTasks"] == ["prepare"]
+    assert set(tasks["export"]["dependentTasks"]) == {"prepare", "train", "evaluate", "detector"}
 
 
 def test_parameters_and_defaults(compiled):
@@ -72,7 +74,7 @@ def test_train_requests_gpus_cpu_memory_and_retries(compiled):
 
 def test_gpu_tasks_placement_shm_and_data_volume(compiled):
     _, k8s = compiled
-    for name in ("exec-train", "exec-evaluate"):
+    for name in ("exec-train", "exec-evaluate", "exec-detector"):
         assert k8s[name]["nodeSelector"]["labels"] == {"nvidia.com/gpu.present": "true"}
         assert k8s[name]["tolerations"] == [
             {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}

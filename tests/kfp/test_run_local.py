@@ -21,6 +21,8 @@ OVERRIDES = {
     "train.warmup_iters": 1,
     "train.lr_steps": [1],
     "loss.wasserstein": "none",
+    "detector.epochs": 1,
+    "detector.min_size": 96,
 }
 TINY = (
     "--epochs",
@@ -29,7 +31,7 @@ TINY = (
 )
 MAR_ENTRIES = {
     "model.pt", "config.yaml", "keypoints.json", "model_card.md", "model_card.json",
-    "ihl_handler.py", "model-config.yaml", "MAR-INF/MANIFEST.json",
+    "ihl_handler.py", "model-config.yaml", "MAR-INF/MANIFEST.json", "detector.pt",
 }  # fmt: skip
 
 
