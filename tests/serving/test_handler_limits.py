@@ -66,6 +66,7 @@ def handler(serving_checkpoint):
     service = H.PoseHandler()
     service.model, service.cfg = load_model(serving_checkpoint)
     service.model.eval()
+    service.detector = None  # an archive exported without a detector
     service.limits = dict(H.DEFAULTS)
     service.header = {"keypoint_names": [], "skeleton": []}
     service.model_info = {"name": "ihl", "version": "3"}
