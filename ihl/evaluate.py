@@ -204,9 +204,10 @@ def evaluate(
     image_info = ann_file is not None and is_image_info(ann_file)
     if image_info and best is not None:
         raise ValueError(f"{ann_file}: an image-info file has no ground truth to compare with")
+    loaded = [load_model(ckpt) for ckpt in (checkpoint, best) if ckpt is not None]
     box_metrics: dict[str, float] = {}
     if boxes == "detector":
-        cfg = load_model(checkpoint)[1]
+        cfg = loaded[0][1]
         if cfg.data.dataset == "mpii":
             raise ValueError("--boxes detector: MPII persons are given by their centre and scale")
         box_metrics, detections = _detect(cfg, detector, data_root, split, Path(out_dir))
@@ -218,7 +219,8 @@ def evaluate(
             dev = torch.device("cuda", ddp.local_rank)
         found = [
             _run(
-                ckpt,
+                model,
+                cfg,
                 dev,
                 ddp,
                 data_root=data_root,
@@ -235,8 +237,7 @@ def evaluate(
                 runtime=runtime,
                 out_dir=Path(out_dir),
             )
-            for ckpt in (checkpoint, best)
-            if ckpt is not None
+            for model, cfg in loaded
         ]
         metrics, results = found[0]
         metrics = {**metrics, **box_metrics}
@@ -268,7 +269,8 @@ def load_epoch(checkpoint: Path) -> int | None:
 
 
 def _run(
-    checkpoint: Path,
+    model: torch.nn.Module,
+    cfg: Config,
     dev: torch.device,
     ddp: Distributed,
     *,
@@ -286,9 +288,8 @@ def _run(
     runtime: str,
     out_dir: Path,
 ) -> tuple[dict[str, float], list[dict]]:
-    """(metrics, results) of one checkpoint, this rank's shard of the crops predicted and
-    gathered to rank 0; without ``score_it`` results only."""
-    model, cfg = load_model(checkpoint)
+    """(metrics, results) of one loaded checkpoint, this rank's shard of the crops predicted
+    and gathered to rank 0; without ``score_it`` results only."""
     if flip is not None:
         cfg.test.flip = flip
     dataset, ground_truth = build_eval_dataset(
