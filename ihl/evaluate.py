@@ -9,6 +9,7 @@ same numbers a single process gets.
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -33,6 +34,7 @@ from ihl.distributed import (
     init_distributed,
     shard,
 )
+from ihl.files import write_json
 from ihl.inference import predict_crops
 from ihl.metrics.coco import (
     build_results,
@@ -205,18 +207,20 @@ def evaluate(
     if image_info and best is not None:
         raise ValueError(f"{ann_file}: an image-info file has no ground truth to compare with")
     loaded = [load_model(ckpt) for ckpt in (checkpoint, best) if ckpt is not None]
-    box_metrics: dict[str, float] = {}
-    if boxes == "detector":
-        cfg = loaded[0][1]
-        if cfg.data.dataset == "mpii":
-            raise ValueError("--boxes detector: MPII persons are given by their centre and scale")
-        box_metrics, detections = _detect(cfg, detector, data_root, split, Path(out_dir))
-        boxes = "detections"
+    if boxes == "detector" and loaded[0][1].data.dataset == "mpii":
+        raise ValueError("--boxes detector: MPII persons are given by their centre and scale")
     dev = resolve_device(device)
     ddp = init_distributed(dev)
+    scratch = tempfile.TemporaryDirectory(prefix="ihl-evaluate-")
     try:
         if dev.type == "cuda" and dev.index is None:
             dev = torch.device("cuda", ddp.local_rank)
+        box_metrics: dict[str, float] = {}
+        found_boxes: list[dict] = []
+        if boxes == "detector":
+            box_metrics, found_boxes = _detect(loaded[0][1], detector, data_root, split, dev, ddp)
+            detections = write_json(Path(scratch.name) / "detections.json", found_boxes)
+            boxes = "detections"
         found = [
             _run(
                 model,
@@ -251,11 +255,14 @@ def evaluate(
             }
         if ddp.is_main:
             out_dir = Path(out_dir)
+            if box_metrics:
+                write_json(out_dir / "detections.json", found_boxes)
             write_results(results, out_dir / "results.json")
             if not image_info:
                 write_metrics(metrics, out_dir / "metrics.json")
         return metrics
     finally:
+        scratch.cleanup()
         if ddp.owns_group:
             dist.destroy_process_group()
 
@@ -322,17 +329,21 @@ def _run(
 
 
 def _detect(
-    cfg: Config, detector: Path | None, data_root: Path | None, split: str, out_dir: Path
-) -> tuple[dict[str, float], Path]:
-    """Run the person detector over ``split``; its boxes file and its box AP."""
+    cfg: Config,
+    detector: Path | None,
+    data_root: Path | None,
+    split: str,
+    dev: torch.device,
+    ddp: Distributed,
+) -> tuple[dict[str, float], list[dict]]:
+    """Run the person detector over ``split``, the ranks sharing the images; its box AP and
+    its boxes, on every rank."""
     from ihl.detection.boxap import evaluate_detector
     from ihl.detection.models import detector_for
-    from ihl.files import write_json
 
     model, detector_cfg = detector_for(cfg.detector, detector)
     root = cfg.data.root if data_root is None else data_root
-    metrics, found = evaluate_detector(model, detector_cfg, root, COCO_SPLITS.get(split, split))
-    return metrics, write_json(out_dir / "detections.json", found)
+    return evaluate_detector(model.to(dev), detector_cfg, root, COCO_SPLITS.get(split, split), ddp)
 
 
 def _onnx(model: torch.nn.Module, out_dir: Path):

@@ -13,22 +13,25 @@ from ihl.config import DetectorConfig
 from ihl.data.coco import coco_split_paths, load_json
 from ihl.detection.detect import detect
 from ihl.detection.models import PERSON
+from ihl.distributed import Distributed, broadcast_from_main, gather_to_main, shard
 from ihl.image_io import read_image_bgr
 
 AP_SCORE_THRESHOLD = 0.05
 """AP ranks every box down to this score (the usual COCO practice), whatever the config keeps."""
 
 
-def detect_split(
-    model: nn.Module, cfg: DetectorConfig, root: str | Path, split: str, batch_size: int = 8
+BATCH = 8
+"""Images per detector forward."""
+
+
+def detect_images(
+    model: nn.Module, cfg: DetectorConfig, image_dir: Path, images: list[dict]
 ) -> list[dict]:
     """COCO detection results (``image_id``, ``category_id`` 1, ``bbox`` x, y, w, h,
-    ``score``) for every image of ``split``: the form of a COCO person detection file."""
-    annotations, image_dir = coco_split_paths(root, split)
-    images = load_json(annotations)["images"]
+    ``score``) for the COCO ``images`` entries: the form of a COCO person detection file."""
     results = []
-    for start in range(0, len(images), batch_size):
-        chunk = images[start : start + batch_size]
+    for start in range(0, len(images), BATCH):
+        chunk = images[start : start + BATCH]
         rgb = [
             cv2.cvtColor(read_image_bgr(image_dir / im["file_name"]), cv2.COLOR_BGR2RGB)
             for im in chunk
@@ -65,11 +68,29 @@ def box_ap(results: list[dict], annotation_file: str | Path) -> dict[str, float]
 
 
 def evaluate_detector(
-    model: nn.Module, cfg: DetectorConfig, root: str | Path, split: str = "val2017"
+    model: nn.Module,
+    cfg: DetectorConfig,
+    root: str | Path,
+    split: str = "val2017",
+    ddp: Distributed | None = None,
 ) -> tuple[dict[str, float], list[dict]]:
-    """Box AP of ``model`` on ``split`` and the detections it was computed from."""
+    """Box AP of ``model`` on ``split`` and the detections it was computed from.
+
+    Under torchrun (``ddp``) every rank detects one shard of the images (whole batches, so
+    each forward is the one a single process runs) and every rank gets all detections and
+    the AP that rank 0 computes from them.
+    """
+    ddp = ddp or Distributed()
     ranked = cfg.model_copy(
         update={"score_threshold": min(cfg.score_threshold, AP_SCORE_THRESHOLD)}
     )
-    results = detect_split(model, ranked, root, split)
-    return box_ap(results, coco_split_paths(root, split)[0]), results
+    annotations, image_dir = coco_split_paths(root, split)
+    images = load_json(annotations)["images"]
+    mine = shard(len(images), ddp.rank, ddp.world_size, BATCH)
+    found_here = detect_images(model, ranked, image_dir, images[mine.start : mine.stop])
+    parts = gather_to_main(found_here, ddp)
+    found = None
+    if parts is not None:
+        results = [result for part in parts for result in part]
+        found = box_ap(results, annotations), results
+    return broadcast_from_main(found, ddp)

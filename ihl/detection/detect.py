@@ -9,6 +9,7 @@ from torchvision.ops import nms
 
 from ihl.config import DetectorConfig
 from ihl.detection.models import PERSON
+from ihl.inference import model_device
 
 Detections = tuple[np.ndarray, np.ndarray]
 """(N, 4) person boxes x, y, w, h in image pixels and their (N,) scores in [0, 1], best first."""
@@ -43,13 +44,18 @@ def select_persons(
 
 @torch.no_grad()
 def detect(model: nn.Module, images_rgb: list[np.ndarray], cfg: DetectorConfig) -> list[Detections]:
-    """Persons in each H x W x 3 uint8 RGB image, one batched forward."""
+    """Persons in each H x W x 3 uint8 RGB image, one batched forward on the model's device."""
     if not images_rgb:
         return []
-    outputs = model([to_tensor(image) for image in images_rgb])
+    device = model_device(model)
+    outputs = model([to_tensor(image).to(device) for image in images_rgb])
     return [
         select_persons(
-            out["boxes"], out["scores"], out["labels"], (image.shape[1], image.shape[0]), cfg
+            out["boxes"].cpu(),
+            out["scores"].cpu(),
+            out["labels"].cpu(),
+            (image.shape[1], image.shape[0]),
+            cfg,
         )
         for out, image in zip(outputs, images_rgb, strict=True)
     ]

@@ -16,21 +16,39 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 from ihl import config
+from ihl.config import DetectorConfig
+from ihl.data.synth import make_coco_synth
+from ihl.detection.models import build_detector, save_detector
 
 RANK = """
 import json, os, sys
 from pathlib import Path
 import torch
+import torch
+
 from ihl import config
+from ihl.config import DetectorConfig
+from ihl.data.synth import make_coco_synth
+from ihl.detection.models import build_detector, save_detector
 from ihl.train import TrainStep, train
 from ihl.evaluate import evaluate
 
 mode, arg, out = sys.argv[1], json.loads(sys.argv[2]), Path(sys.argv[3])
 rank = int(os.environ["RANK"])
 if mode == "evaluate":
+    import ihl.detection.boxap as boxap
+    detect_images = boxap.detect_images
+    def counted(model, cfg, image_dir, images):
+        print(f"DETECTING {len(images)}", flush=True)
+        return detect_images(model, cfg, image_dir, images)
+    boxap.detect_images = counted
     metrics = evaluate(Path(arg["checkpoint"]), out, device="cpu",
-                       batch_size=arg.get("batch", 2), progress=False)
+                       batch_size=arg.get("batch", 2), progress=False,
+                       boxes=arg.get("boxes", "detections"), data_root=arg.get("data_root"),
+                       detector=arg.get("detector"))
 else:
     cfg = config.from_dict(arg)
     on_step = None
@@ -104,6 +122,11 @@ def metrics_of(result: subprocess.CompletedProcess) -> dict:
     return json.loads(line.removeprefix("METRICS "))
 
 
+def detected(result: subprocess.CompletedProcess) -> int:
+    """How many images the detector saw in this rank."""
+    return sum(int(x.split()[1]) for x in result.stdout.splitlines() if x.startswith("DETECTING "))
+
+
 def test_sharded_evaluation_equals_one_process_exactly(straight_run, tmp_path):
     straight, _ = straight_run
     best = straight / "checkpoints" / "best.pt"
@@ -116,6 +139,33 @@ def test_sharded_evaluation_equals_one_process_exactly(straight_run, tmp_path):
         assert json.dumps(metrics_of(result)) == json.dumps(single)
     assert len(json.loads((tmp_path / "one" / "results.json").read_text())) > 2 * 3
     for name in ("metrics.json", "results.json"):
+        assert (tmp_path / "three" / name).read_text() == (tmp_path / "one" / name).read_text()
+
+
+def test_detector_boxes_are_shared_out_and_equal_one_process(straight_run, tmp_path):
+    """``--boxes detector`` under torchrun: each rank detects a shard of the images (17 images
+    in batches of 8: 8, 8 and 1), and the boxes, box AP and pose metrics are one process's."""
+    root = tmp_path / "coco"
+    make_coco_synth(root, num_train=1, num_val=17, seed=9)
+    torch.manual_seed(0)  # a random detector: its boxes only have to be the same everywhere
+    small = DetectorConfig(architecture="fasterrcnn_small", weights=None, min_size=96, max_size=128)
+    detector = save_detector(tmp_path / "detector.pt", build_detector(small), small)
+    arg = {
+        "checkpoint": str(straight_run[0] / "checkpoints" / "best.pt"),
+        "boxes": "detector",
+        "detector": str(detector),
+        "data_root": str(root),
+    }
+    (one,) = run_ranks(1, "evaluate", arg, tmp_path / "one")
+    single = metrics_of(one)
+    assert "box_AP" in single and "AP" in single
+    found = json.loads((tmp_path / "one" / "detections.json").read_text())
+    assert {d["image_id"] for d in found} > {d["image_id"] for d in found[:8]}  # past one batch
+    results = run_ranks(3, "evaluate", arg, tmp_path / "three")
+    for result in results:
+        assert json.dumps(metrics_of(result)) == json.dumps(single)
+    assert [detected(r) for r in (one, *results)] == [17, 8, 8, 1]
+    for name in ("detections.json", "metrics.json", "results.json"):
         assert (tmp_path / "three" / name).read_text() == (tmp_path / "one" / name).read_text()
 
 
