@@ -171,8 +171,9 @@ def warp_batch(images: list[Tensor], matrices: Tensor, output_size: Size) -> Ten
     points = torch.einsum("hwk,nik->nhwi", pixels, to_image)
     crops = torch.empty(len(images), 3, out_h, out_w, dtype=torch.uint8, device=device)
     for i, image in enumerate(images):
-        size = torch.tensor(image.shape[2:0:-1], dtype=torch.float32, device=device)
-        grid = (2.0 * points[i] + 1.0) / size - 1.0
+        _, height, width = image.shape
+        x, y = points[i].unbind(-1)
+        grid = torch.stack(((2.0 * x + 1.0) / width - 1.0, (2.0 * y + 1.0) / height - 1.0), -1)
         crop = F.grid_sample(
             image[None].float(),
             grid[None],
