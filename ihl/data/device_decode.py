@@ -31,9 +31,10 @@ from torchvision.io import ImageReadMode, decode_image, decode_jpeg
 from .errors import DatasetError
 from .transforms import Size
 
-ENCODED, AFFINE, SOURCE = "encoded", "affine", "source"
-"""Sample keys of this path: the file's bytes (uint8, one length per file), the matrix from
-stored image pixels to crop pixels (2x3 float64), and how errors name the file."""
+ENCODED, LENGTHS, AFFINE, SOURCE = "encoded", "encoded_lengths", "affine", "source"
+"""Keys of this path: the file's bytes (uint8; a batch holds its files end to end, and their
+lengths), the matrix from stored image pixels to crop pixels (2x3 float64), and how errors
+name the file."""
 
 _JPEG_START = (0xFF, 0xD8)
 _EXIF_TAG_ORIENTATION = 0x0112
@@ -85,11 +86,14 @@ def exif_orientation(data: np.ndarray) -> np.ndarray | None:
 
 
 def collate(samples: list[dict]) -> dict:
-    """``default_collate``, except that encoded files, one length each, stay a list."""
+    """``default_collate``, except that encoded files, one length each, are laid end to end
+    in one tensor: a batch then crosses from the worker in one shared-memory segment rather
+    than one per file (each an open file descriptor while it waits in the queue)."""
     if ENCODED not in samples[0]:
         return default_collate(samples)
     batch = default_collate([{k: v for k, v in s.items() if k != ENCODED} for s in samples])
-    batch[ENCODED] = [s[ENCODED] for s in samples]
+    batch[ENCODED] = torch.cat([s[ENCODED] for s in samples])
+    batch[LENGTHS] = torch.tensor([len(s[ENCODED]) for s in samples])
     return batch
 
 
@@ -98,7 +102,8 @@ def batch_images(batch: dict, input_size: Size, device: torch.device) -> Tensor:
     them, decoded and warped there when they shipped encoded files."""
     if "image" in batch:
         return batch["image"].to(device, non_blocking=True)
-    images = decode_batch(batch[ENCODED], device, batch[SOURCE])
+    files = list(torch.split(batch[ENCODED], batch[LENGTHS].tolist()))
+    images = decode_batch(files, device, batch[SOURCE])
     return warp_batch(images, batch[AFFINE], input_size)
 
 

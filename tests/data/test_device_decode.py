@@ -20,6 +20,7 @@ from ihl.data.coco import CocoKeypoints
 from ihl.data.device_decode import (
     AFFINE,
     ENCODED,
+    LENGTHS,
     batch_images,
     collate,
     decode_batch,
@@ -69,7 +70,9 @@ def test_real_jpeg_crops_and_targets_match_the_cpu_path(name):
     indices = range(len(on_cpu))
     cpu, device, crops = both_paths(on_cpu, on_device, indices)
 
-    assert "image" not in device and len(device[ENCODED]) == len(on_cpu)
+    assert "image" not in device and len(device[LENGTHS]) == len(on_cpu)
+    sizes = [on_cpu.image_path(i).stat().st_size for i in indices]
+    assert device[LENGTHS].tolist() == sizes and len(device[ENCODED]) == sum(sizes)
     assert crops.dtype == torch.uint8 and crops.shape == cpu["image"].shape
     assert pixel_difference(crops, cpu["image"]).max() < 0.5
     assert (crops.int() - cpu["image"].int()).abs().max() <= 2
