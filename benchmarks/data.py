@@ -18,6 +18,11 @@ One worker is one core, so samples/s is also the rate per core, and a GPU
 training at ``--gpu-rate`` images/s needs gpu-rate / rate cores of loader
 workers (the ``cores/GPU`` column; add one for the training process itself).
 
+A second table times ``data.decode: device``: the worker then only reads the file and
+draws the augmentation and targets (``worker``), and the training process decodes and
+warps the batch (``ihl.data.device_decode``), timed here on one CPU core in batches of 32
+(``decode+warp``): on a GPU that part runs on nvJPEG and is measured by benchmarks/gpu.py.
+
     uv run python benchmarks/data.py [--data data/samples] [--seconds 3] [--gpu-rate 2000]
 """
 
@@ -32,6 +37,7 @@ import cv2
 import torch
 
 from ihl.data.coco import CocoKeypoints
+from ihl.data.device_decode import batch_images, collate, encoded_sample
 from ihl.data.keypoints import COCO
 from ihl.data.transforms import (
     TopDownAugment,
@@ -40,7 +46,7 @@ from ihl.data.transforms import (
     heatmaps_from_marginals,
     sample_rng,
 )
-from ihl.image_io import read_image_bgr
+from ihl.image_io import read_image_bgr, read_image_file
 
 INPUT_SIZE = (192, 256)  # (width, height)
 HEATMAP_SIZE = (48, 64)
@@ -48,13 +54,16 @@ TARGET = 150.0
 REPO = Path(__file__).resolve().parents[1]
 
 
-def coco_sample_loader(root: Path, heatmaps: bool) -> tuple[Callable[[int, int], dict], int]:
+def coco_sample_loader(
+    root: Path, heatmaps: bool, decode: str = "cpu"
+) -> tuple[Callable[[int, int], dict], int]:
     dataset = CocoKeypoints(
         root / "coco_sample/annotations/person_keypoints_sample.json",
         root / "coco_sample/images",
         train=True,
         input_size=INPUT_SIZE,
         heatmap_size=HEATMAP_SIZE if heatmaps else None,
+        decode=decode,
     )
 
     def load(epoch: int, index: int) -> dict:
@@ -64,8 +73,11 @@ def coco_sample_loader(root: Path, heatmaps: bool) -> tuple[Callable[[int, int],
     return load, len(dataset)
 
 
-def real_images_loader(root: Path, heatmaps: bool) -> tuple[Callable[[int, int], dict], int]:
-    """Decode from disk every time, as a worker does; the box is the whole photo."""
+def real_images_loader(
+    root: Path, heatmaps: bool, decode: str = "cpu"
+) -> tuple[Callable[[int, int], dict], int]:
+    """Decode from disk every time, as a worker does; the box is the whole photo. With
+    ``decode="device"`` read the file and ship it encoded, as a worker then does."""
     reference = CocoKeypoints(
         root / "coco_sample/annotations/person_keypoints_sample.json",
         root / "coco_sample/images",
@@ -87,10 +99,11 @@ def real_images_loader(root: Path, heatmaps: bool) -> tuple[Callable[[int, int],
     def load(epoch: int, index: int) -> dict:
         h, w = sizes[index]
         center, scale = box_to_center_scale((0, 0, w, h), aspect)
-        image = read_image_bgr(paths[index])
-        return pipeline(
-            image, center, scale, unit * [w, h], joints[:, 2], sample_rng(0, epoch, index)
-        )
+        person = (center, scale, unit * [w, h], joints[:, 2], sample_rng(0, epoch, index))
+        if decode == "device":
+            data = read_image_file(paths[index])
+            return encoded_sample(data, *pipeline.geometry(*person), str(paths[index]))
+        return pipeline(read_image_bgr(paths[index]), *person)
 
     return load, len(paths)
 
@@ -143,14 +156,52 @@ def main() -> None:
             if targets == "maps":
                 load = with_full_maps(load)
             samples, rate = throughput(load, count, args.seconds)
-            size = sum(
-                v.numel() * v.element_size() for v in load(0, 0).values() if torch.is_tensor(v)
-            )
+            size = sample_bytes(load(0, 0))
             verdict = "ok" if rate >= TARGET else "BELOW"
             print(
                 f"{name:<12} {targets:<10} {size / 1024:>6.0f} {samples:>8} {rate:>10.1f} "
                 f"{args.gpu_rate / rate:>10.1f}  {verdict}"
             )
+
+    header = (
+        f"{'images':<12} {'targets':<10} {'KB':>6} {'worker/s':>9} {'cores/GPU':>10} "
+        f"{'decode+warp/s':>14}"
+    )
+    print(
+        "\ndata.decode: device (worker: read file, augment, targets; decode+warp: the "
+        "training process, here on one CPU core)"
+    )
+    print(header)
+    print("-" * len(header))
+    for name, make in (("coco_sample", coco_sample_loader), ("real_images", real_images_loader)):
+        load, count = make(args.data, True, "device")
+        _, rate = throughput(load, count, args.seconds)
+        size = sample_bytes(load(0, 0))
+        main_rate = decode_warp_rate(load, count, args.seconds)
+        print(
+            f"{name:<12} {'marginals':<10} {size / 1024:>6.0f} {rate:>9.1f} "
+            f"{args.gpu_rate / rate:>10.1f} {main_rate:>14.1f}"
+        )
+
+
+def sample_bytes(sample: dict) -> int:
+    """What one sample sends through shared memory: its tensors (an encoded file is one)."""
+    return sum(v.numel() * v.element_size() for v in sample.values() if torch.is_tensor(v))
+
+
+def decode_warp_rate(load: Callable[[int, int], dict], count: int, seconds: float) -> float:
+    """Samples/s of the training process's decode and warp (``batch_images``) on the CPU, in
+    batches of up to 32 encoded samples (one pass of the set, collated)."""
+    samples = [load(1, index) for index in range(count)]
+    batches = [collate(samples[i : i + 32]) for i in range(0, count, 32)]
+    cpu = torch.device("cpu")
+    for batch in batches:
+        batch_images(batch, INPUT_SIZE, cpu)
+    done, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        for batch in batches:
+            done += len(batch_images(batch, INPUT_SIZE, cpu))
+    return done / (time.perf_counter() - start)
 
 
 def with_full_maps(load: Callable[[int, int], dict]) -> Callable[[int, int], dict]:

@@ -8,9 +8,11 @@ realistic) in a temporary folder:
    channels-last and bf16 + channels-last + ``torch.compile``; batches already
    on the GPU, so these are the model's ceiling.
 2. loader: samples/s of the engine's training loader with N workers (decode,
-   augmentation, warp and targets), no GPU work.
+   augmentation, warp and targets), no GPU work; with ``data.decode: device`` the
+   workers only read files and the batch is decoded (nvJPEG) and warped on the GPU,
+   which the rate includes.
 3. end to end: the engine's ``train_one_epoch`` with its loader, ResNet-50 bf16
-   + channels-last: what a run sees.
+   + channels-last, decoding on the CPU and on the GPU: what a run sees.
 4. evaluation: crops/s of ``predict_dataset`` (flip test) with N workers.
 
 ``--smoke`` runs every piece on the CPU in seconds (the sample preset, tiny
@@ -33,6 +35,7 @@ from tqdm import tqdm
 from ihl import config
 from ihl.config import Config
 from ihl.data.build import build_train_dataset, build_val_dataset
+from ihl.data.device_decode import batch_images
 from ihl.data.synth import make_coco_synth
 from ihl.data.transforms import heatmaps_from_marginals
 from ihl.device import available_cpus, driver_version
@@ -132,19 +135,22 @@ def step_rate(cfg: Config, device: torch.device, steps: int, compile_model: bool
     return steps * cfg.train.batch_size / (time.perf_counter() - start)
 
 
-def loader_rate(cfg: Config, workers: int, batches: int) -> float:
-    """Samples/s of the engine's training loader alone."""
+def loader_rate(cfg: Config, workers: int, batches: int, device: torch.device) -> float:
+    """Samples/s of the engine's training loader alone, plus the decode and warp on
+    ``device`` when the config leaves them to it (``data.decode: device``)."""
     cfg = cfg.model_copy(deep=True)
     cfg.train.num_workers = workers
     loader, _ = train_loader(build_train_dataset(cfg), cfg, Single(), TrainState(), False)
     it = iter(loader)
-    next(it)  # workers started and warm
+    batch_images(next(it), cfg.model.input_size, device)  # workers started and warm
+    sync(device)
     start, count = time.perf_counter(), 0
     for _ in range(batches):
         try:
-            count += len(next(it)["image"])
+            count += len(batch_images(next(it), cfg.model.input_size, device))
         except StopIteration:
             break
+    sync(device)
     return count / (time.perf_counter() - start)
 
 
@@ -243,19 +249,24 @@ def main() -> None:
                     flush=True,
                 )
 
-        cfg = load_cfg(size["presets"][0], data, size, MODES["bf16+NHWC"])
-        print("\n2. training loader alone, samples/s")
-        print(f"{'workers':>7} {'samples/s':>10} {'per worker':>11}")
+        decoded = {
+            d: load_cfg(size["presets"][0], data, size, MODES["bf16+NHWC"] | {"data.decode": d})
+            for d in ("cpu", "device")
+        }
+        print("\n2. training loader alone, samples/s (decode: where images are decoded)")
+        print(f"{'workers':>7} {'decode':>7} {'samples/s':>10} {'per worker':>11}")
         for n in workers:
-            rate = loader_rate(cfg, n, batches=4 if args.smoke else 100)
-            print(f"{n:>7} {rate:>10.1f} {rate / max(n, 1):>11.1f}", flush=True)
+            for decode, decode_cfg in decoded.items():
+                rate = loader_rate(decode_cfg, n, 4 if args.smoke else 100, device)
+                print(f"{n:>7} {decode:>7} {rate:>10.1f} {rate / max(n, 1):>11.1f}", flush=True)
 
         print(f"\n3. end to end ({size['presets'][0]}, bf16+NHWC), images/s")
-        print(f"{'workers':>7} {'img/s':>9} {'peak GiB':>9}")
+        print(f"{'workers':>7} {'decode':>7} {'img/s':>9} {'peak GiB':>9}")
         for n in workers:
-            reset_peak(device)
-            rate = end_to_end_rate(cfg, device, n, steps)
-            print(f"{n:>7} {rate:>9.1f} {peak_gib(device):>9.2f}", flush=True)
+            for decode, decode_cfg in decoded.items():
+                reset_peak(device)
+                rate = end_to_end_rate(decode_cfg, device, n, steps)
+                print(f"{n:>7} {decode:>7} {rate:>9.1f} {peak_gib(device):>9.2f}", flush=True)
 
         print("\n4. evaluation with flip test (fp32 model, detector boxes), crops/s")
         print(f"{'preset':<16} {'workers':>7} {'crops':>6} {'crops/s':>9} {'peak GiB':>9}")

@@ -162,6 +162,12 @@ class DataConfig(_Section):
     """Training augmentation: chance of a horizontal flip (left and right joints swapped). Zero for
     data whose sides differ by appearance, as the synthetic figures' do: a mirrored figure keeps
     its colours, so a flip would teach that colour says nothing about the side."""
+    decode: Literal["cpu", "device"] = "cpu"
+    """Where training images are decoded and warped to their crops: "cpu" in the loader
+    workers (OpenCV), "device" in the training process on its device (nvJPEG on CUDA through
+    torchvision, warp with grid_sample; the workers only read files and draw the
+    augmentation). Same crops up to interpolation rounding; evaluation always decodes on the
+    CPU. docs/benchmarks.md has the measured rates."""
 
 
 class DetectorConfig(_Section):

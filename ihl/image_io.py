@@ -14,13 +14,28 @@ _JPEG_END = b"\xff\xd9"
 
 
 def read_image_bgr(path: str | Path, record: str = "") -> np.ndarray:
-    """Decode an image file to a uint8 BGR array, refusing broken files.
+    """Decode an image file to a uint8 BGR array, refusing broken files (``read_image_file``)."""
+    data = read_image_file(path, record)
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if image is None or image.size == 0:
+        raise DatasetError(f"{describe(path, record)}: cannot decode image")
+    return image
+
+
+def describe(path: str | Path, record: str = "") -> str:
+    """How errors name an image: its path, and the record it belongs to when given."""
+    return f"{path}{f' ({record})' if record else ''}"
+
+
+def read_image_file(path: str | Path, record: str = "") -> np.ndarray:
+    """The encoded bytes of an image file (uint8), refusing empty and truncated files.
 
     OpenCV decodes a truncated JPEG into a partly grey image with only a
     warning, so JPEGs must also end with their end-of-image marker (trailing
-    padding after it is tolerated).
+    padding after it is tolerated). Loader workers that leave decoding to the
+    GPU (``data.decode: device``) check files this way too.
     """
-    where = f"{path}{f' ({record})' if record else ''}"
+    where = describe(path, record)
     try:
         data = np.fromfile(str(path), dtype=np.uint8)
     except OSError as err:
@@ -30,10 +45,7 @@ def read_image_bgr(path: str | Path, record: str = "") -> np.ndarray:
     head = data[:2].tobytes()
     if head == _JPEG_START and _JPEG_END not in data[-1024:].tobytes():
         raise DatasetError(f"{where}: truncated JPEG (no end-of-image marker)")
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
-    if image is None or image.size == 0:
-        raise DatasetError(f"{where}: cannot decode image")
-    return image
+    return data
 
 
 def image_problem(path: Path, record: str, decode: bool = True) -> str | None:

@@ -44,6 +44,7 @@ from ihl import config as config_mod
 from ihl.checkpoint import CheckpointError, init_from, safe_load, save_model
 from ihl.config import Config
 from ihl.data.build import build_train_dataset, build_val_dataset, worker_init
+from ihl.data.device_decode import batch_images, collate
 from ihl.data.errors import DatasetError
 from ihl.data.transforms import heatmaps_from_marginals
 from ihl.device import num_workers, resolve_device
@@ -226,6 +227,7 @@ def train_loader(
         sampler=sampler,
         num_workers=workers,
         worker_init_fn=worker_init,
+        collate_fn=collate,
         pin_memory=pin_memory,
         drop_last=True,
         persistent_workers=workers > 0,
@@ -349,7 +351,7 @@ def train_one_epoch(
             )
 
     for batch in loader:
-        images = batch["image"].to(device, non_blocking=True)
+        images = batch_images(batch, cfg.model.input_size, device)
         if cfg.train.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         targets = {k: batch[k].to(device, non_blocking=True) for k in TARGET_KEYS if k in batch}

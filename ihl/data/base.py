@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ihl.image_io import read_image_bgr
+from ihl.image_io import describe, read_image_bgr, read_image_file
 
+from .device_decode import encoded_sample
 from .keypoints import KeypointSpec
 from .transforms import Size, TopDownAugment, TopDownPipeline, sample_rng
 
@@ -30,6 +31,9 @@ class TopDownDataset(torch.utils.data.Dataset):
     ``augment``: True for the default recipe, False for none, or a
     ``TopDownAugment``; only used when ``train``. Augmentation is seeded by
     (``seed``, epoch, index): call ``set_epoch`` before each epoch.
+
+    ``decode``: "cpu" decodes and warps each image here; "device" leaves both to the
+    training process and ships the encoded file instead of ``image`` (``device_decode``).
     """
 
     centers: np.ndarray
@@ -49,7 +53,11 @@ class TopDownDataset(torch.utils.data.Dataset):
         augment: bool | TopDownAugment,
         seed: int,
         spec: KeypointSpec,
+        decode: str = "cpu",
     ) -> None:
+        if decode not in ("cpu", "device"):
+            raise ValueError(f"decode must be 'cpu' or 'device', got {decode!r}")
+        self.decode = decode
         self.ann_file = Path(ann_file)
         self.image_dir = Path(image_dir)
         self.train = train
@@ -86,10 +94,16 @@ class TopDownDataset(torch.utils.data.Dataset):
         epoch = self.epoch
         if isinstance(index, tuple):
             epoch, index = index
-        image = read_image_bgr(self.image_path(index), self._record(index))
+        path, record = self.image_path(index), self._record(index)
         joints, visible = self._joints(index)
         rng = sample_rng(self.seed, epoch, index) if self.pipeline.augment else None
-        sample = self.pipeline(image, self.centers[index], self.scales[index], joints, visible, rng)
+        person = (self.centers[index], self.scales[index], joints, visible, rng)
+        if self.decode == "device":
+            data = read_image_file(path, record)
+            sample, matrix = self.pipeline.geometry(*person)
+            sample = encoded_sample(data, sample, matrix, describe(path, record))
+        else:
+            sample = self.pipeline(read_image_bgr(path, record), *person)
         sample["image_id"] = int(self.image_ids[index])
         sample["box_score"] = float(self.box_scores[index])
         sample["area"] = float(self.areas[index])

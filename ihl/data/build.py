@@ -64,6 +64,7 @@ def build_train_dataset(cfg: Config) -> Dataset:
         heatmap_size=cfg.model.heatmap_size if needs_heatmaps(cfg) else None,
         sigma=cfg.loss.heatmap_sigma,
         seed=cfg.train.seed,
+        decode=cfg.data.decode,
     )
     if cfg.data.dataset == "mpii":
         images = require_dir(root / "images", "image folder")

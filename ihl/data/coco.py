@@ -198,7 +198,7 @@ class CocoKeypoints(TopDownDataset):
     truth) and ``area`` (annotation area, or w * h of a detection box).
     Detection samples have no ground truth: zero coords and weights.
 
-    ``augment``, ``seed`` and ``set_epoch`` as in ``TopDownDataset``.
+    ``augment``, ``seed``, ``decode`` and ``set_epoch`` as in ``TopDownDataset``.
     """
 
     annotation_keys = _ANNOTATION_KEYS
@@ -219,11 +219,12 @@ class CocoKeypoints(TopDownDataset):
         augment: bool | TopDownAugment = True,
         seed: int = 0,
         spec: KeypointSpec = COCO,
+        decode: str = "cpu",
     ) -> None:
         if train and detections is not None:
             raise ValueError("training uses ground-truth boxes; detections are for evaluation")
         super().__init__(
-            ann_file, image_dir, train, input_size, heatmap_size, sigma, augment, seed, spec
+            ann_file, image_dir, train, input_size, heatmap_size, sigma, augment, seed, spec, decode
         )
         self.num_bad_boxes = 0
         data, images = _load_annotations(self.ann_file, image_info=detections is not None)

@@ -101,9 +101,10 @@ class MpiiKeypoints(TopDownDataset):
         augment: bool | TopDownAugment = True,
         seed: int = 0,
         spec: KeypointSpec = MPII,
+        decode: str = "cpu",
     ) -> None:
         super().__init__(
-            ann_file, image_dir, train, input_size, heatmap_size, sigma, augment, seed, spec
+            ann_file, image_dir, train, input_size, heatmap_size, sigma, augment, seed, spec, decode
         )
         entries = load_json_list(self.ann_file, "entries")
         if not entries:

@@ -397,6 +397,22 @@ class TopDownPipeline:
         rng: np.random.Generator | None = None,
     ) -> dict:
         """Crop one person; returns tensors plus the geometry to map predictions back."""
+        sample, matrix = self.geometry(center, scale, joints, visible, rng)
+        crop = warp(image_bgr, matrix, self.input_size)
+        image = torch.from_numpy(np.ascontiguousarray(crop[:, :, ::-1].transpose(2, 0, 1)))
+        return {"image": image, **sample}
+
+    def geometry(
+        self,
+        center: np.ndarray,
+        scale: np.ndarray,
+        joints: np.ndarray,
+        visible: np.ndarray,
+        rng: np.random.Generator | None = None,
+    ) -> tuple[dict, np.ndarray]:
+        """Everything of a sample but its pixels, and the 2x3 matrix (image pixels to crop
+        pixels, flip included) that warps them: the augmentation is drawn here, so the crop
+        is the same whether the CPU warps it now or the GPU later (``data.decode``)."""
         rotation, flip = 0.0, False
         if self.augment is not None:
             if rng is None:
@@ -404,7 +420,6 @@ class TopDownPipeline:
             aug = self.augment(center, scale, joints, visible, rng)
             center, scale, rotation, flip = aug.center, aug.scale, aug.rotation, aug.flip
         matrix = get_affine_transform(center, scale, rotation, self.input_size, flip=flip)
-        crop = warp(image_bgr, matrix, self.input_size)
         crop_joints = affine_points(joints, matrix)
         visible = np.asarray(visible)
         if flip:
@@ -412,7 +427,6 @@ class TopDownPipeline:
             visible = visible[self._flip_index]
         targets = make_targets(crop_joints, visible, self.input_size, self.heatmap_size, self.sigma)
         sample = {
-            "image": torch.from_numpy(np.ascontiguousarray(crop[:, :, ::-1].transpose(2, 0, 1))),
             "coords": torch.from_numpy(targets["coords"]),
             "weights": torch.from_numpy(targets["weights"]),
         }
@@ -423,7 +437,7 @@ class TopDownPipeline:
         sample["scale"] = torch.tensor(scale, dtype=torch.float64)
         sample["rotation"] = float(rotation)
         sample["flipped"] = flip
-        return sample
+        return sample, matrix
 
 
 def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
