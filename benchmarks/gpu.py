@@ -3,10 +3,12 @@
 Four tables, on a generated COCO-layout set (640x480 JPEGs, so decode costs are
 realistic) in a temporary folder:
 
-1. training step: images/s and peak memory of the engine's ``TrainStep`` plus
-   Adam, ResNet-50 and HRNet-W32 at 256x192, in fp32 (TF32 on), bf16, bf16 +
-   channels-last and bf16 + channels-last + ``torch.compile``; batches already
-   on the GPU, so these are the model's ceiling.
+1. training step: images/s and peak memory of the engine's step
+   (``ihl.train.build_step``) plus Adam, ResNet-50 and HRNet-W32 at 256x192, in
+   fp32 (TF32 on), bf16, bf16 + channels-last and bf16 + channels-last +
+   ``train.compile`` (inductor), timed by benchmarks/train.py's
+   ``images_per_second``; batches already on the GPU, so these are the model's
+   ceiling. ``1st s``: the first step, the compile included.
 2. loader: samples/s of the engine's training loader with N workers (decode,
    augmentation, warp and targets), no GPU work; with ``data.decode: device`` the
    workers only read files and the batch is decoded (nvJPEG) and warped on the GPU,
@@ -16,8 +18,9 @@ realistic) in a temporary folder:
 4. evaluation: crops/s of ``predict_dataset`` (flip test) with N workers.
 
 ``--smoke`` runs every piece on the CPU in seconds (the sample preset, tiny
-crops, a handful of steps), so the script is known to work before a GPU is
-lent; its numbers mean nothing. benchmarks/gpu.sh runs the full version.
+crops, a handful of steps, the aot_eager compile backend), so the script is
+known to work before a GPU is lent; its numbers mean nothing. benchmarks/gpu.sh
+runs the full version.
 
     uv run python benchmarks/gpu.py [--smoke] [--steps 30] [--workers 8 16]
 """
@@ -31,6 +34,7 @@ from pathlib import Path
 
 import torch
 from tqdm import tqdm
+from train import images_per_second, sync  # benchmarks/train.py: the script's own folder
 
 from ihl import config
 from ihl.config import Config
@@ -41,14 +45,12 @@ from ihl.data.transforms import heatmaps_from_marginals
 from ihl.device import available_cpus, driver_version
 from ihl.distributed import Distributed as Single
 from ihl.evaluate import predict_dataset
-from ihl.losses import build_loss
 from ihl.models import build_model
 from ihl.train import (
     TARGET_KEYS,
     TrainState,
-    TrainStep,
-    autocast_dtype,
     build_optimizer,
+    build_step,
     train_loader,
     train_one_epoch,
 )
@@ -57,15 +59,12 @@ MODES = {
     "fp32/TF32": {"train.amp": "off", "train.channels_last": False},
     "bf16": {"train.amp": "bf16", "train.channels_last": False},
     "bf16+NHWC": {"train.amp": "bf16", "train.channels_last": True},
-    "bf16+NHWC+compile": {"train.amp": "bf16", "train.channels_last": True},
+    "bf16+NHWC+compile": {"train.amp": "bf16", "train.channels_last": True, "train.compile": True},
 }
 FULL = {"presets": ("coco_res50", "coco_hrnet_w32"), "input": [192, 256], "batch": 64}
-SMOKE = {"presets": ("sample",), "input": [64, 64], "batch": 4}
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+SMOKE = {"presets": ("sample",), "input": [64, 64], "batch": 4, "compile_backend": "aot_eager"}
+"""The smoke run compiles with aot_eager: the same tracing in seconds, where inductor's code
+generation takes minutes on a small CPU."""
 
 
 def peak_gib(device: torch.device) -> float:
@@ -86,6 +85,7 @@ def load_cfg(preset: str, data: Path, size: dict, overrides: dict) -> Config:
             "model.input_size": size["input"],
             "train.batch_size": size["batch"],
             "data.root": str(data),
+            "train.compile_backend": size.get("compile_backend", "inductor"),
         }
         | overrides,
     )
@@ -96,43 +96,12 @@ def first_batch(cfg: Config, device: torch.device) -> tuple[torch.Tensor, dict]:
     loader, _ = train_loader(build_train_dataset(cfg), cfg, Single(), TrainState(), False)
     batch = next(iter(loader))
     images = batch["image"].to(device)
-    if cfg.train.channels_last:
-        images = images.contiguous(memory_format=torch.channels_last)
     targets = {k: batch[k].to(device) for k in TARGET_KEYS if k in batch}
     if "heatmap_x" in targets:
         targets["heatmaps"] = heatmaps_from_marginals(
             targets.pop("heatmap_x"), targets.pop("heatmap_y")
         )
     return images, targets
-
-
-def step_rate(cfg: Config, device: torch.device, steps: int, compile_model: bool) -> float:
-    """Images/s of TrainStep + backward + Adam on one device-resident batch."""
-    torch.manual_seed(0)
-    model = build_model(cfg.model).to(device)
-    if cfg.train.channels_last:
-        model.to(memory_format=torch.channels_last)
-    criterion = build_loss(cfg.model.head, cfg.loss).to(device)
-    step = TrainStep(model, criterion, autocast_dtype(cfg.train.amp, device))
-    if compile_model:
-        step.model = torch.compile(model)
-    optimizer, _ = build_optimizer(step.parameters(), cfg, 1, iters_per_epoch=1)
-    images, targets = first_batch(cfg, device)
-
-    def one() -> None:
-        loss = step(images, targets)["loss"]
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    for _ in range(3):
-        one()
-    sync(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        one()
-    sync(device)
-    return steps * cfg.train.batch_size / (time.perf_counter() - start)
 
 
 def loader_rate(cfg: Config, workers: int, batches: int, device: torch.device) -> float:
@@ -158,11 +127,7 @@ def end_to_end_rate(cfg: Config, device: torch.device, workers: int, steps: int)
     """Images/s of train_one_epoch (loader, transfer, step, bookkeeping) for ``steps`` steps."""
     cfg = cfg.model_copy(deep=True)
     cfg.train.num_workers = workers
-    model = build_model(cfg.model).to(device)
-    if cfg.train.channels_last:
-        model.to(memory_format=torch.channels_last)
-    criterion = build_loss(cfg.model.head, cfg.loss).to(device)
-    step = TrainStep(model, criterion, autocast_dtype(cfg.train.amp, device))
+    step = build_step(cfg, device)
     optimizer, scheduler = build_optimizer(step.parameters(), cfg, 1, iters_per_epoch=10**6)
     scaler = torch.amp.GradScaler(device.type, enabled=False)
     dataset = build_train_dataset(cfg)
@@ -236,16 +201,18 @@ def main() -> None:
         make_coco_synth(data, num_train=num_train, num_val=num_train // 4, image_size=image_size)
 
         print("\n1. training step (batch on the GPU), images/s")
-        header = f"{'preset':<16} {'mode':<18} {'batch':>5} {'img/s':>9} {'peak GiB':>9}"
+        header = (
+            f"{'preset':<16} {'mode':<18} {'batch':>5} {'img/s':>9} {'peak GiB':>9} {'1st s':>7}"
+        )
         print(header + "\n" + "-" * len(header))
         for preset in size["presets"]:
             for mode, overrides in MODES.items():
                 cfg = load_cfg(preset, data, size, overrides)
                 reset_peak(device)
-                rate = step_rate(cfg, device, steps, compile_model="compile" in mode)
+                rate, _, first = images_per_second(cfg, device, steps, first_batch)
                 print(
                     f"{preset:<16} {mode:<18} {cfg.train.batch_size:>5} {rate:>9.1f} "
-                    f"{peak_gib(device):>9.2f}",
+                    f"{peak_gib(device):>9.2f} {first:>7.1f}",
                     flush=True,
                 )
 

@@ -6,26 +6,28 @@ already in device memory, so the numbers are the model's ceiling; the loader's
 is in benchmarks/data.py. Rows: the ``sample`` preset on CPU in fp32 and bf16, each with
 and without channels-last, any ``--variant`` of it (overrides as ``ihl train --set`` takes
 them, separated by ``;``), and on CUDA (when present) ResNet-50 and HRNet-W32 at 256x192
-in fp32, bf16 and fp16, each with and without channels-last. Compare rows of one run:
-on a shared machine only their ratios mean something.
+in fp32, bf16 and fp16, each with and without channels-last. ``1st s`` is the first
+step, which compiles the step under ``--variant train.compile=true`` (timed steps
+follow three untimed ones). Compare rows of one run: on a shared machine only their
+ratios mean something. benchmarks/gpu.py times its steps with ``images_per_second``.
 
     uv run python benchmarks/train.py [--steps 10] [--cpu-only]
         [--variant "model.input_size=[96, 128]"] [--variant "train.batch_size=32;train.lr=4e-3"]
+        [--variant "train.compile=true"]
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 
 import torch
 import yaml
 
 from ihl import config
 from ihl.config import Config
-from ihl.losses import build_loss
-from ihl.models import build_model
-from ihl.train import TrainStep, autocast_dtype, build_optimizer
+from ihl.train import build_optimizer, build_step
 
 CUDA_PRESETS = ("coco_res50", "coco_hrnet_w32")
 AMP = ("off", "bf16", "fp16")
@@ -60,19 +62,19 @@ def sync(device: torch.device) -> None:
 
 
 def images_per_second(
-    cfg: Config, device: torch.device, steps: int
-) -> tuple[float, torch.dtype | None]:
-    """Training images per second, and the autocast dtype the steps really ran in."""
+    cfg: Config,
+    device: torch.device,
+    steps: int,
+    make_batch: Callable[[Config, torch.device], tuple[torch.Tensor, dict]] = batch,
+) -> tuple[float, torch.dtype | None, float]:
+    """Training images per second of the engine's step (``ihl.train.build_step``, so compiled
+    when ``train.compile`` is on) on one device-resident batch of ``make_batch``; also the
+    autocast dtype the steps really ran in and the seconds of the first step (the compile)."""
     torch.manual_seed(0)
-    model = build_model(cfg.model).to(device)
-    criterion = build_loss(cfg.model.head, cfg.loss).to(device)
-    amp = autocast_dtype(cfg.train.amp, device)
-    if cfg.train.channels_last:
-        model.to(memory_format=torch.channels_last)
-    step = TrainStep(model, criterion, amp)
+    step = build_step(cfg, device)
     optimizer, _ = build_optimizer(step.parameters(), cfg, 1, iters_per_epoch=1)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp is torch.float16)
-    images, targets = batch(cfg, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=step.amp_dtype is torch.float16)
+    images, targets = make_batch(cfg, device)
     if cfg.train.channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
 
@@ -83,14 +85,18 @@ def images_per_second(
         scaler.step(optimizer)
         scaler.update()
 
-    for _ in range(3):
+    start = time.perf_counter()
+    one()
+    sync(device)
+    first = time.perf_counter() - start
+    for _ in range(2):
         one()
     sync(device)
     start = time.perf_counter()
     for _ in range(steps):
         one()
     sync(device)
-    return steps * cfg.train.batch_size / (time.perf_counter() - start), amp
+    return steps * cfg.train.batch_size / (time.perf_counter() - start), step.amp_dtype, first
 
 
 def main() -> None:
@@ -122,19 +128,19 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
     header = (
         f"{'preset':<16} {'device':<6} {'input':>7} {'batch':>5} {'amp':<4} {'NHWC':<5} "
-        f"{'img/s':>8}  overrides"
+        f"{'img/s':>8} {'1st s':>6}  overrides"
     )
     print(header)
     print("-" * len(header))
     for name, device, overrides in rows:
         cfg = config.load(name, {"model.pretrained": False} | overrides)
-        rate, dtype = images_per_second(cfg, device, args.steps)
+        rate, dtype, first = images_per_second(cfg, device, args.steps)
         w, h = cfg.model.input_size
         amp = cfg.train.amp if dtype else "off"
         nhwc = "yes" if cfg.train.channels_last else "no"
         print(
             f"{name:<16} {device.type:<6} {f'{w}x{h}':>7} {cfg.train.batch_size:>5} "
-            f"{amp:<4} {nhwc:<5} {rate:>8.1f}  "
+            f"{amp:<4} {nhwc:<5} {rate:>8.1f} {first:>6.1f}  "
             + "; ".join(f"{k}={v}" for k, v in overrides.items()),
             flush=True,
         )

@@ -142,6 +142,26 @@ class TrainConfig(_Section):
     GradScaler on CUDA only (float32 on CPU)."""
     channels_last: bool = False
     """NHWC memory format: faster convolutions on tensor-core GPUs."""
+    compile: bool = False
+    """``torch.compile`` the training step (forward under autocast and the loss; AOTAutograd
+    builds its backward); validation and checkpoints use the plain model. Off in the paper
+    presets; the first step waits for the compiler (minutes on a CPU)."""
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"
+    """Inductor's mode: "reduce-overhead" adds CUDA graphs, "max-autotune" also tunes kernels
+    (a much longer first step)."""
+    compile_backend: Literal["inductor", "aot_eager"] = "inductor"
+    """"inductor" generates kernels (the speed-up); "aot_eager" traces forward and backward the
+    same way but runs them op by op: a quick check that the step compiles, for tests and
+    debugging, not for speed."""
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        if self.compile_mode != "default" and self.compile_backend != "inductor":
+            raise ValueError(
+                f"train.compile_mode: {self.compile_mode!r} is an inductor mode; "
+                f"compile_backend {self.compile_backend!r} takes only 'default'"
+            )
+        return self
 
 
 class DataConfig(_Section):

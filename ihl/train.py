@@ -16,6 +16,8 @@ the gathered predictions), every collective has an explicit timeout
 run resumes only with the world size that wrote its latest.pt. On the GPU's
 critical path there is no per-step host read (the loss terms are read every
 ``READ_EVERY`` steps) and no checkpoint write (a background thread writes it).
+With ``train.compile`` the step (model and loss) is compiled in place before DDP
+wraps it (``build_step``); checkpoints and validation use the same plain modules.
 """
 
 from __future__ import annotations
@@ -60,6 +62,9 @@ STATE_FORMAT = "ihl-train-state/1"
 TARGET_KEYS = ("coords", "weights", "heatmap_x", "heatmap_y")
 READ_EVERY = 50
 """Steps between reads of the loss terms: each read waits for the GPU to finish."""
+EXECUTION_ONLY = frozenset({"train.compile", "train.compile_mode", "train.compile_backend"})
+"""Config keys that change how a step runs and not what it computes: a run may resume with
+other values (eager after a compiler failure, say)."""
 
 
 class EpochLog(Protocol):
@@ -134,6 +139,35 @@ def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     if amp == "fp16" and device.type == "cuda":
         return torch.float16
     return None
+
+
+def build_step(cfg: Config, device: torch.device) -> TrainStep:
+    """The engine's training step for ``cfg`` on ``device``: a fresh model and loss in the
+    config's layout and precision, compiled when ``train.compile`` is on.
+
+    The compile is in place (``nn.Module.compile``) and comes before any DDP wrapping, as
+    PyTorch's guide to where to apply it advises: the step's modules keep their state_dict
+    keys (no ``_orig_mod.`` prefix), so checkpoints are those of an eager run, and
+    ``step.model`` called directly (validation) runs eager. Nothing is compiled until the
+    first step.
+    """
+    model = build_model(cfg.model).to(device)
+    criterion = build_loss(cfg.model.head, cfg.loss).to(device)
+    if cfg.train.channels_last:
+        model.to(memory_format=torch.channels_last)
+    amp_dtype = autocast_dtype(cfg.train.amp, device)
+    if cfg.train.amp != "off" and amp_dtype is None:
+        log.warning(
+            "train.amp %s is not used on this %s (%s); training in float32",
+            cfg.train.amp,
+            device.type,
+            "fp16 is for CUDA" if cfg.train.amp == "fp16" else "no bf16 instructions",
+        )
+    step = TrainStep(model, criterion, amp_dtype)
+    if cfg.train.compile:
+        mode = cfg.train.compile_mode
+        step.compile(backend=cfg.train.compile_backend, mode=None if mode == "default" else mode)
+    return step
 
 
 class EpochSampler(Sampler[tuple[int, int]]):
@@ -503,9 +537,17 @@ def check_resumable(
     ckpt: dict[str, Any], cfg: Config, data_fingerprint: str | None, path: Path
 ) -> None:
     """Refuse to continue a training state written with another config or other data: the
-    result would be a model of neither (a resume used to compare nothing)."""
-    saved, current = _flat(ckpt.get("config") or {}), _flat(config_mod.to_dict(cfg))
-    changed = sorted(k for k in saved.keys() | current.keys() if saved.get(k) != current.get(k))
+    result would be a model of neither (a resume used to compare nothing). A key the state's
+    config lacks (added to the config since) counts as its default; the ``EXECUTION_ONLY``
+    keys may change."""
+    defaults = _flat(config_mod.to_dict(Config()))
+    saved = defaults | _flat(ckpt.get("config") or {})
+    current = _flat(config_mod.to_dict(cfg))
+    changed = sorted(
+        k
+        for k in saved.keys() | current.keys()
+        if saved.get(k) != current.get(k) and k not in EXECUTION_ONLY
+    )
     if changed:
         shown = "; ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in changed[:6])
         raise CheckpointError(
@@ -556,23 +598,10 @@ def _train(
     resuming = resume and latest_path.is_file()
 
     seed_everything(cfg.train.seed)
-    model = build_model(cfg.model).to(dev)
-    criterion = build_loss(cfg.model.head, cfg.loss).to(dev)
-    if cfg.train.channels_last:
-        model.to(memory_format=torch.channels_last)
-    amp_dtype = autocast_dtype(cfg.train.amp, dev)
-    if cfg.train.amp != "off" and amp_dtype is None:
-        log.warning(
-            "train.amp %s is not used on this %s (%s); training in float32",
-            cfg.train.amp,
-            dev.type,
-            "fp16 is for CUDA" if cfg.train.amp == "fp16" else "no bf16 instructions",
-        )
-    step_fn: nn.Module = TrainStep(model, criterion, amp_dtype)
-    optimizer, scheduler = build_optimizer(
-        step_fn.parameters(), cfg, ddp.world_size, iters_per_epoch
-    )
-    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype is torch.float16)
+    step = build_step(cfg, dev)
+    model, criterion = step.model, step.criterion
+    optimizer, scheduler = build_optimizer(step.parameters(), cfg, ddp.world_size, iters_per_epoch)
+    scaler = torch.amp.GradScaler("cuda", enabled=step.amp_dtype is torch.float16)
     parts = {
         "model": model,
         "criterion": criterion,
@@ -628,9 +657,10 @@ def _train(
             if on_step is not None:  # its contract: the step's checkpoint is on disk
                 writer.wait()
 
+    step_fn: nn.Module = step
     if ddp.world_size > 1:
         step_fn = DistributedDataParallel(
-            step_fn,
+            step,
             device_ids=[dev.index] if dev.type == "cuda" else None,
             broadcast_buffers=False,
             gradient_as_bucket_view=True,
