@@ -426,12 +426,13 @@ class PoseHandler(BaseHandler):
         self.manifest = context.manifest
         self.model, self.cfg = load_model(model_dir / self.manifest["model"]["serializedFile"])
         self.model.to(self.device).eval()
+        runtime = "torch"
         if (model_dir / "pose.onnx").is_file() and self.device.type == "cpu":
             from ihl.runtime import OnnxPoseModel
 
             self.model = OnnxPoseModel(model_dir / "pose.onnx", self.cfg.model)
+            runtime = "onnx"
         # fp16 on a CPU worker, or reduced precision under ONNX Runtime, fails the worker here
-        runtime = "torch" if any(True for _ in self.model.parameters()) else "onnx"
         check_precision(self.precision, self.device, runtime)
         self.detector = None
         if (model_dir / "detector.pt").is_file():

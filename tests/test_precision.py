@@ -125,3 +125,6 @@ def test_cli_names_the_option(cli, synth_checkpoint, tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "p" / "predictions.json").read_text())
+    result = cli("export", ckpt, "-o", tmp_path / "x", "--runtime", "onnx", "--precision", "bf16")
+    assert result.exit_code == 2 and "fp32 only" in result.output
+    assert not (tmp_path / "x").exists()
