@@ -35,7 +35,7 @@ from ihl.distributed import (
     shard,
 )
 from ihl.files import write_json
-from ihl.inference import predict_crops
+from ihl.inference import check_precision, predict_crops
 from ihl.metrics.coco import (
     build_results,
     evaluate_coco,
@@ -58,6 +58,7 @@ def predict_dataset(
     *,
     num_workers: int | None = None,
     indices: range | None = None,
+    precision: str = "fp32",
 ) -> dict[str, np.ndarray]:
     """Keypoints in image pixels for every crop of ``dataset`` (or those of ``indices``), in
     dataset order.
@@ -65,7 +66,7 @@ def predict_dataset(
     Returns the arrays ``build_results`` takes: image_ids, keypoints (N, K, 2),
     keypoint_scores (N, K), box_scores and box_areas (the padded crop area, as
     the HRNet OKS-NMS uses), plus sigma (N, K, 2) for IHL models; no arrays for
-    no crops.
+    no crops. ``precision`` is the forward's (``predict_crops``).
     """
     device = torch.device(device)
     workers = worker_count(cfg.train.num_workers if num_workers is None else num_workers)
@@ -85,7 +86,7 @@ def predict_dataset(
         images = batch["image"].to(device, non_blocking=True)
         if cfg.train.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        pred = predict_crops(model, images, cfg.test, flip_index)
+        pred = predict_crops(model, images, cfg.test, flip_index, precision)
         keypoints = coords_to_image(
             pred.coords.float().cpu().numpy(),
             batch["center"],
@@ -188,6 +189,7 @@ def evaluate(
     best: Path | None = None,
     detector: Path | None = None,
     runtime: str = "torch",
+    precision: str = "fp32",
 ) -> dict[str, float]:
     """Evaluate a checkpoint; writes ``out_dir/results.json`` then ``out_dir/metrics.json``.
 
@@ -198,7 +200,9 @@ def evaluate(
     submission, and no metrics. ``boxes="detector"`` runs the person detector (the file
     ``detector``, else the config's) over the split first: its boxes go to
     ``out_dir/detections.json`` and its box AP into the metrics. ``runtime="onnx"`` runs
-    the pose model exported to ONNX under ONNX Runtime. Files are written atomically, and
+    the pose model exported to ONNX under ONNX Runtime. ``precision`` "bf16" or "fp16" runs
+    the pose model's forward under autocast (``ihl.inference.check_precision`` says where
+    each can run: fp16 on CUDA only, and neither with ONNX). Files are written atomically, and
     only once everything has been computed, so a failed run leaves no partial outputs.
     Under torchrun the ranks share the crops and rank 0 writes the files; every rank
     returns the metrics.
@@ -206,10 +210,11 @@ def evaluate(
     image_info = ann_file is not None and is_image_info(ann_file)
     if image_info and best is not None:
         raise ValueError(f"{ann_file}: an image-info file has no ground truth to compare with")
+    dev = resolve_device(device)
+    check_precision(precision, dev, runtime)
     loaded = [load_model(ckpt) for ckpt in (checkpoint, best) if ckpt is not None]
     if boxes == "detector" and loaded[0][1].data.dataset == "mpii":
         raise ValueError("--boxes detector: MPII persons are given by their centre and scale")
-    dev = resolve_device(device)
     ddp = init_distributed(dev)
     scratch = tempfile.TemporaryDirectory(prefix="ihl-evaluate-")
     try:
@@ -239,6 +244,7 @@ def evaluate(
                 num_workers=num_workers,
                 score_it=not image_info,
                 runtime=runtime,
+                precision=precision,
                 out_dir=Path(out_dir),
             )
             for model, cfg in loaded
@@ -293,6 +299,7 @@ def _run(
     num_workers: int | None,
     score_it: bool,
     runtime: str,
+    precision: str,
     out_dir: Path,
 ) -> tuple[dict[str, float], list[dict]]:
     """(metrics, results) of one loaded checkpoint, this rank's shard of the crops predicted
@@ -324,6 +331,7 @@ def _run(
         progress and ddp.is_main,
         num_workers=num_workers,
         indices=shard(len(dataset), ddp.rank, ddp.world_size, batch_size),
+        precision=precision,
     )
     return gather_and_score(cfg, predictions, ground_truth, ddp, score_it)
 

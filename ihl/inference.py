@@ -1,4 +1,5 @@
-"""From crops to keypoints: the flip test, coordinate decoding and keypoint scores."""
+"""From crops to keypoints: the flip test, coordinate decoding and keypoint scores, under the
+chosen inference precision."""
 
 from __future__ import annotations
 
@@ -63,25 +64,68 @@ def sigma_scores(sigma: Tensor, tolerance: float) -> Tensor:
     return (-torch.expm1(-tolerance / sigma.clamp_min(1e-9))).prod(-1)
 
 
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+"""Inference precisions: the autocast dtype of the model forward (None: plain float32)."""
+
+
+class PrecisionError(ValueError):
+    """A precision that cannot run here; the message names the option and what would work."""
+
+
+def check_precision(precision: str, device: torch.device | str, runtime: str = "torch") -> None:
+    """Refuse, before any work, a ``precision`` that ``device`` or ``runtime`` cannot run.
+
+    fp16 needs CUDA: CPU autocast to float16 has no fast kernels, and running it anyway
+    (or quietly running fp32 instead) would misreport what was measured. ONNX Runtime runs
+    the exported float32 graph only.
+    """
+    if precision not in PRECISIONS:
+        raise PrecisionError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    if precision == "fp32":
+        return
+    if runtime != "torch":
+        raise PrecisionError(
+            f"precision {precision!r} with runtime {runtime!r}: the ONNX Runtime path runs "
+            "fp32 only; use --precision fp32, or --runtime torch for reduced precision"
+        )
+    if precision == "fp16" and torch.device(device).type != "cuda":
+        raise PrecisionError(
+            f"precision 'fp16' needs a CUDA device, not {torch.device(device).type}; on the CPU "
+            "use --precision bf16 (or fp32)"
+        )
+
+
 OUTPUTS = {"ihl": ("coords", "sigma"), "integral": ("coords", "sigma"), "heatmap": ("maps",)}
 """The head outputs inference reads, per head: what an exported model has to return."""
 
 
 @torch.no_grad()
 def predict_crops(
-    model: PoseModel, images: Tensor, test: TestConfig, flip_index: list[int]
+    model: PoseModel,
+    images: Tensor,
+    test: TestConfig,
+    flip_index: list[int],
+    precision: str = "fp32",
 ) -> CropPrediction:
     """Keypoints for a batch of crops, with the flip test when ``test.flip``.
 
     The flipped crops go through the model in the same forward as the crops (one batch of
     twice the size), which uses the cores better than two forwards of half the size.
     ``model`` is a PoseModel or anything with its ``cfg`` that maps crops to the
-    ``OUTPUTS`` of its head (``ihl.runtime.OnnxPoseModel``).
+    ``OUTPUTS`` of its head (``ihl.runtime.OnnxPoseModel``, fp32 only). With ``precision``
+    bf16 or fp16 the forward runs under autocast to that type; the heads compute their
+    marginals and moments in float32 even then, and the flip averaging and decoding below
+    take float32 outputs, so only the network's convolutions are reduced.
     """
+    runtime = "torch" if any(True for _ in model.parameters()) else "onnx"
+    check_precision(precision, images.device, runtime)
     head = model.cfg.head
     width = model.cfg.input_size[0]
     batch = len(images)
-    both = model(torch.cat((images, images.flip(-1))) if test.flip else images)
+    dtype = PRECISIONS[precision]
+    with torch.autocast(images.device.type, dtype=dtype, enabled=dtype is not None):
+        both = model(torch.cat((images, images.flip(-1))) if test.flip else images)
+    both = {key: both[key].float() for key in OUTPUTS[head]}
     out = {key: both[key][:batch] for key in OUTPUTS[head]}
     if test.flip:
         out_f = {key: both[key][batch:] for key in OUTPUTS[head]}

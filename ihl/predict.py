@@ -89,6 +89,7 @@ def predict_image(
     *,
     flip: bool | None = None,
     batch_size: int = 32,
+    precision: str = "fp32",
 ) -> list[dict[str, Any]]:
     """Keypoints of the person in each box of an RGB image (the whole image if no boxes).
 
@@ -96,10 +97,17 @@ def predict_image(
     detector's, 1 for a box given without one), ``score`` (box score x mean keypoint
     score above 0.2, the evaluation's instance score) and ``keypoints`` [[x, y, score]] * K
     in image pixels. Keypoints may lie outside the image where the model places a cut-off
-    limb. ``flip`` overrides ``cfg.test.flip``.
+    limb. ``flip`` overrides ``cfg.test.flip``; ``precision`` is ``predict_crops``'.
     """
     return predict_images(
-        model, cfg, [image_rgb], [boxes], [box_scores], flip=flip, batch_size=batch_size
+        model,
+        cfg,
+        [image_rgb],
+        [boxes],
+        [box_scores],
+        flip=flip,
+        batch_size=batch_size,
+        precision=precision,
     )[0]
 
 
@@ -112,6 +120,7 @@ def predict_images(
     *,
     flip: bool | None = None,
     batch_size: int = 32,
+    precision: str = "fp32",
 ) -> list[list[dict[str, Any]]]:
     """``predict_image`` for several images at once, their crops batched together.
 
@@ -145,7 +154,9 @@ def predict_images(
         crops, centers, scales = zip(
             *(make_crops(images_rgb[i], box[None], input_wh) for i, box, _ in batch), strict=True
         )
-        pred = predict_crops(model, torch.cat(crops).to(device), test, list(spec.flip_index))
+        pred = predict_crops(
+            model, torch.cat(crops).to(device), test, list(spec.flip_index), precision
+        )
         coords = coords_to_image(
             pred.coords.float().cpu().numpy(),
             np.concatenate(centers),
@@ -265,6 +276,7 @@ def predict_files(
     batch_size: int = 32,
     draw: bool = True,
     detector: tuple[torch.nn.Module, DetectorConfig] | None = None,
+    precision: str = "fp32",
 ) -> dict[str, Any]:
     """Predict every image, write ``predictions.json`` and, if ``draw``, ``<stem>.jpg`` each.
 
@@ -272,7 +284,8 @@ def predict_files(
     else each image is one person box; with them, images missing from the mapping get
     no people. Results are COCO keypoint results keyed by
     ``file_name`` (plus ``image_id`` for numeric file names, so COCO images
-    can be scored directly), with the person's ``bbox``.
+    can be scored directly), with the person's ``bbox``. ``precision`` is the pose model's
+    (``predict_crops``); the detector runs in float32.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -281,7 +294,9 @@ def predict_files(
     for path in images:
         image = read_image_bgr(path)
         if boxes is None and detector is None:
-            people = predict_image(model, cfg, cv2.cvtColor(image, cv2.COLOR_BGR2RGB), flip=flip)
+            people = predict_image(
+                model, cfg, cv2.cvtColor(image, cv2.COLOR_BGR2RGB), flip=flip, precision=precision
+            )
         else:
             if boxes is None:
                 rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
@@ -293,7 +308,14 @@ def predict_files(
             if keep.any():
                 rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
                 people = predict_image(
-                    model, cfg, rgb, xywh[keep], scores[keep], flip=flip, batch_size=batch_size
+                    model,
+                    cfg,
+                    rgb,
+                    xywh[keep],
+                    scores[keep],
+                    flip=flip,
+                    batch_size=batch_size,
+                    precision=precision,
                 )
         ids = {} if _numeric_id(path) is None else {"image_id": _numeric_id(path)}
         results += [

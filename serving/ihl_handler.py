@@ -8,7 +8,9 @@ Without boxes the archive's person detector (``detector.pt``) finds the persons,
 or, in an archive without one, the whole image is one person box; ``"boxes": []``
 means nobody. Each person in the answer carries its ``box_score`` (the
 detector's, or the one given with the box, 1 by default). An archive with
-``pose.onnx`` runs the pose model under ONNX Runtime (CPU). Every crop of every request
+``pose.onnx`` runs the pose model under ONNX Runtime (CPU); the ``precision`` of the
+``handler`` section (fp32, bf16 or fp16, written by ``ihl export --precision``) is the one
+the pose model's forward runs under. Every crop of every request
 in a TorchServe batch goes through the network together; a request that
 cannot be served gets its own 4xx status and a JSON error while the others in
 its batch are answered normally, and if the forward pass of a batch fails, each
@@ -17,7 +19,8 @@ request is retried alone so that only the one at fault fails.
 Limits come from the ``handler`` section of the archive's model-config.yaml
 (see ``DEFAULTS``): pixels and crops are counted from the image headers and the
 boxes before any pixel is decoded, per image, per request and per batch, so no
-request can hold more memory or time than the limits allow. The joint names and
+request can hold more memory or time than the limits allow; the persons the detector finds
+are counted again, the same way, before any crop is cut. The joint names and
 skeleton come from the archive's ``keypoints.json``. The model, crops, flip test
 and mapping back to image pixels are ``ihl``'s own (``ihl.predict``).
 The HTTP contract is docs/rest-api.md.
@@ -45,6 +48,7 @@ from ihl.checkpoint import load_model
 from ihl.detection.detect import detect
 from ihl.detection.models import load_detector
 from ihl.device import resolve_device
+from ihl.inference import check_precision
 from ihl.predict import predict_images
 
 FORMATS = ("JPEG", "PNG", "WEBP", "BMP")
@@ -309,8 +313,9 @@ def check_instances(count: int, limits: dict[str, int]) -> None:
         )
 
 
-def check_request(items: list[Item], limits: dict[str, int]) -> None:
-    """Refuse a request (all its instances) over the per-request limits (413, naming the limit)."""
+def check_request(items: list[Item], limits: dict[str, int], detected: bool = False) -> None:
+    """Refuse a request (all its instances) over the per-request limits (413, naming the limit);
+    ``detected``: its crops include the persons the detector found."""
     pixels = sum(item.pixels for item in items)
     if pixels > limits["max_request_pixels"]:
         raise RequestError(
@@ -320,9 +325,10 @@ def check_request(items: list[Item], limits: dict[str, int]) -> None:
         )
     crops = sum(item.crops for item in items)
     if crops > limits["max_boxes"]:
+        found = " (with the persons the detector found)" if detected else ""
         raise RequestError(
-            f"too many boxes: {crops} crops in one request, at most {limits['max_boxes']} "
-            "(max_boxes)"
+            f"too many boxes: {crops} crops{found} in one request, at most "
+            f"{limits['max_boxes']} (max_boxes)"
         )
 
 
@@ -379,15 +385,16 @@ def read_limits(settings: dict[str, Any]) -> dict[str, int]:
     return limits
 
 
-def crop_rate(model: torch.nn.Module, cfg: Any, crops: int = 4) -> float:
-    """Crops per second of this model on this worker (test-time flip included): one warm-up
-    pass, then ``crops`` crops timed in one forward pass."""
+def crop_rate(model: torch.nn.Module, cfg: Any, crops: int = 4, precision: str = "fp32") -> float:
+    """Crops per second of this model on this worker at ``precision`` (test-time flip
+    included): one warm-up pass, then ``crops`` crops timed in one forward pass."""
     width, height = cfg.model.input_size
     image = np.zeros((height, width, 3), np.uint8)
+    boxes = [[0, 0, width, height]] * crops
     with torch.inference_mode():
-        predict_images(model, cfg, [image], [None], [None])
+        predict_images(model, cfg, [image], [None], [None], precision=precision)
         start = time.perf_counter()
-        predict_images(model, cfg, [image], [[[0, 0, width, height]] * crops], [None])
+        predict_images(model, cfg, [image], [boxes], [None], precision=precision)
     return crops / (time.perf_counter() - start)
 
 
@@ -403,9 +410,13 @@ def cap_crops(limits: dict[str, int], rate: float, response_timeout: float) -> N
 class PoseHandler(BaseHandler):
     """IHL keypoints for TorchServe; see the module docstring for the request forms."""
 
+    precision = "fp32"
+
     def initialize(self, context):
         yaml_config = context.model_yaml_config or {}
-        self.limits = read_limits(yaml_config.get("handler") or {})
+        settings = dict(yaml_config.get("handler") or {})
+        self.precision = str(settings.pop("precision", "fp32"))
+        self.limits = read_limits(settings)
         properties = context.system_properties
         gpu = properties.get("gpu_id")
         # TorchServe hands out a gpu_id when it sees GPUs: one that CUDA cannot use fails the
@@ -415,17 +426,23 @@ class PoseHandler(BaseHandler):
         self.manifest = context.manifest
         self.model, self.cfg = load_model(model_dir / self.manifest["model"]["serializedFile"])
         self.model.to(self.device).eval()
+        runtime = "torch"
         if (model_dir / "pose.onnx").is_file() and self.device.type == "cpu":
             from ihl.runtime import OnnxPoseModel
 
             self.model = OnnxPoseModel(model_dir / "pose.onnx", self.cfg.model)
+            runtime = "onnx"
+        # fp16 on a CPU worker, or reduced precision under ONNX Runtime, fails the worker here
+        check_precision(self.precision, self.device, runtime)
         self.detector = None
         if (model_dir / "detector.pt").is_file():
             model, detector_cfg = load_detector(model_dir / "detector.pt")
             self.detector = (model.to(self.device), detector_cfg)
-        rate = crop_rate(self.model, self.cfg)
+        rate = crop_rate(self.model, self.cfg, precision=self.precision)
         cap_crops(self.limits, rate, float(yaml_config.get("responseTimeout", 120)))
-        log.info("%.1f crops/s on %s: limits %s", rate, self.device, self.limits)
+        log.info(
+            "%.1f crops/s on %s in %s: limits %s", rate, self.device, self.precision, self.limits
+        )
         joints = json.loads((model_dir / "keypoints.json").read_text())
         self.header = {
             "keypoint_names": joints["keypoint_names"],
@@ -492,6 +509,7 @@ class PoseHandler(BaseHandler):
             [item.boxes for item in items],
             [item.scores for item in items],
             batch_size=self.limits["crops_per_forward"],
+            precision=self.precision,
         )
 
     def _predict_alone(self, items: list[Item]) -> list[list[dict] | RequestError]:
@@ -512,6 +530,8 @@ class PoseHandler(BaseHandler):
         valid = [p for p in parsed if not isinstance(p, RequestError)]
         start = time.perf_counter()
         self._detect(valid)
+        parsed = self._admit_detected(parsed)
+        valid = [p for p in parsed if not isinstance(p, RequestError)]
         detected = time.perf_counter()
         try:
             people = self._predict(valid)
@@ -538,6 +558,31 @@ class PoseHandler(BaseHandler):
         for item, (boxes, scores) in zip(unboxed, found, strict=True):
             keep = self.limits["max_boxes"]
             item.boxes, item.scores, item.crops = boxes[:keep], scores[:keep], len(boxes[:keep])
+
+    def _admit_detected(self, parsed: list[Item | RequestError]) -> list[Item | RequestError]:
+        """The limits on crops checked again once the detector has found its persons, as
+        ``preprocess`` checks given boxes: a request over ``max_boxes`` is refused, and the
+        requests that would take the batch over ``max_batch_crops`` get 429, in arrival
+        order. ``preprocess`` counted each image without boxes as one crop."""
+        if self._envelope(parsed):
+            groups = [parsed]
+        else:
+            groups = [[p] for p in parsed]
+        requests: list[list[Item] | RequestError] = []
+        for group in groups:
+            if isinstance(group[0], RequestError):
+                requests.append(group[0])
+                continue
+            try:
+                check_request(group, self.limits, detected=True)
+                requests.append(group)
+            except RequestError as err:
+                requests.append(err)
+        admit(requests, self.limits)
+        out: list[Item | RequestError] = []
+        for group, items in zip(groups, requests, strict=True):
+            out += [items] * len(group) if isinstance(items, RequestError) else items
+        return out
 
     def postprocess(self, results):
         out = []

@@ -51,6 +51,21 @@ RuntimeOpt = Annotated[
     Runtime,
     typer.Option(help="Run the pose model in eager PyTorch or exported to ONNX Runtime (CPU)."),
 ]
+
+
+class Precision(StrEnum):
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+PrecisionOpt = Annotated[
+    Precision,
+    typer.Option(
+        help="Pose model forward in fp32, or under bf16/fp16 autocast (coordinates stay fp32); "
+        "fp16 needs CUDA, bf16 on a CPU without AVX512-BF16 is emulated and slow."
+    ),
+]
 DetectorOpt = Annotated[
     Path | None,
     typer.Option(

@@ -7,7 +7,15 @@ from typing import Annotated
 
 import typer
 
-from ihl.cli.common import USER_ERRORS, Runtime, RuntimeOpt, fail, print_table
+from ihl.cli.common import (
+    USER_ERRORS,
+    Precision,
+    PrecisionOpt,
+    Runtime,
+    RuntimeOpt,
+    fail,
+    print_table,
+)
 
 
 def export_cmd(
@@ -39,6 +47,7 @@ def export_cmd(
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing export folder.")] = False,
     runtime: RuntimeOpt = Runtime.torch,
+    precision: PrecisionOpt = Precision.fp32,
     detector: Annotated[
         Path | None,
         typer.Option(
@@ -67,6 +76,7 @@ def export_cmd(
             max_batch_delay=max_batch_delay,
             overwrite=overwrite,
             runtime=runtime.value,
+            precision=precision.value,
             detector=detector,
             detector_metrics=detector_metrics,
         )

@@ -13,6 +13,8 @@ from ihl.cli.common import (
     DetectorOpt,
     DeviceOpt,
     NoFlipOpt,
+    Precision,
+    PrecisionOpt,
     Runtime,
     RuntimeOpt,
     fail,
@@ -39,6 +41,7 @@ def predict_cmd(
         bool, typer.Option("--whole-image", help="No detector: each image is one person.")
     ] = False,
     runtime: RuntimeOpt = Runtime.torch,
+    precision: PrecisionOpt = Precision.fp32,
     min_box_score: Annotated[float, typer.Option(help="Skip boxes scoring below this.")] = 0.0,
     device: DeviceOpt = None,
     no_flip: NoFlipOpt = False,
@@ -48,6 +51,7 @@ def predict_cmd(
     from ihl.checkpoint import CheckpointError, load_model
     from ihl.detection.models import DetectorError, detector_for
     from ihl.device import resolve_device
+    from ihl.inference import check_precision
     from ihl.predict import collect_images, load_boxes, predict_files
 
     if sum((boxes is not None, detector is not None, whole_image)) > 1:
@@ -56,6 +60,7 @@ def predict_cmd(
         files = collect_images(images)
         box_map = None if boxes is None else load_boxes(boxes, files)
         torch_device = resolve_device(device)
+        check_precision(precision.value, torch_device, runtime.value)
         model, cfg = load_model(checkpoint)
         detecting = boxes is None and not whole_image
         if detecting and detector is None and cfg.detector.weights is None:
@@ -81,6 +86,7 @@ def predict_cmd(
             flip=False if no_flip else None,
             batch_size=batch_size,
             detector=found_by,
+            precision=precision.value,
         )
     except USER_ERRORS as err:
         fail(str(err))

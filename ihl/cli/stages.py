@@ -16,6 +16,8 @@ from ihl.cli.common import (
     DetectorOpt,
     DeviceOpt,
     NoFlipOpt,
+    Precision,
+    PrecisionOpt,
     Runtime,
     RuntimeOpt,
     fail,
@@ -196,6 +198,7 @@ def evaluate_cmd(
     ] = None,
     detector: DetectorOpt = None,
     runtime: RuntimeOpt = Runtime.torch,
+    precision: PrecisionOpt = Precision.fp32,
     no_flip: NoFlipOpt = False,
     device: DeviceOpt = None,
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
@@ -231,6 +234,7 @@ def evaluate_cmd(
             "--images": images,
             "--best": best,
             "--detector": detector,
+            "--precision": None if precision is Precision.fp32 else precision,
         }
         extra = [name for name, value in checkpoint_only.items() if value is not None]
         if extra:
@@ -250,6 +254,7 @@ def evaluate_cmd(
     from ihl.checkpoint import CheckpointError
     from ihl.detection.models import DetectorError
     from ihl.evaluate import evaluate
+    from ihl.inference import PrecisionError
 
     try:
         metrics = evaluate(
@@ -268,8 +273,9 @@ def evaluate_cmd(
             best=best,
             detector=detector,
             runtime=runtime.value,
+            precision=precision.value,
         )
-    except (*USER_ERRORS, CheckpointError, DetectorError) as err:
+    except (*USER_ERRORS, CheckpointError, DetectorError, PrecisionError) as err:
         fail(str(err))
     if metrics:
         print_table(metrics)

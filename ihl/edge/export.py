@@ -11,7 +11,8 @@ The archive is self-describing: ``model.pt`` (weights and full config, loadable
 with ``weights_only=True``), ``config.yaml`` (the same config, readable),
 ``keypoints.json`` (joint names, skeleton, flip pairs, OKS sigmas),
 ``model_card.md`` and ``model_card.json``, the handler and
-``model-config.yaml`` (workers, batching, the handler's limits). With runtime
+``model-config.yaml`` (workers, batching, the handler's limits and the inference
+``precision`` its forward runs under). With runtime
 ``onnx`` it also holds ``pose.onnx``, which the handler then runs under ONNX
 Runtime; with a person detector, ``detector.pt``, which finds the persons of a
 request without boxes (serving downloads nothing). The handler
@@ -46,6 +47,7 @@ from ihl.detection.models import (
 )
 from ihl.edge.names import NAME
 from ihl.files import load_json
+from ihl.inference import PrecisionError, check_precision
 from ihl.runtime import export_onnx
 
 HANDLER = "ihl_handler.py"
@@ -165,6 +167,7 @@ def _card(info: dict[str, Any]) -> str:
         f"| parameters | {info['parameters']:,} |",
         f"| flip test | {'on' if info['flip'] else 'off'} |",
         f"| runtime | {info['runtime']} |",
+        f"| precision | {info['precision']} |",
         f"| person detector | {info['detector'] or 'none (a request without boxes: one person)'} |",
         f"| source checkpoint | {info['checkpoint']} |",
         f"| ihl / torch | {info['ihl']} / {info['torch']} |",
@@ -257,6 +260,7 @@ def export_model(
     runtime: str = "torch",
     detector: Path | None = None,
     detector_metrics: Path | None = None,
+    precision: str = "fp32",
 ) -> Path:
     """Write the export folder for ``checkpoint`` at ``out`` (layout in the module docstring).
 
@@ -266,7 +270,10 @@ def export_model(
     ``max_batch_delay`` (ms) override serving/model-config.yaml. ``runtime`` "onnx" packs
     the model as ONNX too, for ONNX Runtime; ``detector`` is a detector file to pack (else
     the config's detector when it has weights) and ``detector_metrics`` its metrics, for
-    the card. Returns the archive's path.
+    the card. ``precision`` (fp32, bf16 or fp16) is the one the handler runs the pose
+    model's forward under, written to model-config.yaml's handler section; fp16 serves on
+    GPU workers only (a CPU worker refuses to load it), and ONNX Runtime runs fp32 only.
+    Returns the archive's path.
     """
     checkpoint, out = Path(checkpoint), Path(out)
     for value, what in ((name, "model name"), (version, "version")):
@@ -281,12 +288,17 @@ def export_model(
         raise ExportError(f"{out} exists and is not empty; pass overwrite to replace it")
     if runtime not in RUNTIMES:
         raise ExportError(f"runtime {runtime!r}: expected one of {', '.join(RUNTIMES)}")
+    try:  # the serving device is unknown here: a CPU worker refuses fp16 when it loads
+        check_precision(precision, "cuda", runtime)
+    except PrecisionError as err:
+        raise ExportError(str(err)) from None
     model, cfg = load_model(checkpoint)
     scores = _read_metrics(Path(metrics)) if metrics is not None else {}
     if detector_metrics is not None:
         scores |= {f"detector_{k}": v for k, v in _read_metrics(Path(detector_metrics)).items()}
     found_by, detector_cfg = _detector(cfg, detector)
     serving = _model_config(workers, batch_size, max_batch_delay)
+    serving["handler"] = {**serving.get("handler", {}), "precision": precision}
     spec = get_spec(cfg.data.dataset)
     info = {
         "name": name,
@@ -302,6 +314,7 @@ def export_model(
         "parameters": sum(p.numel() for p in model.parameters()),
         "flip": cfg.test.flip,
         "runtime": runtime,
+        "precision": precision,
         "detector": detector_cfg and f"{detector_cfg.architecture} ({found_by})",
         "dataset": spec.name,
         "keypoint_names": list(spec.joints),
