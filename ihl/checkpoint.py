@@ -73,6 +73,12 @@ def save_model(path: str | Path, model: torch.nn.Module, cfg: Config, **extra: A
 
 def load_model(path: str | Path) -> tuple[torch.nn.Module, Config]:
     """Rebuild a model from one of our checkpoints (config included), weights loaded strictly."""
+    model, cfg, _ = load_model_and_epoch(path)
+    return model, cfg
+
+
+def load_model_and_epoch(path: str | Path) -> tuple[torch.nn.Module, Config, int | None]:
+    """``load_model``, plus the epoch the checkpoint was saved at when it says, from one read."""
     ckpt = safe_load(path)
     if ckpt.get("format") != FORMAT:
         raise CheckpointError(
@@ -83,7 +89,8 @@ def load_model(path: str | Path) -> tuple[torch.nn.Module, Config]:
     cfg.model.pretrained = False
     model = build_model(cfg.model)
     model.load_state_dict(ckpt["model"])
-    return model, cfg
+    epoch = ckpt.get("epoch")
+    return model, cfg, int(epoch) if isinstance(epoch, int | float) else None
 
 
 def init_from(path: str | Path, model: torch.nn.Module, criterion: torch.nn.Module) -> None:

@@ -19,7 +19,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
-from ihl.checkpoint import load_model
+from ihl.checkpoint import load_model_and_epoch
 from ihl.config import Config
 from ihl.data.build import COCO_SPLITS, build_eval_dataset, worker_init
 from ihl.data.coco import is_image_info
@@ -212,7 +212,7 @@ def evaluate(
         raise ValueError(f"{ann_file}: an image-info file has no ground truth to compare with")
     dev = resolve_device(device)
     check_precision(precision, dev, runtime)
-    loaded = [load_model(ckpt) for ckpt in (checkpoint, best) if ckpt is not None]
+    loaded = [load_model_and_epoch(ckpt) for ckpt in (checkpoint, best) if ckpt is not None]
     if boxes == "detector" and loaded[0][1].data.dataset == "mpii":
         raise ValueError("--boxes detector: MPII persons are given by their centre and scale")
     ddp = init_distributed(dev)
@@ -247,13 +247,13 @@ def evaluate(
                 precision=precision,
                 out_dir=Path(out_dir),
             )
-            for model, cfg in loaded
+            for model, cfg, _ in loaded
         ]
         metrics, results = found[0]
         metrics = {**metrics, **box_metrics}
         if best is not None:
             best_metrics = found[1][0]
-            best_epoch = load_epoch(best)
+            best_epoch = loaded[1][2]
             metrics = {
                 **metrics,
                 **{f"best_checkpoint_{k}": v for k, v in best_metrics.items()},
@@ -271,14 +271,6 @@ def evaluate(
         scratch.cleanup()
         if ddp.owns_group:
             dist.destroy_process_group()
-
-
-def load_epoch(checkpoint: Path) -> int | None:
-    """The epoch a checkpoint was saved at, when it says."""
-    from ihl.checkpoint import safe_load
-
-    epoch = safe_load(checkpoint).get("epoch")
-    return int(epoch) if isinstance(epoch, int | float) else None
 
 
 def _run(

@@ -10,8 +10,9 @@ import pytest
 import torch
 from sample_data import COCO_ANN, COCO_DETS, COCO_IMAGES, COCO_SAMPLE
 
+import ihl.checkpoint
 from ihl import config
-from ihl.checkpoint import load_model, save_model
+from ihl.checkpoint import load_model, safe_load, save_model
 from ihl.data.build import build_train_dataset
 from ihl.data.synth import make_crowdpose_synth
 from ihl.evaluate import evaluate
@@ -33,12 +34,17 @@ def test_shift_probability_reaches_the_augmentation(tiny_cfg):
     assert build_train_dataset(tiny_cfg).pipeline.augment.shift_prob == 0.0
 
 
-def test_final_weights_are_scored_with_the_best_checkpoint_beside_them(straight_run, tmp_path):
+def test_final_weights_are_scored_with_the_best_checkpoint_beside_them(
+    straight_run, tmp_path, monkeypatch
+):
     out, _ = straight_run
     final, best = out / "checkpoints" / "final.pt", out / "checkpoints" / "best.pt"
     model, cfg = load_model(final)
     assert cfg.train.epochs == torch.load(final, weights_only=True)["epoch"]
+    reads = []
+    monkeypatch.setattr(ihl.checkpoint, "safe_load", lambda p: reads.append(p) or safe_load(p))
     metrics = evaluate(final, tmp_path / "eval", best=best, boxes="gt", progress=False)
+    assert reads == [final, best]  # each checkpoint read once, its epoch included
     written = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert {"AP", "best_checkpoint_AP", "best_checkpoint_epoch"} <= set(written)
     # Two epochs validated only at the end: best.pt is the final model, so the APs agree.
