@@ -210,7 +210,7 @@ def evaluate(
         cfg = loaded[0][1]
         if cfg.data.dataset == "mpii":
             raise ValueError("--boxes detector: MPII persons are given by their centre and scale")
-        box_metrics, detections = _detect(cfg, detector, data_root, split, Path(out_dir))
+        box_metrics, detections = _detect(cfg, detector, data_root, split, Path(out_dir), runtime)
         boxes = "detections"
     dev = resolve_device(device)
     ddp = init_distributed(dev)
@@ -322,14 +322,24 @@ def _run(
 
 
 def _detect(
-    cfg: Config, detector: Path | None, data_root: Path | None, split: str, out_dir: Path
+    cfg: Config,
+    detector: Path | None,
+    data_root: Path | None,
+    split: str,
+    out_dir: Path,
+    runtime: str,
 ) -> tuple[dict[str, float], Path]:
-    """Run the person detector over ``split``; its boxes file and its box AP."""
+    """Run the person detector over ``split`` (with runtime ``onnx`` exported beside the
+    results as ``detector.onnx``, under ONNX Runtime); its boxes file and its box AP."""
     from ihl.detection.boxap import evaluate_detector
     from ihl.detection.models import detector_for
     from ihl.files import write_json
 
     model, detector_cfg = detector_for(cfg.detector, detector)
+    if runtime == "onnx":
+        from ihl.detection.onnx import onnx_detector
+
+        model, detector_cfg = onnx_detector(model, detector_cfg, out_dir / "detector.onnx")
     root = cfg.data.root if data_root is None else data_root
     metrics, found = evaluate_detector(model, detector_cfg, root, COCO_SPLITS.get(split, split))
     return metrics, write_json(out_dir / "detections.json", found)

@@ -14,7 +14,8 @@ with ``weights_only=True``), ``config.yaml`` (the same config, readable),
 ``model-config.yaml`` (workers, batching, the handler's limits). With runtime
 ``onnx`` it also holds ``pose.onnx``, which the handler then runs under ONNX
 Runtime; with a person detector, ``detector.pt``, which finds the persons of a
-request without boxes (serving downloads nothing). The handler
+request without boxes (serving downloads nothing), and with runtime ``onnx`` also
+``detector.onnx``, which the handler then runs instead. The handler
 and the TorchServe configs live in the repository's ``serving/`` folder
 (``IHL_SERVING_DIR`` points elsewhere, e.g. in an image).
 """
@@ -44,6 +45,7 @@ from ihl.detection.models import (
     load_detector,
     save_detector,
 )
+from ihl.detection.onnx import export_detector
 from ihl.edge.names import NAME
 from ihl.files import load_json
 from ihl.runtime import export_onnx
@@ -57,6 +59,7 @@ KSERVE_MODEL_STORE = "/mnt/models/model-store"
 RUNTIMES = ("torch", "onnx")
 ONNX_FILE = "pose.onnx"
 DETECTOR_FILE = "detector.pt"
+DETECTOR_ONNX_FILE = "detector.onnx"
 
 
 class ExportError(ValueError):
@@ -333,7 +336,10 @@ def export_model(
         if runtime == "onnx":
             extra.append(export_onnx(model.eval(), work / ONNX_FILE))
         if detector_cfg is not None:
-            extra.append(_pack_detector(cfg.detector, detector, work / DETECTOR_FILE))
+            packed = _pack_detector(cfg.detector, detector, work / DETECTOR_FILE)
+            extra.append(packed)
+            if runtime == "onnx":
+                extra.append(export_detector(*load_detector(packed), work / DETECTOR_ONNX_FILE))
         (build / "model-store").mkdir()
         archive = _archive(
             work, build / "model-store", name, version, [*extra, work / "model_card.json"]
