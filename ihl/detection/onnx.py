@@ -27,6 +27,19 @@ FORMAT = "ihl-detector-onnx-1"
 """Marks a detector exported by ``export_detector`` (the ``format`` metadata entry)."""
 INPUT = "image"
 OUTPUTS = ("boxes", "scores", "labels")
+NOT_EXPORTABLE = {
+    "fasterrcnn_resnet50_fpn_v2": "it exports, but ONNX Runtime fails at a Reshape of its RoI "
+    "heads on real photos (docs/inference.md)",
+}
+
+
+def check_exportable(architecture: str) -> None:
+    """Refuse, before any work, an architecture whose export does not run."""
+    if architecture in NOT_EXPORTABLE:
+        raise DetectorError(
+            f"detector {architecture} cannot run under ONNX Runtime: "
+            f"{NOT_EXPORTABLE[architecture]}; use runtime torch or another architecture"
+        )
 
 
 class _OneImage(nn.Module):
@@ -46,6 +59,7 @@ def export_detector(model: nn.Module, cfg: DetectorConfig, path: str | Path) -> 
     and the config in its metadata. Written beside the target, then renamed."""
     import onnx
 
+    check_exportable(cfg.architecture)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")

@@ -45,7 +45,7 @@ from ihl.detection.models import (
     load_detector,
     save_detector,
 )
-from ihl.detection.onnx import export_detector
+from ihl.detection.onnx import check_exportable, export_detector
 from ihl.edge.names import NAME
 from ihl.files import load_json
 from ihl.runtime import export_onnx
@@ -289,6 +289,11 @@ def export_model(
     if detector_metrics is not None:
         scores |= {f"detector_{k}": v for k, v in _read_metrics(Path(detector_metrics)).items()}
     found_by, detector_cfg = _detector(cfg, detector)
+    if runtime == "onnx" and detector_cfg is not None:
+        try:
+            check_exportable(detector_cfg.architecture)
+        except DetectorError as err:
+            raise ExportError(str(err)) from None
     serving = _model_config(workers, batch_size, max_batch_delay)
     spec = get_spec(cfg.data.dataset)
     info = {

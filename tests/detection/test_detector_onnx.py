@@ -119,6 +119,10 @@ def test_not_a_detector_onnx_file_is_refused(trained, tmp_path):
     onnx.save(graph, str(bad_cfg))
     with pytest.raises(DetectorError, match="config does not validate"):
         OnnxDetector(bad_cfg)
+    v2 = cfg.model_copy(update={"architecture": "fasterrcnn_resnet50_fpn_v2"})
+    with pytest.raises(DetectorError, match="fasterrcnn_resnet50_fpn_v2 cannot run under ONNX"):
+        export_detector(model, v2, tmp_path / "v2.onnx")
+    assert not (tmp_path / "v2.onnx").exists()
 
 
 class _Context:
