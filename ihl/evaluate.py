@@ -223,7 +223,9 @@ def evaluate(
         box_metrics: dict[str, float] = {}
         found_boxes: list[dict] = []
         if boxes == "detector":
-            box_metrics, found_boxes = _detect(loaded[0][1], detector, data_root, split, dev, ddp)
+            box_metrics, found_boxes = _detect(
+                loaded[0][1], detector, data_root, split, dev, ddp, runtime, Path(out_dir)
+            )
             detections = write_json(Path(scratch.name) / "detections.json", found_boxes)
             boxes = "detections"
         found = [
@@ -335,13 +337,20 @@ def _detect(
     split: str,
     dev: torch.device,
     ddp: Distributed,
+    runtime: str,
+    out_dir: Path,
 ) -> tuple[dict[str, float], list[dict]]:
-    """Run the person detector over ``split``, the ranks sharing the images; its box AP and
-    its boxes, on every rank."""
+    """Run the person detector over ``split``, the ranks sharing the images (with runtime
+    ``onnx`` exported beside the results as ``detector.onnx``, under ONNX Runtime on the CPU);
+    its box AP and its boxes, on every rank."""
     from ihl.detection.boxap import evaluate_detector
     from ihl.detection.models import detector_for
 
     model, detector_cfg = detector_for(cfg.detector, detector)
+    if runtime == "onnx":
+        from ihl.detection.onnx import onnx_detector
+
+        model, detector_cfg = onnx_detector(model, detector_cfg, out_dir / "detector.onnx")
     root = cfg.data.root if data_root is None else data_root
     return evaluate_detector(model.to(dev), detector_cfg, root, COCO_SPLITS.get(split, split), ddp)
 

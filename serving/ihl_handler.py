@@ -8,10 +8,10 @@ Without boxes the archive's person detector (``detector.pt``) finds the persons,
 or, in an archive without one, the whole image is one person box; ``"boxes": []``
 means nobody. Each person in the answer carries its ``box_score`` (the
 detector's, or the one given with the box, 1 by default). An archive with
-``pose.onnx`` runs the pose model under ONNX Runtime (CPU); the ``precision`` of the
-``handler`` section (fp32, bf16 or fp16, written by ``ihl export --precision``) is the one
-the pose model's forward runs under. Every crop of every request
-in a TorchServe batch goes through the network together; a request that
+``pose.onnx`` runs the pose model under ONNX Runtime (CPU), one with ``detector.onnx``
+the detector; the ``precision`` of the ``handler`` section (fp32, bf16 or fp16, written by
+``ihl export --precision``) is the one the pose model's forward runs under. Every crop
+of every request in a TorchServe batch goes through the network together; a request that
 cannot be served gets its own 4xx status and a JSON error while the others in
 its batch are answered normally, and if the forward pass of a batch fails, each
 request is retried alone so that only the one at fault fails.
@@ -435,7 +435,12 @@ class PoseHandler(BaseHandler):
         # fp16 on a CPU worker, or reduced precision under ONNX Runtime, fails the worker here
         check_precision(self.precision, self.device, runtime)
         self.detector = None
-        if (model_dir / "detector.pt").is_file():
+        if (model_dir / "detector.onnx").is_file() and self.device.type == "cpu":
+            from ihl.detection.onnx import OnnxDetector
+
+            onnx_detector = OnnxDetector(model_dir / "detector.onnx")
+            self.detector = (onnx_detector, onnx_detector.cfg)
+        elif (model_dir / "detector.pt").is_file():
             model, detector_cfg = load_detector(model_dir / "detector.pt")
             self.detector = (model.to(self.device), detector_cfg)
         rate = crop_rate(self.model, self.cfg, precision=self.precision)

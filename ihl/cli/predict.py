@@ -73,6 +73,10 @@ def predict_cmd(
             from ihl.runtime import OnnxPoseModel, export_onnx
 
             model = OnnxPoseModel(export_onnx(model.eval(), out / "pose.onnx"), cfg.model)
+            if found_by is not None:
+                from ihl.detection.onnx import onnx_detector
+
+                found_by = onnx_detector(*found_by, out / "detector.onnx")
     except (*USER_ERRORS, CheckpointError, DetectorError, ValueError) as err:
         fail(str(err))
     try:

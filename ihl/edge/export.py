@@ -15,7 +15,8 @@ with ``weights_only=True``), ``config.yaml`` (the same config, readable),
 ``precision`` its forward runs under). With runtime
 ``onnx`` it also holds ``pose.onnx``, which the handler then runs under ONNX
 Runtime; with a person detector, ``detector.pt``, which finds the persons of a
-request without boxes (serving downloads nothing). The handler
+request without boxes (serving downloads nothing), and with runtime ``onnx`` also
+``detector.onnx``, which the handler then runs instead. The handler
 and the TorchServe configs live in the repository's ``serving/`` folder
 (``IHL_SERVING_DIR`` points elsewhere, e.g. in an image).
 """
@@ -45,6 +46,7 @@ from ihl.detection.models import (
     load_detector,
     save_detector,
 )
+from ihl.detection.onnx import check_exportable, export_detector
 from ihl.edge.names import NAME
 from ihl.files import load_json
 from ihl.inference import PrecisionError, check_precision
@@ -59,6 +61,7 @@ KSERVE_MODEL_STORE = "/mnt/models/model-store"
 RUNTIMES = ("torch", "onnx")
 ONNX_FILE = "pose.onnx"
 DETECTOR_FILE = "detector.pt"
+DETECTOR_ONNX_FILE = "detector.onnx"
 
 
 class ExportError(ValueError):
@@ -297,6 +300,11 @@ def export_model(
     if detector_metrics is not None:
         scores |= {f"detector_{k}": v for k, v in _read_metrics(Path(detector_metrics)).items()}
     found_by, detector_cfg = _detector(cfg, detector)
+    if runtime == "onnx" and detector_cfg is not None:
+        try:
+            check_exportable(detector_cfg.architecture)
+        except DetectorError as err:
+            raise ExportError(str(err)) from None
     serving = _model_config(workers, batch_size, max_batch_delay)
     serving["handler"] = {**serving.get("handler", {}), "precision": precision}
     spec = get_spec(cfg.data.dataset)
@@ -346,7 +354,10 @@ def export_model(
         if runtime == "onnx":
             extra.append(export_onnx(model.eval(), work / ONNX_FILE))
         if detector_cfg is not None:
-            extra.append(_pack_detector(cfg.detector, detector, work / DETECTOR_FILE))
+            packed = _pack_detector(cfg.detector, detector, work / DETECTOR_FILE)
+            extra.append(packed)
+            if runtime == "onnx":
+                extra.append(export_detector(*load_detector(packed), work / DETECTOR_ONNX_FILE))
         (build / "model-store").mkdir()
         archive = _archive(
             work, build / "model-store", name, version, [*extra, work / "model_card.json"]

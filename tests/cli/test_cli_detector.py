@@ -70,6 +70,7 @@ def test_predict_without_boxes_needs_a_detector_and_uses_it(
             "predict", checkpoint, image, "--out", out, "--detector", detector, "--runtime", runtime
         )
         assert result.exit_code == 0, result.output
+        assert (out / "detector.onnx").is_file() == (runtime == "onnx")
         found.append(json.loads((out / "predictions.json").read_text()))
     torch_people, onnx_people = found
     assert len(torch_people) == len(onnx_people)
@@ -90,7 +91,9 @@ def test_evaluate_with_detector_boxes_and_onnx_runtime(cli, checkpoint, detector
         assert result.exit_code == 0, result.output
         metrics[runtime] = json.loads((out / "metrics.json").read_text())
         assert (out / "detections.json").is_file()
+        assert (out / "detector.onnx").is_file() == (runtime == "onnx")
     assert "box_AP" in metrics["torch"]
+    assert round(metrics["torch"]["box_AP"], 3) == round(metrics["onnx"]["box_AP"], 3)
     assert round(metrics["torch"]["AP"], 3) == round(metrics["onnx"]["AP"], 3)
     result = cli(
         "evaluate", checkpoint, "-o", tmp_path / "x", "--boxes", "gt", "--detector", detector

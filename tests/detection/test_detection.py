@@ -14,7 +14,6 @@ from sample_data import COCO_IMAGES, REAL_IMAGES
 
 from ihl import config
 from ihl.config import DetectorConfig
-from ihl.data.synth import make_coco_synth
 from ihl.detection.boxap import box_ap, evaluate_detector
 from ihl.detection.detect import detect, select_persons
 from ihl.detection.models import (
@@ -23,26 +22,7 @@ from ihl.detection.models import (
     build_detector,
     load_detector,
 )
-from ihl.detection.train import train_detector
 from ihl.image_io import read_image_bgr
-
-TINY = {"architecture": "fcos_small", "weights": None, "min_size": 96, "max_size": 128}
-
-
-@pytest.fixture(scope="module")
-def synth(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synth") / "coco"
-    make_coco_synth(root, 16, 6, image_size=(128, 96), seed=3)
-    return root
-
-
-@pytest.fixture(scope="module")
-def trained(synth, tmp_path_factory):
-    """A detector trained for a few seconds: a working model, not a good one."""
-    cfg = DetectorConfig(**TINY, epochs=2, batch_size=8)
-    path = tmp_path_factory.mktemp("det") / "detector.pt"
-    model = train_detector(cfg, synth, path, log=lambda _: None)
-    return model, cfg, path
 
 
 def test_config_has_a_detector_section_that_refuses_bad_values():
