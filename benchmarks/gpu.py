@@ -15,7 +15,8 @@ realistic) in a temporary folder:
    which the rate includes.
 3. end to end: the engine's ``train_one_epoch`` with its loader, ResNet-50 bf16
    + channels-last, decoding on the CPU and on the GPU: what a run sees.
-4. evaluation: crops/s of ``predict_dataset`` (flip test) with N workers.
+4. evaluation: crops/s of ``predict_dataset`` (flip test) with N workers, in fp32, bf16
+   and fp16 (``--precision``).
 
 ``--smoke`` runs every piece on the CPU in seconds (the sample preset, tiny
 crops, a handful of steps, the aot_eager compile backend), so the script is
@@ -45,6 +46,7 @@ from ihl.data.transforms import heatmaps_from_marginals
 from ihl.device import available_cpus, driver_version
 from ihl.distributed import Distributed as Single
 from ihl.evaluate import predict_dataset
+from ihl.inference import PRECISIONS
 from ihl.models import build_model
 from ihl.train import (
     TARGET_KEYS,
@@ -158,16 +160,18 @@ def end_to_end_rate(cfg: Config, device: torch.device, workers: int, steps: int)
     return done["timed"] * cfg.train.batch_size / (time.perf_counter() - done["start"])
 
 
-def eval_rate(cfg: Config, device: torch.device, workers: int) -> tuple[float, int]:
-    """Crops/s of predict_dataset with the flip test over the validation boxes."""
+def eval_rate(cfg: Config, device: torch.device, workers: int, precision: str) -> tuple[float, int]:
+    """Crops/s of predict_dataset with the flip test over the validation boxes, the forward
+    in ``precision`` (``ihl evaluate --precision``)."""
     dataset, _ = build_val_dataset(cfg)
     model = build_model(cfg.model).to(device)
     if cfg.train.channels_last:
         model.to(memory_format=torch.channels_last)
-    predict_dataset(model, cfg, dataset, device, cfg.train.batch_size, False, num_workers=workers)
+    args = (model, cfg, dataset, device, cfg.train.batch_size, False)
+    predict_dataset(*args, num_workers=workers, precision=precision)
     sync(device)
     start = time.perf_counter()
-    predict_dataset(model, cfg, dataset, device, cfg.train.batch_size, False, num_workers=workers)
+    predict_dataset(*args, num_workers=workers, precision=precision)
     sync(device)
     return len(dataset) / (time.perf_counter() - start), len(dataset)
 
@@ -235,16 +239,21 @@ def main() -> None:
                 rate = end_to_end_rate(decode_cfg, device, n, steps)
                 print(f"{n:>7} {decode:>7} {rate:>9.1f} {peak_gib(device):>9.2f}", flush=True)
 
-        print("\n4. evaluation with flip test (fp32 model, detector boxes), crops/s")
-        print(f"{'preset':<16} {'workers':>7} {'crops':>6} {'crops/s':>9} {'peak GiB':>9}")
+        print("\n4. evaluation with flip test (detector boxes), crops/s")
+        print(
+            f"{'preset':<16} {'precision':>9} {'workers':>7} {'crops':>6} {'crops/s':>9} "
+            f"{'peak GiB':>9}"
+        )
         for preset in size["presets"]:
             eval_cfg = load_cfg(preset, data, size, MODES["fp32/TF32"])
-            reset_peak(device)
-            rate, crops = eval_rate(eval_cfg, device, workers[-1])
-            print(
-                f"{preset:<16} {workers[-1]:>7} {crops:>6} {rate:>9.1f} {peak_gib(device):>9.2f}",
-                flush=True,
-            )
+            for precision in ("fp32", "bf16") if args.smoke else PRECISIONS:
+                reset_peak(device)
+                rate, crops = eval_rate(eval_cfg, device, workers[-1], precision)
+                print(
+                    f"{preset:<16} {precision:>9} {workers[-1]:>7} {crops:>6} {rate:>9.1f} "
+                    f"{peak_gib(device):>9.2f}",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":
