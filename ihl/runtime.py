@@ -8,7 +8,6 @@ its memory once, which makes CPU inference faster than eager PyTorch
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from ihl.config import ModelConfig
+from ihl.files import replacing
 from ihl.inference import OUTPUTS
 from ihl.models.pose import PoseModel
 
@@ -38,27 +38,32 @@ class _InferenceOutputs(nn.Module):
 def export_onnx(model: PoseModel, path: str | Path) -> Path:
     """Write ``model`` as ONNX: float32 RGB crops in 0..255 (batch, 3, height, width), any
     batch size, to its head's ``OUTPUTS``. Written beside the target, then renamed."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     width, height = model.cfg.input_size
     wrapper = _InferenceOutputs(model).eval()
     example = torch.zeros(2, 3, height, width)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with replacing(path) as handle:
         torch.onnx.export(
             wrapper,
             (example,),
-            str(tmp),
+            handle,
             input_names=["images"],
             output_names=list(wrapper.names),
             dynamic_axes={"images": {0: "batch"}, **{n: {0: "batch"} for n in wrapper.names}},
             opset_version=OPSET,
             dynamo=False,
         )
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return Path(path)
+
+
+def cpu_session(path: str | Path, threads: int | None = None):
+    """An ONNX Runtime session of ``path`` on the CPU, every graph optimisation on, with
+    ``threads`` (default: torch's) intra-op threads."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or torch.get_num_threads()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 class OnnxPoseModel(nn.Module):
@@ -67,13 +72,8 @@ class OnnxPoseModel(nn.Module):
     module without parameters, so that code written for PoseModel (eval, to) runs it."""
 
     def __init__(self, path: str | Path, cfg: ModelConfig, threads: int | None = None):
-        import onnxruntime as ort
-
         super().__init__()
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or torch.get_num_threads()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session = cpu_session(path, threads)
         self.cfg = cfg
         self.names = [o.name for o in self.session.get_outputs()]
         if tuple(self.names) != OUTPUTS[cfg.head]:

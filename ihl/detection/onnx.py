@@ -11,8 +11,8 @@ metadata, so a ``detector.onnx`` alone is a working detector.
 
 from __future__ import annotations
 
+import io
 import json
-import os
 import warnings
 from pathlib import Path
 
@@ -21,7 +21,8 @@ from torch import Tensor, nn
 
 from ihl.config import DetectorConfig
 from ihl.detection.models import DetectorError
-from ihl.runtime import OPSET
+from ihl.files import write_bytes
+from ihl.runtime import OPSET, cpu_session
 
 FORMAT = "ihl-detector-onnx-1"
 """Marks a detector exported by ``export_detector`` (the ``format`` metadata entry)."""
@@ -60,34 +61,27 @@ def export_detector(model: nn.Module, cfg: DetectorConfig, path: str | Path) -> 
     import onnx
 
     check_exportable(cfg.architecture)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     example = torch.rand(3, 120, 160, generator=torch.Generator().manual_seed(0))
-    try:
-        with torch.no_grad(), warnings.catch_warnings():
-            # tracing torchvision's transform warns of sizes it records as constants: they
-            # are the example's and the exported resize computes its own (the tests check)
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            warnings.filterwarnings("ignore", "To copy construct from a tensor", UserWarning)
-            torch.onnx.export(
-                _OneImage(model.cpu()).eval(),
-                (example,),
-                str(tmp),
-                input_names=[INPUT],
-                output_names=list(OUTPUTS),
-                dynamic_axes={INPUT: {1: "height", 2: "width"}, **{n: {0: "n"} for n in OUTPUTS}},
-                opset_version=OPSET,
-                dynamo=False,
-            )
-        graph = onnx.load(str(tmp))
-        meta = {"format": FORMAT, "config": json.dumps(cfg.model_dump(mode="json"))}
-        onnx.helper.set_model_props(graph, meta)
-        onnx.save(graph, str(tmp))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    traced = io.BytesIO()
+    with torch.no_grad(), warnings.catch_warnings():
+        # tracing torchvision's transform warns of sizes it records as constants: they
+        # are the example's and the exported resize computes its own (the tests check)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", "To copy construct from a tensor", UserWarning)
+        torch.onnx.export(
+            _OneImage(model.cpu()).eval(),
+            (example,),
+            traced,
+            input_names=[INPUT],
+            output_names=list(OUTPUTS),
+            dynamic_axes={INPUT: {1: "height", 2: "width"}, **{n: {0: "n"} for n in OUTPUTS}},
+            opset_version=OPSET,
+            dynamo=False,
+        )
+    graph = onnx.load_from_string(traced.getvalue())
+    meta = {"format": FORMAT, "config": json.dumps(cfg.model_dump(mode="json"))}
+    onnx.helper.set_model_props(graph, meta)
+    return write_bytes(path, graph.SerializeToString())
 
 
 class OnnxDetector(nn.Module):
@@ -97,18 +91,11 @@ class OnnxDetector(nn.Module):
     module without parameters, so code written for the eager model (eval, to) runs it."""
 
     def __init__(self, path: str | Path, threads: int | None = None):
-        import onnxruntime as ort
-
         super().__init__()
         if not Path(path).is_file():
             raise DetectorError(f"ONNX detector file not found: {path}")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or torch.get_num_threads()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:
-            self.session = ort.InferenceSession(
-                str(path), options, providers=["CPUExecutionProvider"]
-            )
+            self.session = cpu_session(path, threads)
         except Exception as err:  # ORT raises its own exception types for unreadable graphs
             raise DetectorError(f"{path}: not a readable ONNX model ({err})") from None
         meta = self.session.get_modelmeta().custom_metadata_map
