@@ -203,7 +203,9 @@ def evaluate(
     the pose model exported to ONNX under ONNX Runtime. ``precision`` "bf16" or "fp16" runs
     the pose model's forward under autocast (``ihl.inference.check_precision`` says where
     each can run: fp16 on CUDA only, and neither with ONNX). Files are written atomically, and
-    only once everything has been computed, so a failed run leaves no partial outputs.
+    the results, metrics and detections only once everything has been computed, so a failed
+    run leaves none of them (the ONNX exports, ``pose.onnx`` and ``detector.onnx``, are
+    written before they run).
     Under torchrun the ranks share the crops and rank 0 writes the files; every rank
     returns the metrics.
     """
