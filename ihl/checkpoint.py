@@ -222,15 +222,28 @@ def load_foreign(path: str | Path) -> dict[str, Any]:
     return obj
 
 
-def skipped_names(obj: Any) -> set[str]:
-    """The class names of the ``Skipped`` placeholders anywhere in a loaded checkpoint."""
+MAX_NESTING = 100
+"""How deep containers may nest in a foreign checkpoint; deeper (or self-referencing) is refused."""
+
+
+def skipped_names(obj: Any, depth: int = 0) -> set[str]:
+    """The class names of the ``Skipped`` placeholders anywhere in a loaded checkpoint.
+
+    A checkpoint whose containers nest more than ``MAX_NESTING`` deep, or hold themselves,
+    is refused (CheckpointError) rather than walked into a RecursionError.
+    """
+    if depth > MAX_NESTING:
+        raise CheckpointError(
+            f"nests containers more than {MAX_NESTING} deep (or a container holds itself): "
+            "not a checkpoint"
+        )
     if isinstance(obj, Skipped):
         return {obj.name}
     if isinstance(obj, dict):
-        return set().union(*(skipped_names(v) for v in obj.values()), set())
-    if isinstance(obj, list | tuple):
-        return set().union(*(skipped_names(v) for v in obj), set())
-    return set()
+        obj = obj.values()
+    elif not isinstance(obj, list | tuple):
+        return set()
+    return set().union(*(skipped_names(v, depth + 1) for v in obj), set())
 
 
 # The reference's flow sits in the loss: head.loss_module.flow_model.* for a single loss,
@@ -293,7 +306,10 @@ def import_checkpoint(
     kept under ``flow`` for fine-tuning (our RealNVP's state dict, checked against it).
     """
     ckpt = load_foreign(src)
-    skipped = skipped_names(ckpt)
+    try:
+        skipped = skipped_names(ckpt)
+    except CheckpointError as err:
+        raise CheckpointError(f"{src}: {err}") from None
     if skipped:
         log.info("%s: not rebuilt (training state only): %s", src, ", ".join(sorted(skipped)))
     state = ckpt.get("state_dict", ckpt)

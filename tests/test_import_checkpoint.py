@@ -115,3 +115,33 @@ def test_an_imported_checkpoint_starts_a_fine_tuning_run_flow_included(tmp_path)
         )
         log_prob = criterion.flow.log_prob(expected["points"])
         torch.testing.assert_close(log_prob, expected["flow_log_prob"], rtol=0, atol=1e-6)
+
+
+def _nested(depth: int) -> list:
+    inner: list = []
+    for _ in range(depth):
+        inner = [inner]
+    return inner
+
+
+@pytest.mark.parametrize("shape", ["self-referencing", "deeply nested"])
+def test_a_self_referencing_or_deeply_nested_pickle_is_refused(cli, tmp_path, shape):
+    """`ihl import-checkpoint` answers such a file with a one-line error, not a RecursionError."""
+    if shape == "self-referencing":
+        loop: list = []
+        loop.append(loop)
+        meta = {"history": loop}
+    else:
+        meta = {"history": _nested(5000)}
+    path = tmp_path / f"{shape}.pth"
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(30000)  # pickling 5000 levels needs that many frames
+    try:
+        torch.save({"meta": meta, "state_dict": dict(load_foreign(CKPT)["state_dict"])}, path)
+    finally:
+        sys.setrecursionlimit(limit)
+    result = cli("import-checkpoint", path, tmp_path / "out.pt", "--config", CFG)
+    assert result.exit_code == 2, result.output
+    assert "nests containers more than" in result.output
+    assert "RecursionError" not in result.output
+    assert not (tmp_path / "out.pt").exists()
