@@ -42,7 +42,7 @@ def prepare(
     import tempfile
     from pathlib import Path
 
-    from ihl.edge.urls import redact_url, with_git_credentials
+    from ihl.edge.urls import redact, with_git_credentials
     from ihl.prepare import prepare as prepare_dataset
 
     source = {"data_source": data_source}
@@ -53,12 +53,15 @@ def prepare(
             raise ValueError("data_source 'dvc' needs dvc_repo (a git URL or path)")
         from dvc.api import DVCFileSystem
 
-        shown = redact_url(dvc_repo)
+        shown = redact(dvc_repo)
         url = with_git_credentials(
             dvc_repo, os.environ.get("IHL_GIT_USERNAME", ""), os.environ.get("IHL_GIT_TOKEN", "")
         )
-        fs = DVCFileSystem(url, rev=dvc_rev or None)
-        commit = fs.repo.get_rev()
+        try:  # git's and DVC's errors quote the URL, credentials included
+            fs = DVCFileSystem(url, rev=dvc_rev or None)
+            commit = fs.repo.get_rev()
+        except Exception as err:
+            raise RuntimeError(f"cannot read {shown}: {redact(str(err))}") from None
         root = Path(volume) / "dvc" / commit / data_path
         if not root.is_dir():
             root.parent.mkdir(parents=True, exist_ok=True)

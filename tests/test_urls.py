@@ -38,3 +38,20 @@ def test_git_credentials_go_into_the_url_given_to_git_only():
     assert (
         redact_url(with_git_credentials(url, "bot", "tok")) == "https://***@github.com/org/data.git"
     )
+
+
+def test_redact_finds_every_url_inside_a_message():
+    """Third-party errors quote URLs inside their own text (git's clone error, botocore's
+    endpoint error): each is redacted where it stands, the rest of the text kept."""
+    from ihl.edge.urls import redact
+
+    message = (
+        "Failed to clone repo 'https://bot:ghp_SECRET@github.com/org/data.git' to '/tmp/x'; "
+        'Could not connect to the endpoint URL: "http://key:SECRET@127.0.0.1:9000/bucket?'
+        'X-Amz-Signature=SECRET&list-type=2"'
+    )
+    assert redact(message) == (
+        "Failed to clone repo 'https://***@github.com/org/data.git' to '/tmp/x'; "
+        'Could not connect to the endpoint URL: "http://***@127.0.0.1:9000/bucket?'
+        'X-Amz-Signature=***&list-type=2"'
+    )

@@ -1,9 +1,10 @@
 """URLs without secrets: what may be printed, logged or stored, and git credentials kept apart.
 
 A token pasted into a git URL (``https://user:TOKEN@host/repo.git``) would otherwise reach
-logs, pipeline metadata and the model card; ``redact_url`` removes the user information and
-credential-like query values, and ``with_git_credentials`` puts credentials taken from the
-environment (a Kubernetes secret) into the URL handed to git alone.
+logs, pipeline metadata and the model card; ``redact`` removes the user information and
+credential-like query values of every URL in a text (``redact_url`` of one URL), and
+``with_git_credentials`` puts credentials taken from the environment (a Kubernetes secret)
+into the URL handed to git alone.
 """
 
 from __future__ import annotations
@@ -16,25 +17,25 @@ SECRET_QUERY_KEYS = re.compile(
     re.IGNORECASE,
 )
 HIDDEN = "***"
+_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)[^\s/?#'\"<>]+@")
+_QUERY_VALUE = re.compile(r"(?P<key>[?&][^=&#\s'\"<>]+)=(?P<value>[^&#\s'\"<>]*)")
 
 
-def redact_url(url: str) -> str:
-    """``url`` with any user:password@ replaced by ``***@`` and secret query values by
-    ``***``; anything that is not a URL with a scheme and host is returned as it is."""
-    parts = urllib.parse.urlsplit(url)
-    if not parts.scheme or not parts.netloc:
-        return url
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = f"{HIDDEN}@{netloc.rsplit('@', 1)[1]}"
-    query = urllib.parse.urlencode(
-        [
-            (k, HIDDEN if SECRET_QUERY_KEYS.fullmatch(k) else v)
-            for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
-        ],
-        safe="*",
-    )
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=query))
+def redact(text: str) -> str:
+    """``text`` with every URL's user information (``user:password@``) replaced by ``***@``
+    and the values of credential-like query keys by ``***``, wherever the URLs stand in it: a
+    URL alone, or an error message of git, DVC or botocore that quotes one."""
+    text = _USERINFO.sub(lambda m: f"{m['scheme']}{HIDDEN}@", text)
+
+    def query(match: re.Match) -> str:
+        secret = SECRET_QUERY_KEYS.fullmatch(match["key"][1:])
+        return f"{match['key']}={HIDDEN}" if secret and match["value"] else match[0]
+
+    return _QUERY_VALUE.sub(query, text)
+
+
+redact_url = redact
+"""One URL, to print or store: what ``redact`` does to text."""
 
 
 def has_credentials(url: str) -> bool:
