@@ -25,6 +25,14 @@ EndpointOpt = Annotated[
     str | None,
     typer.Option(help="S3 endpoint URL; default: AWS_ENDPOINT_URL(_S3) or AWS itself."),
 ]
+PinOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--sha256",
+        help="Pin the version: its manifest's sha256 (`list --json`: manifest_sha256); a "
+        "version rewritten since, archive and manifest alike, is refused.",
+    ),
+]
 
 
 def _progress(label: str, total: int):
@@ -111,13 +119,17 @@ def pull_cmd(
     out: Annotated[
         Path, typer.Option("--out", "-o", help="New folder for the version (must not exist).")
     ],
+    sha256: PinOpt = None,
     endpoint_url: EndpointOpt = None,
 ) -> None:
     """Download a version, checking every file's sha256 against its manifest."""
     from ihl.edge.registry import store
 
     try:
-        dest = store.pull(uri, name, version, out, endpoint_url=endpoint_url, progress=_progress)
+        dest = store.pull(
+            uri, name, version, out,
+            manifest_sha256=sha256, endpoint_url=endpoint_url, progress=_progress,
+        )  # fmt: skip
     except _errors() as err:
         fail(str(err))
     typer.echo(dest)
@@ -212,6 +224,7 @@ def register_cmd(
     set_default: Annotated[
         bool, typer.Option(help="Make it the default version of its model name.")
     ] = False,
+    sha256: PinOpt = None,
     endpoint_url: EndpointOpt = None,
 ) -> None:
     """Pull a version and register it with a running TorchServe (management API)."""
@@ -227,6 +240,7 @@ def register_cmd(
             token=_management_key(token, key_file),
             workers=workers,
             set_default=set_default,
+            manifest_sha256=sha256,
             endpoint_url=endpoint_url,
             progress=_progress,
         )

@@ -57,7 +57,7 @@ def test_push_list_promote_pull_manifest(cli, bucket, make_export, s3_server, tm
     assert written.exit_code == 0, written.output
     isvc = yaml.safe_load((tmp_path / "i.yaml").read_text())
     model = isvc["spec"]["predictor"]["model"]
-    assert model["storageUri"] == f"s3://{bucket}/models/ihl/2"
+    assert model["storageUri"] == f"s3://{bucket}/models/ihl/2/"
     assert model["modelFormat"] == {"name": "pytorch"} and model["image"] == image("serve")
     assert model["ports"][0]["containerPort"] == 8080
     assert model["resources"]["limits"]["nvidia.com/gpu"] == "2"

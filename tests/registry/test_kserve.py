@@ -12,7 +12,7 @@ from ihl.edge.registry.kserve import KSERVE_ENV, inference_service
 from ihl.edge.registry.store import RegistryError
 
 KSERVE = Path(__file__).resolve().parents[2] / "serving" / "kserve"
-EXAMPLE_URI = "s3://ihl-models/registry/ihl/1"
+EXAMPLE_URI = "s3://ihl-models/registry/ihl/1/"
 EXAMPLE_DIGEST = "9f2c" * 16
 """The example manifests' pinned manifest sha256 (a placeholder: yours comes from your registry)."""
 

@@ -33,18 +33,16 @@ import json
 import os
 import re
 import secrets
-import shutil
 import socket
-import tempfile
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
 from ihl.edge.names import NAME
+from ihl.edge.urls import redact
+from ihl.files import replacing_folder
 
 MANIFEST = "manifest.json"
 CLAIM = ".push-claim.json"
@@ -54,7 +52,12 @@ REQUIRED = ("config/config.properties", "model_card.md")
 
 
 class RegistryError(Exception):
-    """A registry operation failed; the message says why and what to do."""
+    """A registry operation failed; the message says why and what to do. URLs in it are
+    redacted (``ihl.edge.urls.redact``): an endpoint or a botocore message may carry
+    credentials."""
+
+    def __init__(self, message: str):
+        super().__init__(redact(message))
 
 
 class VersionExistsError(RegistryError):
@@ -104,9 +107,27 @@ def _natural_key(version: str) -> tuple:
     return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"[._-]", version))
 
 
+MISSING = ("404", "NoSuchKey")
+PRECONDITION_FAILED = ("412", "PreconditionFailed", "ConditionalRequestConflict")
+REFUSED = ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403")
+
+
+def _error_code(err: BaseException | None) -> str | None:
+    """The S3 error code of a botocore ClientError, also one that boto3's transfer manager
+    wrapped (its S3UploadFailedError keeps the ClientError as its context); else None."""
+    from botocore.exceptions import ClientError
+
+    while err is not None:
+        if isinstance(err, ClientError):
+            return err.response.get("Error", {}).get("Code", "")
+        err = err.__cause__ or err.__context__
+    return None
+
+
 @contextmanager
 def _s3_errors(where: str) -> Iterator[None]:
-    """Turn botocore's exceptions into RegistryErrors that say what to do."""
+    """Turn botocore's exceptions into RegistryErrors that say what to do. The botocore
+    exception is not chained: its text may name the endpoint with credentials in it."""
     from botocore.exceptions import (
         BotoCoreError,
         ClientError,
@@ -118,48 +139,29 @@ def _s3_errors(where: str) -> Iterator[None]:
 
     try:
         yield
-    except (NoCredentialsError, PartialCredentialsError) as err:
+    except (NoCredentialsError, PartialCredentialsError):
         raise RegistryError(
             f"no S3 credentials for {where}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
             "(or AWS_PROFILE with ~/.aws/credentials)"
-        ) from err
+        ) from None
     except (EndpointConnectionError, ConnectTimeoutError) as err:
         raise RegistryError(
             f"cannot reach the S3 endpoint for {where} ({err}): check --endpoint-url or "
             "AWS_ENDPOINT_URL and that the server is running"
-        ) from err
+        ) from None
     except ClientError as err:
-        code = err.response.get("Error", {}).get("Code", "")
+        code = _error_code(err)
         message = err.response.get("Error", {}).get("Message", "") or str(err)
-        if code in ("NoSuchBucket",):
-            raise RegistryError(f"{where}: the bucket does not exist; create it first") from err
-        if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403"):
+        if code == "NoSuchBucket":
+            raise RegistryError(f"{where}: the bucket does not exist; create it first") from None
+        if code in REFUSED:
             raise RegistryError(
                 f"{where}: S3 refused the credentials ({code}): check AWS_ACCESS_KEY_ID, "
                 "AWS_SECRET_ACCESS_KEY and the bucket policy"
-            ) from err
-        raise RegistryError(f"{where}: S3 error {code}: {message}") from err
+            ) from None
+        raise RegistryError(f"{where}: S3 error {code}: {message}") from None
     except BotoCoreError as err:
-        raise RegistryError(f"{where}: {err}") from err
-
-
-def _is_missing(err: Exception) -> bool:
-    from botocore.exceptions import ClientError
-
-    return isinstance(err, ClientError) and err.response.get("Error", {}).get("Code") in (
-        "404",
-        "NoSuchKey",
-    )
-
-
-def _is_precondition_failed(err: Exception) -> bool:
-    from botocore.exceptions import ClientError
-
-    return isinstance(err, ClientError) and err.response.get("Error", {}).get("Code") in (
-        "412",
-        "PreconditionFailed",
-        "ConditionalRequestConflict",
-    )
+        raise RegistryError(f"{where}: {err}") from None
 
 
 @functools.cache
@@ -188,16 +190,16 @@ class _Store:
             session = boto3.session.Session(botocore_session=core)
             self.client = session.client("s3", endpoint_url=endpoint_url, config=config)
         except ValueError as err:
-            raise RegistryError(f"S3 endpoint {endpoint_url!r}: {err}") from err
+            raise RegistryError(f"S3 endpoint {endpoint_url!r}: {err}") from None
         with _s3_errors(f"registry {self.uri}"):
             try:
                 self.client.head_bucket(Bucket=self.bucket)
             except Exception as err:
-                if _is_missing(err):
+                if _error_code(err) in MISSING:
                     raise RegistryError(
                         f"registry {self.uri}: bucket {self.bucket!r} does not exist at "
                         f"{self.client.meta.endpoint_url}; create it or fix the URI"
-                    ) from err
+                    ) from None
                 raise
 
     def key(self, *parts: str) -> str:
@@ -212,7 +214,7 @@ class _Store:
             try:
                 response = self.client.get_object(Bucket=self.bucket, Key=key)
             except Exception as err:
-                if _is_missing(err):
+                if _error_code(err) in MISSING:
                     return None
                 raise
             return response["Body"].read(), response["ETag"]
@@ -220,12 +222,13 @@ class _Store:
     def get_json(self, key: str) -> tuple[dict, str] | None:
         """The JSON object at ``key`` and its ETag, or None if there is none."""
         found = self.get_bytes(key)
-        if found is None:
-            return None
+        return None if found is None else (self.parse_json(key, found[0]), found[1])
+
+    def parse_json(self, key: str, data: bytes) -> dict:
         try:
-            return json.loads(found[0]), found[1]
+            return json.loads(data)
         except ValueError as err:
-            raise RegistryError(f"{self.url(key)} is not valid JSON: {err}") from err
+            raise RegistryError(f"{self.url(key)} is not valid JSON: {err}") from None
 
     def put_json(self, key: str, value: dict, **conditions: str) -> None:
         """Write ``value``; ``conditions`` are IfNoneMatch="*" or IfMatch=ETAG."""
@@ -261,9 +264,16 @@ class _Store:
         return found
 
     def delete(self, keys: list[str]) -> None:
+        """Delete ``keys``; S3 answers a batch delete with per-key errors, raised here."""
         for start in range(0, len(keys), 1000):
             batch = [{"Key": k} for k in keys[start : start + 1000]]
-            self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch})
+            answer = self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch})
+            if answer.get("Errors"):
+                first = answer["Errors"][0]
+                raise RegistryError(
+                    f"{self.url(first['Key'])}: S3 refused to delete it ({first.get('Code')}: "
+                    f"{first.get('Message')}); {len(answer['Errors'])} of {len(batch)} refused"
+                )
 
     def manifest(self, name: str, version: str) -> dict | None:
         found = self.get_json(self.key(name, version, MANIFEST))
@@ -375,6 +385,10 @@ def no_progress(label: str, total: int) -> Callable[[int], None]:
     return lambda n: None
 
 
+class _Abandoned(RegistryError):
+    """The push's claim is gone or another's: it was abandoned while it uploaded."""
+
+
 def push(
     export_dir: Path,
     uri: str,
@@ -392,15 +406,33 @@ def push(
     """
     _check_name(name, "model name")
     _check_name(version, "version")
-    export_dir = Path(export_dir)
-    files = _export_files(export_dir)
+    files = _export_files(Path(export_dir))
     entries = {
         rel: {"sha256": file_sha256(path), "size": path.stat().st_size}
         for rel, path in files.items()
     }
     store = _Store(uri, endpoint_url)
-    folder = store.key(name, version)
-    version_uri = store.url(folder)
+    version_uri = store.url(store.key(name, version))
+    claim = _claim(store, name, version)
+    uploaded = [store.key(name, version, CLAIM)]
+    try:
+        # Checked again now that the claim stands: a promote that raced this push sees the
+        # claim and refuses (promote checks after its write too), or this check sees its alias.
+        _refuse_alias_name(store, name, version)
+        with _s3_errors(version_uri):
+            existing = _upload(store, name, version, files, entries, progress, uploaded)
+            _commit(store, name, version, claim, entries, existing)
+    except _Abandoned:
+        raise  # the files are no longer this push's to delete
+    except BaseException:
+        if not _cleanup(store, name, version, claim["push_id"], uploaded):
+            raise
+    return version_uri
+
+
+def _claim(store: _Store, name: str, version: str) -> dict:
+    """Claim ``version`` for this push (a conditional write of its claim); returns the claim."""
+    version_uri = store.url(store.key(name, version))
     if store.manifest(name, version) is not None:
         raise VersionExistsError(
             f"{version_uri} already exists; versions are immutable: push under a new version"
@@ -411,69 +443,77 @@ def push(
         try:
             store.put_json(store.key(name, version, CLAIM), claim, IfNoneMatch="*")
         except Exception as err:
-            if not _is_precondition_failed(err):
+            if _error_code(err) not in PRECONDITION_FAILED:
                 raise
             if store.manifest(name, version) is not None:
                 raise VersionExistsError(
                     f"{version_uri} was pushed just now by someone else; versions are immutable"
-                ) from err
+                ) from None
             other = (store.get_json(store.key(name, version, CLAIM)) or ({},))[0]
             raise RegistryError(
                 f"{version_uri} is being pushed by {other.get('pushed_by', 'another client')} "
                 f"(since {other.get('started', '?')}); if that push was interrupted, "
-                f"`ihl registry abandon {uri} {name} {version}` removes it"
-            ) from err
-    uploaded = [store.key(name, version, CLAIM)]
-    abandoned = False
-    try:
-        # Checked again now that the claim stands: a promote that raced this push sees the
-        # claim and refuses (promote checks after its write too), or this check sees its alias.
-        _refuse_alias_name(store, name, version)
-        with _s3_errors(version_uri), _no_overwrite(store.client):
-            for rel, path in files.items():
-                key = store.key(name, version, rel)
-                try:
-                    store.client.upload_file(
-                        str(path),
-                        store.bucket,
-                        key,
-                        Callback=progress(rel, entries[rel]["size"]),
-                        Config=_one_part(),
-                    )
-                except Exception as err:  # 412: the object exists, written by another push
-                    if "PreconditionFailed" not in str(err):
-                        raise
-                    break
-                uploaded.append(key)
-            current = store.get_json(store.key(name, version, CLAIM))
-            if current is None or current[0] != claim:
-                abandoned = True
-                raise RegistryError(
-                    f"{version_uri}: the push was abandoned (`ihl registry abandon`) while it "
-                    "uploaded; nothing was committed. Files it uploaded since are left for "
-                    "`ihl registry abandon` (the version may be another push's by now)"
+                f"`ihl registry abandon {store.uri} {name} {version}` removes it"
+            ) from None
+    return claim
+
+
+def _upload(
+    store: _Store,
+    name: str,
+    version: str,
+    files: dict[str, Path],
+    entries: dict[str, dict],
+    progress: Progress,
+    uploaded: list[str],
+) -> str | None:
+    """Upload ``files``, each with ``If-None-Match: *``, appending each key to ``uploaded``;
+    stops at a key that exists already (written by another push) and returns it."""
+    with _no_overwrite(store.client):
+        for rel, path in files.items():
+            key = store.key(name, version, rel)
+            try:
+                store.client.upload_file(
+                    str(path),
+                    store.bucket,
+                    key,
+                    Callback=progress(rel, entries[rel]["size"]),
+                    Config=_one_part(),
                 )
-            if len(uploaded) != len(files) + 1:
-                raise RegistryError(
-                    f"{store.url(key)} exists already, though this push holds the claim: "
-                    "nothing was overwritten or committed"
-                )
-            manifest = {
-                "name": name,
-                "version": version,
-                "pushed_at": _now(),
-                "pushed_by": claim["pushed_by"],
-                "push_id": claim["push_id"],
-                "files": entries,
-            }
-            store.put_json(store.key(name, version, MANIFEST), manifest, IfNoneMatch="*")
-    except BaseException:
-        if abandoned:
-            raise
-        committed = _cleanup(store, name, version, claim["push_id"], uploaded)
-        if not committed:
-            raise
-    return version_uri
+            except Exception as err:
+                if _error_code(err) in PRECONDITION_FAILED:
+                    return key
+                raise
+            uploaded.append(key)
+    return None
+
+
+def _commit(
+    store: _Store, name: str, version: str, claim: dict, entries: dict, existing: str | None
+) -> None:
+    """Write the manifest, if the claim is still this push's and every file was uploaded."""
+    version_uri = store.url(store.key(name, version))
+    current = store.get_json(store.key(name, version, CLAIM))
+    if current is None or current[0] != claim:
+        raise _Abandoned(
+            f"{version_uri}: the push was abandoned (`ihl registry abandon`) while it "
+            "uploaded; nothing was committed. Files it uploaded since are left for "
+            "`ihl registry abandon` (the version may be another push's by now)"
+        )
+    if existing is not None:
+        raise RegistryError(
+            f"{store.url(existing)} exists already, though this push holds the claim: "
+            "nothing was overwritten or committed"
+        )
+    manifest = {
+        "name": name,
+        "version": version,
+        "pushed_at": _now(),
+        "pushed_by": claim["pushed_by"],
+        "push_id": claim["push_id"],
+        "files": entries,
+    }
+    store.put_json(store.key(name, version, MANIFEST), manifest, IfNoneMatch="*")
 
 
 SINGLE_PUT_LIMIT = 5 * 1024**3
@@ -502,10 +542,24 @@ def _no_overwrite(client) -> Iterator[None]:
         client.meta.events.unregister("before-sign.s3.PutObject", add_header)
 
 
+POLICY_ACTIONS = (
+    "s3:PutBucketPolicy",
+    "s3:DeleteBucketPolicy",
+    "s3:PutLifecycleConfiguration",
+    "s3:PutBucketVersioning",
+    "s3:PutBucketObjectLockConfiguration",
+    "s3:PutReplicationConfiguration",
+)
+"""Bucket settings that could lift the protection or delete objects without DeleteObject
+(a lifecycle rule that expires them); ``protect`` denies changing them to every key."""
+
+
 def protection_policy(bucket: str, prefix: str) -> dict:
     """A bucket policy under which no object of the registry can be replaced or deleted, by
     any key: every PutObject must carry If-None-Match (as every registry write does), and
     nothing may be deleted; alias objects, which promote rewrites with If-Match, excepted.
+    Nor may any key change the policy itself, lifecycle rules, versioning, object lock or
+    replication (``POLICY_ACTIONS``): only the account's root user can lift it.
     For a bucket that holds only the registry: the statements cover the whole bucket."""
     aliases = f"arn:aws:s3:::{bucket}/{prefix + '/' if prefix else ''}*/{ALIASES}/*"
     return {
@@ -526,6 +580,13 @@ def protection_policy(bucket: str, prefix: str) -> dict:
                 "Action": ["s3:DeleteObject", "s3:DeleteObjectVersion"],
                 "NotResource": aliases,
             },
+            {
+                "Sid": "IhlRegistryKeepPolicy",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": list(POLICY_ACTIONS),
+                "Resource": f"arn:aws:s3:::{bucket}",
+            },
         ],
     }
 
@@ -533,7 +594,8 @@ def protection_policy(bucket: str, prefix: str) -> dict:
 def protect(uri: str, *, endpoint_url: str | None = None) -> dict:
     """Put ``protection_policy`` on the registry's bucket (statements of other Sids kept);
     returns the policy now in force. Afterwards ``abandon`` and a failed push's cleanup are
-    refused too: an interrupted push's files stay, and its version number is used up."""
+    refused too: an interrupted push's files stay, and its version number is used up. Once in
+    force, the policy denies its own replacement: protecting again leaves it as it is."""
     store = _Store(uri, endpoint_url)
     ours = protection_policy(store.bucket, store.prefix)
     sids = {statement["Sid"] for statement in ours["Statement"]}
@@ -541,10 +603,12 @@ def protect(uri: str, *, endpoint_url: str | None = None) -> dict:
         try:
             current = json.loads(store.client.get_bucket_policy(Bucket=store.bucket)["Policy"])
         except Exception as err:
-            if "NoSuchBucketPolicy" not in str(err):
+            if _error_code(err) != "NoSuchBucketPolicy":
                 raise
             current = {"Statement": []}
         kept = [st for st in current.get("Statement", []) if st.get("Sid") not in sids]
+        if current.get("Statement", []) == kept + ours["Statement"]:
+            return current
         policy = ours | {"Statement": kept + ours["Statement"]}
         store.client.put_bucket_policy(Bucket=store.bucket, Policy=json.dumps(policy))
     return policy
@@ -582,7 +646,9 @@ def abandon(
 
     Complete versions are immutable and refused. So is a version whose push claim is younger
     than ``older_than_minutes``: that push may still be uploading (a running push that finds
-    its claim gone stops before it commits).
+    its claim gone stops before it commits). The claim is deleted first and the manifest read
+    again before anything else is: a push that commits meanwhile keeps its version (and its
+    claim, written back).
     """
     _check_name(name, "model name")
     _check_name(version, "version")
@@ -594,27 +660,42 @@ def abandon(
     found = store.keys(folder)
     if not found:
         raise RegistryError(f"{version_uri} does not exist; nothing to abandon")
-    claim = store.get_json(store.key(name, version, CLAIM))
+    claim_key = store.key(name, version, CLAIM)
+    claim = store.get_json(claim_key)
     if claim is not None:
-        started = claim[0].get("started", "")
-        try:
-            minutes = (datetime.now(UTC) - datetime.fromisoformat(started)).total_seconds() / 60
-        except (TypeError, ValueError):
-            minutes = None
-        if minutes is None and older_than_minutes > 0:
-            raise RegistryError(
-                f"{version_uri}: its push claim has no readable start time ({started!r}); "
-                "if no push is running, abandon it with `--older-than 0`"
-            )
-        if minutes is not None and minutes < older_than_minutes:
-            raise RegistryError(
-                f"{version_uri} is being pushed by {claim[0].get('pushed_by', 'another client')} "
-                f"since {started} ({minutes:.0f} min ago): it may still be "
-                f"running; wait, or lower `--older-than` (now {older_than_minutes:g} min)"
-            )
+        _refuse_running_push(version_uri, claim[0], older_than_minutes)
     with _s3_errors(version_uri):
-        store.delete(found)
+        if claim is not None:
+            store.delete([claim_key])
+        if store.manifest(name, version) is not None:
+            if claim is not None:
+                store.put_json(claim_key, claim[0], IfNoneMatch="*")
+            raise RegistryError(
+                f"{version_uri} was committed by its push meanwhile; it is complete and was "
+                "left as it is"
+            )
+        store.delete([key for key in found if key != claim_key])
     return found
+
+
+def _refuse_running_push(version_uri: str, claim: dict, older_than_minutes: float) -> None:
+    """Refuse to abandon a push whose claim is younger than ``older_than_minutes``."""
+    started = claim.get("started", "")
+    try:
+        minutes = (datetime.now(UTC) - datetime.fromisoformat(started)).total_seconds() / 60
+    except (TypeError, ValueError):
+        minutes = None
+    if minutes is None and older_than_minutes > 0:
+        raise RegistryError(
+            f"{version_uri}: its push claim has no readable start time ({started!r}); "
+            "if no push is running, abandon it with `--older-than 0`"
+        )
+    if minutes is not None and minutes < older_than_minutes:
+        raise RegistryError(
+            f"{version_uri} is being pushed by {claim.get('pushed_by', 'another client')} "
+            f"since {started} ({minutes:.0f} min ago): it may still be "
+            f"running; wait, or lower `--older-than` (now {older_than_minutes:g} min)"
+        )
 
 
 def list_models(uri: str, *, endpoint_url: str | None = None) -> list[str]:
@@ -627,7 +708,8 @@ def list_versions(uri: str, name: str, *, endpoint_url: str | None = None) -> li
     """Every version of ``name``, oldest first by version number, with its aliases.
 
     Each entry: version, uri, complete (False for an unfinished push), pushed_at,
-    pushed_by, size (bytes), files, aliases. An unknown model gives an empty list.
+    pushed_by, size (bytes), files, aliases, manifest_sha256 (what ``pull`` and ``register``
+    can pin). An unknown model gives an empty list.
     """
     _check_name(name, "model name")
     store = _Store(uri, endpoint_url)
@@ -638,7 +720,9 @@ def list_versions(uri: str, name: str, *, endpoint_url: str | None = None) -> li
     for version in store.subfolders(store.key(name)):
         if version == ALIASES:
             continue
-        manifest = store.manifest(name, version) or {}
+        key = store.key(name, version, MANIFEST)
+        stored = store.get_bytes(key)
+        manifest = store.parse_json(key, stored[0]) if stored else {}
         files = manifest.get("files", {})
         versions.append(
             {
@@ -650,6 +734,7 @@ def list_versions(uri: str, name: str, *, endpoint_url: str | None = None) -> li
                 "size": sum(f["size"] for f in files.values()),
                 "files": len(files),
                 "aliases": sorted(aliases.get(version, [])),
+                "manifest_sha256": manifest_digest(stored[0]) if stored else None,
             }
         )
     return sorted(versions, key=lambda v: _natural_key(v["version"]))
@@ -660,24 +745,24 @@ def resolve(uri: str, name: str, version_or_alias: str, *, endpoint_url: str | N
     return _Store(uri, endpoint_url).resolve(name, version_or_alias)[0]
 
 
-def version_uri(
-    uri: str, name: str, version_or_alias: str, *, endpoint_url: str | None = None
-) -> str:
-    """The s3:// folder of the complete version that ``version_or_alias`` names."""
-    store = _Store(uri, endpoint_url)
-    version, _ = store.resolve(name, version_or_alias)
-    return store.url(store.key(name, version))
+def manifest_digest(manifest_bytes: bytes) -> str:
+    """The sha256 that pins a version: of its manifest as stored."""
+    return hashlib.sha256(manifest_bytes).hexdigest()
 
 
 def pinned_version(
     uri: str, name: str, version_or_alias: str, *, endpoint_url: str | None = None
 ) -> tuple[str, str]:
     """(s3:// folder, sha256 of its manifest as stored) of the complete version that
-    ``version_or_alias`` names: what an InferenceService pins (serving/verify_models.py)."""
+    ``version_or_alias`` names: what an InferenceService pins (serving/verify_models.py).
+
+    The folder ends in ``/``: KServe's storage initializer downloads every object whose key
+    starts with its ``storageUri``, so ``.../ihl/1`` would bring ``10``, ``1.x`` and ``1-rc``
+    along, and the serve image would refuse their files."""
     store = _Store(uri, endpoint_url)
     version, _ = store.resolve(name, version_or_alias)
-    digest = hashlib.sha256(store.manifest_bytes(name, version)).hexdigest()
-    return store.url(store.key(name, version)), digest
+    digest = manifest_digest(store.manifest_bytes(name, version))
+    return store.url(store.key(name, version)) + "/", digest
 
 
 def _safe_relpath(rel: str) -> PurePosixPath:
@@ -693,6 +778,7 @@ def pull(
     version_or_alias: str,
     dest: Path,
     *,
+    manifest_sha256: str | None = None,
     endpoint_url: str | None = None,
     progress: Progress = no_progress,
 ) -> Path:
@@ -700,53 +786,72 @@ def pull(
 
     ``dest`` must not exist (or be an empty folder). Every file is checked against
     the manifest's sha256 and size before ``dest`` appears; on any failure nothing
-    is left behind.
+    is left behind. ``manifest_sha256`` pins the version, as an InferenceService does:
+    a manifest with another sha256 (a version rewritten since it was pinned, archive
+    and manifest alike) is refused.
     """
-    dest = Path(dest)
+    download(_Store(uri, endpoint_url), name, version_or_alias, Path(dest),
+             manifest_sha256=manifest_sha256, progress=progress)  # fmt: skip
+    return Path(dest)
+
+
+def download(
+    store: _Store,
+    name: str,
+    version_or_alias: str,
+    dest: Path,
+    *,
+    manifest_sha256: str | None = None,
+    progress: Progress = no_progress,
+) -> str:
+    """``pull`` from an open store; returns the version downloaded."""
     if dest.exists() and not (dest.is_dir() and not any(dest.iterdir())):
         raise FileExistsError(f"destination exists and is not an empty folder: {dest}")
-    store = _Store(uri, endpoint_url)
     version, manifest = store.resolve(name, version_or_alias)
+    manifest_url = store.url(store.key(name, version, MANIFEST))
     manifest_bytes = store.manifest_bytes(name, version)
+    digest = manifest_digest(manifest_bytes)
+    if manifest_sha256 is not None and digest != manifest_sha256.lower():
+        raise ChecksumError(
+            f"{manifest_url} has sha256 {digest}, not the pinned {manifest_sha256}: the "
+            f"version was rewritten since it was pinned; nothing was written to {dest}"
+        )
     if json.loads(manifest_bytes) != manifest:
-        raise RegistryError(f"{store.url(store.key(name, version, MANIFEST))} changed while read")
+        raise RegistryError(f"{manifest_url} changed while read")
     files = manifest.get("files")
     if not isinstance(files, dict) or not files:
-        raise RegistryError(f"{store.url(store.key(name, version, MANIFEST))} lists no files")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    partial = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))
-    try:
+        raise RegistryError(f"{manifest_url} lists no files")
+    with replacing_folder(dest) as partial:
         for rel, expected in files.items():
             target = partial / _safe_relpath(rel)
             target.parent.mkdir(parents=True, exist_ok=True)
-            key = store.key(name, version, rel)
-            with _s3_errors(store.url(key)):
-                try:
-                    store.client.download_file(
-                        store.bucket, key, str(target), Callback=progress(rel, expected["size"])
-                    )
-                except Exception as err:
-                    if _is_missing(err):
-                        raise RegistryError(
-                            f"{store.url(key)} is listed in the manifest but missing"
-                        ) from err
-                    raise
-            size, digest = target.stat().st_size, file_sha256(target)
-            if size != expected["size"] or digest != expected["sha256"]:
-                raise ChecksumError(
-                    f"{store.url(key)} does not match the manifest written at push time "
-                    f"(sha256 {digest[:12]}..., {size} bytes; expected "
-                    f"{expected['sha256'][:12]}..., {expected['size']} bytes): the object was "
-                    f"changed or corrupted; nothing was written to {dest}"
-                )
+            callback = progress(rel, expected["size"])
+            _download_file(store, store.key(name, version, rel), target, expected, callback, dest)
         (partial / MANIFEST).write_bytes(manifest_bytes)  # as stored: its sha256 is pinned
-        if dest.exists():
-            dest.rmdir()
-        partial.rename(dest)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    return dest
+    return version
+
+
+def _download_file(
+    store: _Store, key: str, target: Path, expected: dict, callback: Callable, dest: Path
+) -> None:
+    """Download ``key`` to ``target``; a ChecksumError unless it matches ``expected``."""
+    with _s3_errors(store.url(key)):
+        try:
+            store.client.download_file(store.bucket, key, str(target), Callback=callback)
+        except Exception as err:
+            if _error_code(err) in MISSING:
+                raise RegistryError(
+                    f"{store.url(key)} is listed in the manifest but missing"
+                ) from None
+            raise
+    size, digest = target.stat().st_size, file_sha256(target)
+    if size != expected["size"] or digest != expected["sha256"]:
+        raise ChecksumError(
+            f"{store.url(key)} does not match the manifest written at push time "
+            f"(sha256 {digest[:12]}..., {size} bytes; expected "
+            f"{expected['sha256'][:12]}..., {expected['size']} bytes): the object was "
+            f"changed or corrupted; nothing was written to {dest}"
+        )
 
 
 def promote(
@@ -774,7 +879,7 @@ def promote(
         try:
             store.put_json(key, record, **condition)
         except Exception as err:
-            if _is_precondition_failed(err):
+            if _error_code(err) in PRECONDITION_FAILED:
                 raise RegistryError(
                     f"alias {alias!r} of {name!r} was moved by someone else meanwhile; "
                     "check `ihl registry list` and promote again"

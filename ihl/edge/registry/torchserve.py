@@ -18,10 +18,10 @@ from pathlib import Path
 from ihl.edge.registry.store import (
     Progress,
     RegistryError,
+    _Store,
+    download,
     file_sha256,
     no_progress,
-    pull,
-    resolve,
 )
 from ihl.files import replacing
 
@@ -75,6 +75,7 @@ def register(
     workers: int = 1,
     set_default: bool = False,
     timeout: float = 300.0,
+    manifest_sha256: str | None = None,
     endpoint_url: str | None = None,
     progress: Progress = no_progress,
 ) -> dict:
@@ -84,16 +85,18 @@ def register(
     there as ``<name>-<version>.mar`` (atomically) and registered by that file
     name through the management API, so the server needs no S3 access and no
     ``allowed_urls`` change. The copy is removed again if registration fails.
+    ``manifest_sha256`` pins the version (see ``store.pull``).
     Returns the server's model name and version, the file and its reply.
     """
     model_store = Path(model_store)
     if not model_store.is_dir():
         raise FileNotFoundError(f"TorchServe model store not found: {model_store}")
-    version = resolve(uri, name, version_or_alias, endpoint_url=endpoint_url)
     with tempfile.TemporaryDirectory(prefix="ihl-pull-") as tmp:
-        pulled = pull(
-            uri, name, version, Path(tmp) / "v", endpoint_url=endpoint_url, progress=progress
-        )
+        pulled = Path(tmp) / "v"
+        version = download(
+            _Store(uri, endpoint_url), name, version_or_alias, pulled,
+            manifest_sha256=manifest_sha256, progress=progress,
+        )  # fmt: skip
         archives = sorted((pulled / "model-store").glob("*.mar"))
         if len(archives) != 1:
             raise RegistryError(f"{name} {version} holds {len(archives)} archives; expected one")
