@@ -1,6 +1,6 @@
-"""A registry version served the way the InferenceService's container runs it: KServe's
-storage initializer step (a verified pull of the manifest's storageUri), then TorchServe
-with the manifest's command line and TS_* environment, answering the KServe v1 protocol."""
+"""A registry version served the way the InferenceService's pod runs it: KServe's own storage
+code downloads the manifest's storageUri, then TorchServe starts with the manifest's command
+line and TS_* environment, and answers the KServe v1 protocol."""
 
 from __future__ import annotations
 
@@ -12,12 +12,13 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from kserve_initializer import kserve_download
 from sample_data import REAL_IMAGES
 from servers import free_port
 from serving.torchserve import TorchServe
 
 from ihl.edge.registry.kserve import kserve_manifest
-from ihl.edge.registry.store import promote, pull, push
+from ihl.edge.registry.store import promote, push
 
 
 class KServeContainer(TorchServe):
@@ -54,9 +55,8 @@ def test_a_registry_version_serves_as_the_inference_service_runs_it(bucket, real
     promote(uri, "ihl", "1")
     manifest = kserve_manifest(uri, "ihl", "production")
     storage_uri = manifest["spec"]["predictor"]["model"]["storageUri"]
-    assert storage_uri == f"s3://{bucket}/models/ihl/1"
-    # What KServe's storage initializer does with storageUri, checksums included.
-    models = pull(uri, "ihl", storage_uri.rsplit("/", 1)[1], tmp_path / "mnt-models")
+    assert storage_uri == f"s3://{bucket}/models/ihl/1/"
+    models = kserve_download(storage_uri, tmp_path / "mnt-models")
 
     server = KServeContainer(tmp_path / "pod", models, manifest).start()
     try:
