@@ -293,3 +293,55 @@ def test_a_push_abandoned_while_it_uploads_commits_nothing(s3, bucket, make_expo
         assert registry.list_versions(uri, "ihl")[0]["complete"] is False
         registry.abandon(uri, "ihl", "1")
         assert keys(s3, bucket) == []
+
+
+def test_a_push_that_commits_while_abandon_runs_keeps_its_version(
+    s3, bucket, make_export, tmp_path, monkeypatch
+):
+    """A push whose claim is older than --older-than is still running: it commits between
+    abandon's check for a manifest and its deletes. The committed version must survive whole.
+    The interleaving is forced: abandon's first manifest read lets the push finish."""
+    uri = f"s3://{bucket}"
+    monkeypatch.setattr(registry, "_now", lambda: "2025-01-01T00:00:00Z")  # an old claim
+    uploading, go = threading.Event(), threading.Event()
+
+    def pause_before_last_file(label, total):
+        if label == "model_card.md":
+            uploading.set()
+            go.wait(60)
+        return lambda n: None
+
+    export = make_export("slow")
+    errors: list[BaseException] = []
+
+    def slow_push():
+        try:
+            registry.push(export, uri, "ihl", "1", progress=pause_before_last_file)
+        except BaseException as err:  # noqa: BLE001 - reported by the assert below
+            errors.append(err)
+
+    pusher = threading.Thread(target=slow_push)
+    pusher.start()
+    assert uploading.wait(60)
+    real_manifest = registry._Store.manifest
+    commits = []
+
+    def manifest_then_commit(self, name, version):
+        found = real_manifest(self, name, version)
+        if threading.current_thread() is threading.main_thread() and not commits:
+            commits.append(version)
+            go.set()
+            pusher.join(60)
+        return found
+
+    monkeypatch.setattr(registry._Store, "manifest", manifest_then_commit)
+    with pytest.raises(RegistryError, match="committed by its push meanwhile"):
+        registry.abandon(uri, "ihl", "1")
+    assert commits == ["1"] and not pusher.is_alive() and errors == []
+    monkeypatch.setattr(registry._Store, "manifest", real_manifest)
+    assert registry.list_versions(uri, "ihl")[0]["complete"] is True
+    assert tree(registry.pull(uri, "ihl", "1", tmp_path / "pulled")) == {
+        **tree(export),
+        "manifest.json": s3.get_object(Bucket=bucket, Key="ihl/1/manifest.json")["Body"].read(),
+    }
+    assert "ihl/1/.push-claim.json" in keys(s3, bucket)  # written back
