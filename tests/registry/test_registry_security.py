@@ -195,3 +195,60 @@ def test_the_inference_service_pins_the_manifest_the_serve_image_checks(
     tampered = _download_all(s3, bucket, "models/ihl/1/", tmp_path / "tampered")
     with pytest.raises(verify.Refused, match="pinned"):
         verify.verify(tampered, env["IHL_MANIFEST_SHA256"])
+
+
+def _rewrite_archive_and_manifest(s3, bucket: str, prefix: str) -> None:
+    """What someone who can write the bucket does: a new archive, and a manifest to match."""
+    stored = s3.get_object(Bucket=bucket, Key=f"{prefix}/manifest.json")["Body"].read()
+    evil = b"an archive with other handler code"
+    manifest = json.loads(stored)
+    manifest["files"]["model-store/ihl.mar"] = {
+        "sha256": hashlib.sha256(evil).hexdigest(),
+        "size": len(evil),
+    }
+    s3.put_object(Bucket=bucket, Key=f"{prefix}/model-store/ihl.mar", Body=evil)
+    s3.put_object(Bucket=bucket, Key=f"{prefix}/manifest.json", Body=json.dumps(manifest))
+
+
+def test_pull_and_register_pinned_to_a_manifest_refuse_a_rewritten_version(
+    cli, s3, bucket, make_export, dead_endpoint, tmp_path
+):
+    uri = f"s3://{bucket}/models"
+    registry.push(make_export("export"), uri, "ihl", "1")
+    [listed] = json.loads(cli("registry", "list", uri, "ihl", "--json").stdout)
+    pin = listed["manifest_sha256"]
+    stored = s3.get_object(Bucket=bucket, Key="models/ihl/1/manifest.json")["Body"].read()
+    assert pin == hashlib.sha256(stored).hexdigest()
+    store = tmp_path / "model-store"
+    store.mkdir()
+    register = ["registry", "register", uri, "ihl", "1", "--model-store", store,
+                "--management-url", dead_endpoint, "--sha256", pin]  # fmt: skip
+
+    pulled = cli("registry", "pull", uri, "ihl", "1", "-o", tmp_path / "good", "--sha256", pin)
+    assert pulled.exit_code == 0, pulled.output
+    reached = cli(*register)  # the pin holds: it goes on to the (absent) TorchServe
+    assert reached.exit_code == 2 and "cannot reach the TorchServe management API" in reached.output
+
+    _rewrite_archive_and_manifest(s3, bucket, "models/ihl/1")
+    for command in (["registry", "pull", uri, "ihl", "1", "-o", tmp_path / "bad", "--sha256", pin],
+                    register):  # fmt: skip
+        refused = cli(*command)
+        assert refused.exit_code == 2, refused.output
+        assert f"not the pinned {pin}" in refused.output
+    assert not (tmp_path / "bad").exists()
+    assert list(store.iterdir()) == []
+    with pytest.raises(registry.ChecksumError, match="rewritten since it was pinned"):
+        registry.pull(uri, "ihl", "1", tmp_path / "bad", manifest_sha256=pin)
+
+
+def test_registry_errors_never_print_the_endpoints_credentials(cli, bucket, dead_endpoint):
+    """An endpoint URL with credentials in it (botocore quotes it when it cannot connect)."""
+    secret_endpoint = dead_endpoint.replace("http://", "http://key:SECRET@")
+    for command in (
+        ["registry", "list", f"s3://{bucket}", "--endpoint-url", secret_endpoint],
+        ["registry", "list", f"s3://{bucket}", "--endpoint-url", "ftp://key:SECRET@x"],
+    ):
+        result = cli(*command)
+        assert result.exit_code == 2, result.output
+        assert "SECRET" not in result.output
+        assert "***@" in result.output, result.output
