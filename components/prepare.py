@@ -38,11 +38,10 @@ def prepare(
     """
     import hashlib
     import os
-    import shutil
-    import tempfile
     from pathlib import Path
 
     from ihl.edge.urls import redact, with_git_credentials
+    from ihl.files import replacing_folder
     from ihl.prepare import prepare as prepare_dataset
 
     source = {"data_source": data_source}
@@ -64,17 +63,13 @@ def prepare(
             raise RuntimeError(f"cannot read {shown}: {redact(str(err))}") from None
         root = Path(volume) / "dvc" / commit / data_path
         if not root.is_dir():
-            root.parent.mkdir(parents=True, exist_ok=True)
-            partial = Path(tempfile.mkdtemp(prefix=f".{root.name}.partial-", dir=root.parent))
+            print(f"fetching {data_path} from {shown} at {commit} to {root}")
             try:
-                print(f"fetching {data_path} from {shown} at {commit} to {root}")
-                fs.get(data_path, str(partial / "data"), recursive=True)
-                os.rename(partial / "data", root)
-            except OSError:
+                with replacing_folder(root) as partial:
+                    fs.get(data_path.rstrip("/") + "/", f"{partial}/", recursive=True)
+            except FileExistsError:
                 if not root.is_dir():  # not another run's download that finished first
                     raise
-            finally:
-                shutil.rmtree(partial, ignore_errors=True)
         source |= {"dvc_repo": shown, "dvc_rev": dvc_rev, "commit": commit}
     else:
         raise ValueError(f"unknown data_source {data_source!r}; expected 'volume' or 'dvc'")

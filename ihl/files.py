@@ -41,24 +41,27 @@ def replacing(path: str | os.PathLike) -> Iterator[IO[bytes]]:
 
 
 @contextlib.contextmanager
-def replacing_folder(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
+def replacing_folder(
+    path: str | os.PathLike, *, overwrite: bool = False, hint: str = "it was left as it is"
+) -> Iterator[Path]:
     """An empty folder to fill that becomes ``path`` when the block ends without error.
 
     The folder is a hidden sibling of ``path`` (``.NAME.partial-RANDOM``), renamed into
     place whole, so no reader ever meets half of it; on an error it is removed and ``path``
     is left as it was. A ``path`` that exists as a non-empty folder is replaced only with
-    ``overwrite`` (the old one is renamed aside, then deleted), else FileExistsError,
-    raised before the block runs and again at its end if the folder appeared meanwhile.
+    ``overwrite`` (the old one is renamed aside, then deleted), else FileExistsError (its
+    message ends with ``hint``), raised before the block runs and again at its end if the
+    folder appeared meanwhile.
     """
     path = Path(path)
-    _check_replaceable(path, overwrite)
+    _check_replaceable(path, overwrite, hint)
     path.parent.mkdir(parents=True, exist_ok=True)
     token = secrets.token_hex(4)
     partial = path.with_name(f".{path.name}.partial-{token}")
     partial.mkdir()
     try:
         yield partial
-        _check_replaceable(path, overwrite)
+        _check_replaceable(path, overwrite, hint)
         if path.is_dir() and any(path.iterdir()):
             old = path.with_name(f".{path.name}.old-{token}")
             path.rename(old)
@@ -71,11 +74,11 @@ def replacing_folder(path: str | os.PathLike, *, overwrite: bool = False) -> Ite
         raise
 
 
-def _check_replaceable(path: Path, overwrite: bool) -> None:
+def _check_replaceable(path: Path, overwrite: bool, hint: str) -> None:
     if path.is_symlink() or (path.exists() and not path.is_dir()):
         raise FileExistsError(f"{path} exists and is not a folder")
     if path.is_dir() and any(path.iterdir()) and not overwrite:
-        raise FileExistsError(f"{path} exists and is not an empty folder; it was left as it is")
+        raise FileExistsError(f"{path} exists and is not empty; {hint}")
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:

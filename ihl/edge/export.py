@@ -28,7 +28,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from datetime import UTC, datetime
 from importlib.metadata import version as package_version
 from pathlib import Path
@@ -48,7 +47,7 @@ from ihl.detection.models import (
 )
 from ihl.detection.onnx import check_exportable, export_detector
 from ihl.edge.names import NAME
-from ihl.files import load_json
+from ihl.files import load_json, replacing_folder
 from ihl.inference import PrecisionError, check_precision
 from ihl.runtime import export_onnx
 
@@ -331,9 +330,7 @@ def export_model(
         "ihl": package_version("ihl"),
         "torch": package_version("torch"),
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    build = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with replacing_folder(out, overwrite=overwrite) as build:
         work = build / ".work"
         work.mkdir()
         save_model(work / "model.pt", model, cfg)
@@ -368,14 +365,4 @@ def export_model(
         )
         (build / "model_card.md").write_text(card)
         shutil.rmtree(work)
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
-            os.replace(out, old / out.name)
-            os.replace(build, out)
-            shutil.rmtree(old)
-        else:
-            os.replace(build, out)
-    except BaseException:
-        shutil.rmtree(build, ignore_errors=True)
-        raise
     return out / "model-store" / archive.name

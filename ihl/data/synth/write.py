@@ -5,15 +5,13 @@ the dataset folder only once everything is written.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from ihl.files import replacing_folder
 
 JPEG_QUALITY = 90
 
@@ -29,41 +27,11 @@ def write_json(path: Path, obj: object) -> None:
     path.write_text(json.dumps(obj, separators=(",", ":")))
 
 
-def _check_target(out_dir: Path, overwrite: bool) -> None:
-    if out_dir.is_file() or out_dir.is_symlink():
-        raise FileExistsError(f"{out_dir} exists and is not a directory")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
-        raise FileExistsError(
-            f"{out_dir} exists and is not empty; pass overwrite=True to replace it"
-        )
-
-
-@contextmanager
-def atomic_dir(out_dir: Path, overwrite: bool) -> Iterator[Path]:
-    """Yield a sibling scratch directory that becomes out_dir only if the body succeeds.
-
-    A crash leaves out_dir as it was (absent, or the previous dataset) instead of a
-    half-written dataset that later stages would silently read.
-    """
-    out_dir = Path(out_dir)
-    _check_target(out_dir, overwrite)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    token = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp = out_dir.with_name(f".{out_dir.name}.partial-{token}")
-    tmp.mkdir()
-    try:
-        yield tmp
-        _check_target(out_dir, overwrite)
-        if out_dir.is_dir() and any(out_dir.iterdir()):
-            old = out_dir.with_name(f".{out_dir.name}.old-{token}")
-            out_dir.rename(old)
-            tmp.rename(out_dir)
-            shutil.rmtree(old)
-        else:
-            tmp.replace(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+def atomic_dir(out_dir: Path, overwrite: bool) -> AbstractContextManager[Path]:
+    """A scratch folder that becomes ``out_dir`` only if the block succeeds
+    (``ihl.files.replacing_folder``): a crash leaves ``out_dir`` as it was (absent, or the
+    previous dataset) instead of a half-written dataset that later stages would read."""
+    return replacing_folder(out_dir, overwrite=overwrite, hint="pass overwrite=True to replace it")
 
 
 def r2(values) -> list[float]:
