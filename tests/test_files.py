@@ -52,3 +52,24 @@ def test_load_json_raises_the_callers_error_naming_the_file(tmp_path, content, m
     with pytest.raises(Bad, match=message) as err:
         files.load_json(path, Bad)
     assert str(path) in str(err.value)
+
+
+def test_replacing_folder_swaps_whole_folders_or_nothing(tmp_path):
+    out = tmp_path / "out"
+    with files.replacing_folder(out) as partial:
+        (partial / "a.txt").write_text("first")
+        assert not out.exists()
+    assert [p.name for p in out.iterdir()] == ["a.txt"]
+
+    with pytest.raises(FileExistsError, match="pass overwrite"):
+        with files.replacing_folder(out, hint="pass overwrite"):
+            pass
+    with pytest.raises(RuntimeError), files.replacing_folder(out, overwrite=True) as partial:
+        (partial / "b.txt").write_text("half")
+        raise RuntimeError("killed half-way")
+    assert [p.name for p in out.iterdir()] == ["a.txt"]
+
+    with files.replacing_folder(out, overwrite=True) as partial:
+        (partial / "b.txt").write_text("second")
+    assert [p.name for p in out.iterdir()] == ["b.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no scratch left behind
