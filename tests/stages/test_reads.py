@@ -7,8 +7,8 @@ import sys
 
 import pytest
 import torch
+from op_calls import OpCalls
 from torch._dynamo.utils import counters
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from ihl import train as stage
 from ihl.train import build_optimizer, build_step, train
@@ -22,20 +22,6 @@ WAITS = frozenset(
 )
 """Operators that cannot return before the device has computed their input: on a GPU, each
 call is a host sync."""
-
-
-class DeviceWaits(TorchDispatchMode):
-    """Counts calls of ``WAITS`` operators, whoever calls them (the loop, the loss, a
-    library), while it is active."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls: list[str] = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func in WAITS:
-            self.calls.append(str(func))
-        return func(*args, **(kwargs or {}))
 
 
 def test_loss_terms_are_read_every_n_steps_not_every_step(tiny_cfg, tmp_path, monkeypatch):
@@ -78,7 +64,7 @@ def test_a_training_step_never_waits_for_the_device(tiny_cfg, tmp_path, monkeypa
     cfg.loss.wasserstein = wasserstein
     monkeypatch.setattr(stage, "READ_EVERY", 10**6)
     per_step: dict[int, int] = {}
-    waits = DeviceWaits()
+    waits = OpCalls(WAITS)
 
     def on_step(iteration: int) -> None:
         per_step[iteration] = len(waits.calls)
