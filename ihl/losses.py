@@ -16,6 +16,14 @@ from ihl import ops
 from ihl.config import LossConfig
 
 _SIGMA_EPS = 1e-9
+SINKHORN_DIAMETER = 2.0
+"""The Sinkhorn term's bound on the distance between two of its points, given to geomloss so
+that it does not measure one: its measurement reads a number from the device (a host sync)
+every step and, under ``torch.compile``, breaks the graph and recompiles for each new value.
+A point is a joint's two marginals (each summing to 1) times its weight (0 or 1): its norm is
+at most sqrt(2), and two such non-negative vectors are at most 2 apart. geomloss starts its
+annealing there instead of at the batch's bounding box; the term moves by about 1e-4 of
+itself (tests/test_fidelity.py)."""
 
 
 def _mlp(tanh: bool) -> nn.Sequential:
@@ -74,7 +82,9 @@ class IHLLoss(nn.Module):
         if cfg.wasserstein == "sinkhorn":
             from geomloss import SamplesLoss
 
-            self.sinkhorn = SamplesLoss("sinkhorn", p=2, blur=0.05, scaling=0.5)
+            self.sinkhorn = SamplesLoss(
+                "sinkhorn", p=2, blur=0.05, scaling=0.5, diameter=SINKHORN_DIAMETER
+            )
 
     def set_epoch(self, epoch: int) -> None:
         """Apply lambda_t for this 0-based epoch (``wasserstein_active``)."""

@@ -92,7 +92,9 @@ def test_sinkhorn_term_matches_the_reference_computation_with_invisible_joints()
     z, heatmaps, weights = _batch_with_invisible_joints()
     ours, out = _ours(z, heatmaps, weights)
     reference = _reference_sinkhorn(z, heatmaps, weights)
-    assert ours.item() == pytest.approx(reference.item(), rel=1e-6)
+    # The reference lets geomloss measure the batch's diameter; ours gives it a fixed bound
+    # (losses.SINKHORN_DIAMETER), which moves the annealing's start and the term by ~1e-4.
+    assert ours.item() == pytest.approx(reference.item(), rel=5e-4)
     # Without the zeroing (today's form before the fix) the value is measurably different.
     unweighted = _reference_sinkhorn(z, heatmaps, torch.ones_like(weights))
     assert abs(unweighted.item() - reference.item()) > 1e-3 * reference.item()

@@ -3,7 +3,7 @@
 The loader workers read each file and draw its crop's geometry and targets exactly as
 the CPU path does, but leave the pixels alone: they ship the encoded bytes and the 2x3
 matrix of the warp. The training process then decodes the batch where it trains (nvJPEG
-through torchvision on CUDA, one batched call) and warps each image to its crop with
+through torchvision on CUDA, one batched call) and warps the batch to its crops with one
 ``grid_sample``. On the CPU path a JPEG decode is most of a sample's cost, so the workers
 a GPU needs shrink accordingly (docs/benchmarks.md).
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import io
 import warnings
+from collections import Counter
 from collections.abc import Iterator
 
 import numpy as np
@@ -36,8 +37,16 @@ ENCODED, LENGTHS, AFFINE, SOURCE = "encoded", "encoded_lengths", "affine", "sour
 lengths), the matrix from stored image pixels to crop pixels (2x3 float64), and how errors
 name the file."""
 
+DECODED: Counter[str] = Counter()
+"""Files decoded so far in this process: ``device``, by ``decode_jpeg`` where the batch goes
+(nvJPEG on CUDA); ``cpu``, on the CPU and copied there. Benchmarks report which ran."""
+
 _JPEG_START = (0xFF, 0xD8)
 _EXIF_TAG_ORIENTATION = 0x0112
+
+
+class DeviceDecodeError(RuntimeError):
+    """The device's JPEG decoder does not work here; the message says what failed."""
 
 
 def encoded_sample(data: np.ndarray, sample: dict, matrix: np.ndarray, source: str) -> dict:
@@ -111,26 +120,55 @@ def decode_batch(encoded: list[Tensor], device: torch.device, sources: list[str]
     """Decode files (1-D uint8 CPU tensors) into (3, H, W) uint8 RGB images on ``device``.
 
     JPEGs go to ``decode_jpeg`` in one call (nvJPEG's batched decode on CUDA); other
-    formats, and JPEGs nvJPEG refuses (CMYK, for one), are decoded on the CPU and copied.
+    formats, and JPEGs it refuses (CMYK, for one), are decoded on the CPU and copied.
+    ``DECODED`` counts the files of each path. A batch whose JPEGs the device decodes none
+    of while the CPU can is a broken decoder (nvJPEG failing to start, say), not bad files:
+    that raises ``DeviceDecodeError`` rather than training on CPU decodes unawares.
     """
     device = torch.device(device)
     out: list[Tensor | None] = [None] * len(encoded)
     jpegs = [i for i, data in enumerate(encoded) if tuple(data[:2].tolist()) == _JPEG_START]
-    if jpegs:
+    decoded, error = _decode_jpegs([encoded[i] for i in jpegs], device)
+    for i, image in zip(jpegs, decoded, strict=True):
+        out[i] = image
+    DECODED["device"] += sum(image is not None for image in decoded)
+    for i, image in enumerate(out):
+        if image is not None:
+            continue
+        out[i] = _decode_on_cpu(encoded[i], sources[i]).to(device, non_blocking=True)
+        DECODED["cpu"] += 1
+        if i in jpegs and not any(image is not None for image in decoded):
+            raise DeviceDecodeError(
+                f"decode_jpeg on {device} decoded none of a batch's {len(jpegs)} JPEG files, "
+                f"which the CPU decodes ({sources[i]}, for one): {error}; set data.decode: cpu "
+                "to decode in the loader's workers"
+            )
+    return out
+
+
+def _decode_jpegs(files: list[Tensor], device: torch.device) -> tuple[list[Tensor | None], str]:
+    """``decode_jpeg`` of ``files`` on ``device``: all in one call, else (one bad file fails
+    the call) one by one, None for each file it refuses; and the first error, if any."""
+    if not files:
+        return [], ""
+    if device.type == "cuda":
+        # nvJPEG writes its outputs from a stream of its own that does not wait for the
+        # caller's: memory the caching allocator hands it may still be in use by the queued
+        # kernels of the previous step (pytorch/vision#9606). Drain the caller's stream first.
+        torch.cuda.current_stream(device).synchronize()
+    try:
+        with _quiet():
+            return decode_jpeg(files, mode=ImageReadMode.RGB, device=device), ""
+    except RuntimeError as err:
+        error = str(err)
+    images: list[Tensor | None] = []
+    for data in files:
         try:
             with _quiet():
-                decoded = decode_jpeg(
-                    [encoded[i] for i in jpegs], mode=ImageReadMode.RGB, device=device
-                )
+                images.append(decode_jpeg(data, mode=ImageReadMode.RGB, device=device))
         except RuntimeError:
-            decoded = None  # one bad file fails the whole call; find it one by one below
-        if decoded is not None:
-            for i, image in zip(jpegs, decoded, strict=True):
-                out[i] = image
-    for i, image in enumerate(out):
-        if image is None:
-            out[i] = _decode_on_cpu(encoded[i], sources[i]).to(device, non_blocking=True)
-    return out
+            images.append(None)
+    return images, error
 
 
 def _decode_on_cpu(data: Tensor, source: str) -> Tensor:
@@ -159,32 +197,34 @@ def warp_batch(images: list[Tensor], matrices: Tensor, output_size: Size) -> Ten
 
     Each crop pixel centre (x, y) samples the image at inverse(matrix) @ (x, y, 1), pixel
     centres at integer coordinates as in cv2.warpAffine; ``grid_sample`` with
-    ``align_corners=False`` puts pixel i's centre at (2i + 1) / size - 1.
+    ``align_corners=False`` puts pixel i's centre at (2i + 1) / size - 1. The images are
+    laid into one zero-padded batch, so one ``grid_sample`` warps them all: the padding is
+    the zeros that bilinear sampling reads outside each image anyway. The inverses are
+    computed on the host and reach the device from pinned memory without a wait.
     """
     out_w, out_h = (int(v) for v in output_size)
     device = images[0].device
     square = torch.zeros(len(images), 3, 3, dtype=torch.float64)
     square[:, :2] = matrices.to(torch.float64)
     square[:, 2, 2] = 1.0
-    to_image = torch.linalg.inv(square)[:, :2].to(device, torch.float32)
+    to_image = torch.linalg.inv(square)[:, :2].to(torch.float32)
+    if device.type == "cuda":
+        to_image = to_image.pin_memory()
+    to_image = to_image.to(device, non_blocking=True)
+    height = max(image.shape[1] for image in images)
+    width = max(image.shape[2] for image in images)
+    padded = torch.zeros(len(images), 3, height, width, dtype=torch.uint8, device=device)
+    for i, image in enumerate(images):
+        padded[i, :, : image.shape[1], : image.shape[2]] = image
     ys, xs = torch.meshgrid(
         torch.arange(out_h, dtype=torch.float32, device=device),
         torch.arange(out_w, dtype=torch.float32, device=device),
         indexing="ij",
     )
     pixels = torch.stack([xs, ys, torch.ones_like(xs)], dim=-1)
-    points = torch.einsum("hwk,nik->nhwi", pixels, to_image)
-    crops = torch.empty(len(images), 3, out_h, out_w, dtype=torch.uint8, device=device)
-    for i, image in enumerate(images):
-        _, height, width = image.shape
-        x, y = points[i].unbind(-1)
-        grid = torch.stack(((2.0 * x + 1.0) / width - 1.0, (2.0 * y + 1.0) / height - 1.0), -1)
-        crop = F.grid_sample(
-            image[None].float(),
-            grid[None],
-            mode="bilinear",
-            padding_mode="zeros",
-            align_corners=False,
-        )
-        crops[i] = crop[0].round_().clamp_(0, 255).to(torch.uint8)
-    return crops
+    x, y = torch.einsum("hwk,nik->nhwi", pixels, to_image).unbind(-1)
+    grid = torch.stack(((2.0 * x + 1.0) / width - 1.0, (2.0 * y + 1.0) / height - 1.0), -1)
+    crops = F.grid_sample(
+        padded.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False
+    )
+    return crops.round_().clamp_(0, 255).to(torch.uint8)

@@ -12,19 +12,25 @@ import cv2
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
+from op_calls import OpCalls
 from PIL import Image
 from sample_data import COCO_ANN, COCO_IMAGES, MPII_SAMPLE
 
 from ihl import config
+from ihl.data import device_decode
 from ihl.data.coco import CocoKeypoints
 from ihl.data.device_decode import (
     AFFINE,
+    DECODED,
     ENCODED,
     LENGTHS,
+    DeviceDecodeError,
     batch_images,
     collate,
     decode_batch,
     encoded_sample,
+    warp_batch,
 )
 from ihl.data.errors import DatasetError
 from ihl.data.keypoints import COCO
@@ -180,6 +186,66 @@ def test_a_file_that_does_not_decode_is_named(tmp_path):
     for bad in (broken, not_an_image):
         with pytest.raises(DatasetError, match="bad.jpg \\(annotation id 7\\): cannot decode"):
             decode_batch([good, bad], CPU, ["a", "bad.jpg (annotation id 7)"])
+
+
+def test_a_broken_device_decoder_fails_instead_of_decoding_on_the_cpu(monkeypatch):
+    """nvJPEG failing to start raises the same RuntimeError as a bad file; the CPU then
+    decodes every file, and a "device" run would be a CPU run without anyone knowing."""
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("nvjpegCreateSimple failed: NVJPEG_STATUS_NOT_INITIALIZED")
+
+    good = torch.from_numpy(encode(synthetic_image(), ".jpg"))
+    monkeypatch.setattr(device_decode, "decode_jpeg", broken)
+    with pytest.raises(DeviceDecodeError, match="none of a batch's 2 JPEG.*NOT_INITIALIZED"):
+        decode_batch([good, good], CPU, ["a", "b"])
+
+
+def test_the_files_of_each_decoder_are_counted():
+    jpeg = torch.from_numpy(encode(synthetic_image(), ".jpg"))
+    png = torch.from_numpy(encode(synthetic_image(), ".png"))
+    before = DECODED.copy()
+    decode_batch([jpeg, png, jpeg], CPU, ["a", "b", "c"])
+    assert DECODED["device"] - before["device"] == 2 and DECODED["cpu"] - before["cpu"] == 1
+
+
+def warp_one_by_one(images: list[torch.Tensor], matrices: torch.Tensor) -> torch.Tensor:
+    """The warp as it was, one ``grid_sample`` per image: each its own size's grid."""
+    w, h = INPUT
+    ys, xs = torch.meshgrid(torch.arange(h).float(), torch.arange(w).float(), indexing="ij")
+    pixels = torch.stack([xs, ys, torch.ones_like(xs)], -1).double()
+    crops = []
+    for image, matrix in zip(images, matrices, strict=True):
+        square = torch.eye(3, dtype=torch.float64)
+        square[:2] = matrix
+        x, y = (pixels @ torch.linalg.inv(square)[:2].T).float().unbind(-1)
+        _, height, width = image.shape
+        grid = torch.stack(((2 * x + 1) / width - 1, (2 * y + 1) / height - 1), -1)
+        crop = F.grid_sample(image[None].float(), grid[None], align_corners=False)
+        crops.append(crop[0].round().clamp(0, 255).to(torch.uint8))
+    return torch.stack(crops)
+
+
+def test_one_grid_sample_warps_a_batch_of_mixed_sizes_as_one_per_image_would():
+    """Images of three sizes in one batch: padding them to the largest changes no pixel."""
+    generator = torch.Generator().manual_seed(0)
+    sizes = [(300, 400), (480, 360), (240, 320), (300, 400)]
+    images = [torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=generator)
+              for h, w in sizes]  # fmt: skip
+    angles = torch.tensor([0.0, 0.4, -1.2, 2.5])
+    scale = torch.tensor([0.6, 0.9, 1.3, 0.5])
+    cos, sin = torch.cos(angles) * scale, torch.sin(angles) * scale
+    shift = torch.tensor([[-20.0, 10.0], [-100.0, -50.0], [40.0, 5.0], [60.0, -120.0]])
+    matrices = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], 1)
+    matrices = torch.cat([matrices, shift[..., None]], -1).double()
+    calls = OpCalls(frozenset({torch.ops.aten.grid_sampler_2d.default}))
+    with calls:
+        crops = warp_batch(images, matrices, INPUT)
+    assert len(calls.calls) == 1
+    expected = warp_one_by_one(images, matrices)
+    assert (crops == 0).float().mean() > 0.05  # the border outside the images is compared
+    assert (crops.int() - expected.int()).abs().max() <= 1
+    assert (crops != expected).float().mean() < 1e-3
 
 
 def test_unknown_decode_setting_is_refused():
