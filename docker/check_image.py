@@ -8,9 +8,11 @@ Each subcommand is one RUN step, so a failing build names the check that failed:
     export   `ihl export` packs that checkpoint into a TorchServe archive and KServe folder
     imports  the packages the Kubeflow components (and, in serve, TorchServe) need import
     kfp      a lightweight component runs through KFP's executor with nothing installed
-    clean    no dev tools, no tests, data, checkpoints or VCS folders anywhere in the image
+    clean    no dev tools, no C compiler or build headers, no tests, data, checkpoints or
+             VCS folders anywhere in the image
     serve    the image's ENTRYPOINT and CMD serve that archive, its HEALTHCHECK passes, a
-             photo gets 17 keypoints, and SIGTERM stops the launcher and the Java server
+             photo gets 17 keypoints, only the inference API listens beyond loopback, and
+             SIGTERM stops the launcher and the Java server
 
 Only the standard library is used before the image's packages are under test, and there
 is no ``from __future__ import annotations``: kfp reads a component's annotations as types.
@@ -36,6 +38,11 @@ from pathlib import Path
 # Fixed, so that later steps find what earlier ones made (each RUN sees the previous layer).
 WORK = Path(tempfile.gettempdir()) / "ihl-check"
 DEV_TOOLS = ("pytest", "ruff", "moto", "uv")
+# What the deps stage installs to build xtcocotools and purges in the same step.
+COMPILERS = ("gcc", "cc", "c++", "x86_64-linux-gnu-gcc", "aarch64-linux-gnu-gcc")
+BUILD_PACKAGES = ("gcc", "libc6-dev", "python3-dev", "python3.11-dev", "libpython3.11-dev")
+BUILD_HEADERS = ("/usr/include/stdio.h", "/usr/include/python3.11/Python.h")
+"""libc's and Debian's Python headers; the official base keeps its own in /usr/local."""
 # Outside these trees nothing may look like project data, weights or test files.
 SYSTEM_TREES = ("/proc", "/sys", "/dev", "/usr", "/opt/venv")
 DATA_SUFFIXES = {".jpg", ".jpeg", ".png", ".pt", ".pth", ".ckpt", ".mar", ".npz", ".h5"}
@@ -149,6 +156,17 @@ def check_clean() -> None:
     found = [t for t in DEV_TOOLS if importlib.util.find_spec(t) or shutil.which(t)]
     if found:
         fail(f"dev tools present: {found}")
+    build = [c for c in COMPILERS if shutil.which(c)]
+    build += [h for h in BUILD_HEADERS if Path(h).exists()]
+    listed = subprocess.run(
+        ["dpkg-query", "-W", "-f", "${Package} ${db:Status-Status}\n", *BUILD_PACKAGES],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.split("\n")
+    build += [line.split()[0] for line in listed if line.endswith(" installed")]
+    if build:
+        fail(f"build tools left in the image: {build}")
     bad = []
     for root, dirs, files in os.walk("/"):
         if root.startswith(SYSTEM_TREES):
@@ -161,7 +179,7 @@ def check_clean() -> None:
     bad += [str(p) for p in package.rglob("*") if p.name in ("tests", "conftest.py")]
     if bad:
         fail("project data, tests or VCS files in the image:\n" + "\n".join(sorted(bad)))
-    print(f"no {', '.join(DEV_TOOLS)}; no tests, data, checkpoints or VCS folders")
+    print(f"no {', '.join(DEV_TOOLS)}, compiler or build headers; no tests, data or VCS folders")
 
 
 def free_ports(count: int) -> list[int]:
@@ -185,6 +203,48 @@ def session_processes(sid: int) -> dict[int, str]:
         if int(fields[3]) == sid and fields[0] != "Z":
             names[int(stat.parent.name)] = (stat.parent / "comm").read_text().strip()
     return names
+
+
+def listening(pids: set[int]) -> dict[int, str]:
+    """TCP ports the processes ``pids`` listen on -> the address each is bound to."""
+    inodes = set()
+    for pid in pids:
+        for fd in Path(f"/proc/{pid}/fd").glob("*"):
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    bound = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] != "0A" or fields[9] not in inodes:  # 0A: LISTEN
+                continue
+            address, port = fields[1].split(":")
+            raw = bytes.fromhex(address)
+            # /proc prints each 32-bit word in host (little-endian) order.
+            words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+            if len(words) == 16 and words[:12] == bytes(10) + b"\xff\xff":
+                words = words[12:]  # an IPv4-mapped IPv6 address
+            bound[int(port, 16)] = socket.inet_ntop(
+                socket.AF_INET if len(words) == 4 else socket.AF_INET6, words
+            )
+    return bound
+
+
+def check_exposure(ports: dict[int, int], pids: set[int]) -> None:
+    """Only the inference API listens beyond loopback: TorchServe's key does not cover the
+    metrics API, and nothing outside the container needs management."""
+    bound = listening(pids)
+    inference = ports[8080]
+    if ports[8081] not in bound or ports[8082] not in bound:
+        fail(f"management or metrics is not listening on {ports}: {bound}")
+    exposed = {p: a for p, a in bound.items() if a not in ("127.0.0.1", "::1") and p != inference}
+    if exposed:
+        fail(f"listening beyond loopback (only the inference port {inference} may): {exposed}")
+    print(f"listening: {bound}; only {inference} (inference) beyond loopback")
 
 
 def predict_over_http(port: int, images: Path) -> None:
@@ -258,6 +318,7 @@ def check_serve() -> None:
         print(f"{' '.join(cmd)}: healthy after {time.monotonic() - start:.0f} s")
         predict_over_http(env_ports[8080], WORK / "synth" / "val2017")
         running = session_processes(server.pid)
+        check_exposure(env_ports, set(running))
         server.send_signal(signal.SIGTERM)
         stop = time.monotonic()
         server.wait(30)
