@@ -4,8 +4,10 @@ Each subcommand is one RUN step, so a failing build names the check that failed:
 
     user     the process runs as a non-root user with a writable home
     cli      `ihl --help` lists the stages
-    predict  synthetic images -> one-epoch `ihl train` -> `ihl predict` gives finite keypoints
-    export   `ihl export` packs that checkpoint into a TorchServe archive and KServe folder
+    predict  synthetic images -> one-epoch `ihl train` and `ihl detector train` -> `ihl
+             predict` on the annotated boxes gives finite keypoints for each
+    export   `ihl export` packs that checkpoint and detector into a TorchServe archive and
+             KServe folder
     imports  the packages the Kubeflow components (and, in serve, TorchServe) need import
     kfp      a lightweight component runs through KFP's executor with nothing installed
     clean    no dev tools, no C compiler or build headers, no tests, data, checkpoints or
@@ -18,6 +20,7 @@ Only the standard library is used before the image's packages are under test, an
 is no ``from __future__ import annotations``: kfp reads a component's annotations as types.
 """
 
+import base64
 import importlib
 import importlib.util
 import json
@@ -77,9 +80,22 @@ def check_cli() -> None:
     print(usage)
 
 
+def annotated_boxes(data: Path) -> dict[str, list[list[float]]]:
+    """The validation images' person boxes (x, y, w, h) by file name."""
+    val = json.loads((data / "annotations" / "person_keypoints_val2017.json").read_text())
+    names = {image["id"]: image["file_name"] for image in val["images"]}
+    boxes: dict[str, list[list[float]]] = {name: [] for name in names.values()}
+    for person in val["annotations"]:
+        boxes[names[person["image_id"]]].append(person["bbox"])
+    return boxes
+
+
 def check_predict() -> None:
     data, run_dir, pred = WORK / "synth", WORK / "run", WORK / "pred"
     run("ihl", "synth", str(data), "--train", "4", "--val", "2", "--size", "160x120")
+    detector = ("detector.min_size=96", "detector.max_size=128", "detector.epochs=1")
+    sets = [a for item in detector for a in ("--set", item)]
+    run("ihl", "detector", "train", str(data), "-o", str(WORK / "detector"), *sets)
     tiny = (
         f"data.root={data}",
         "model.input_size=[64, 64]",
@@ -92,20 +108,32 @@ def check_predict() -> None:
     sets = [a for item in tiny for a in ("--set", item)]
     run("ihl", "train", "-c", "sample", "-o", str(run_dir), "--device", "cpu", *sets)
     checkpoint = run_dir / "checkpoints" / "best.pt"
-    run("ihl", "predict", str(checkpoint), str(data / "val2017"), "-o", str(pred))
+    # The one-epoch detector finds anyone or no one: predict on the annotated boxes.
+    val = json.loads((data / "annotations" / "person_keypoints_val2017.json").read_text())
+    given = [
+        {"image_id": p["image_id"], "category_id": 1, "bbox": p["bbox"], "score": 1.0}
+        for p in val["annotations"]
+    ]
+    boxes = WORK / "boxes.json"
+    boxes.write_text(json.dumps(given))
+    images = str(data / "val2017")
+    run("ihl", "predict", str(checkpoint), images, "-o", str(pred), "--boxes", str(boxes))
     results = json.loads((pred / "predictions.json").read_text())
-    if len(results) != 2:
-        fail(f"expected one person per validation image (2), got {len(results)}")
+    if len(results) != len(given):
+        fail(f"expected one person per annotated box ({len(given)}), got {len(results)}")
     for person in results:
         values = person["keypoints"]
         if len(values) != 17 * 3 or not all(math.isfinite(v) for v in values):
             fail(f"bad keypoints for {person['file_name']}: {values}")
     print(f"trained one epoch and predicted {len(results)} people with 17 finite keypoints each")
+    print("trained a one-epoch detector")
 
 
 def check_export() -> None:
     out = WORK / "export"
-    run("ihl", "export", str(WORK / "run" / "checkpoints" / "best.pt"), "--out", str(out))
+    checkpoint = str(WORK / "run" / "checkpoints" / "best.pt")
+    detector = str(WORK / "detector" / "detector.pt")
+    run("ihl", "export", checkpoint, "--out", str(out), "--detector", detector)
     expected = ("model-store/ihl.mar", "config/config.properties", "model_card.md")
     missing = [name for name in expected if not (out / name).is_file()]
     if missing:
@@ -247,14 +275,16 @@ def check_exposure(ports: dict[int, int], pids: set[int]) -> None:
     print(f"listening: {bound}; only {inference} (inference) beyond loopback")
 
 
-def predict_over_http(port: int, images: Path) -> None:
-    """POST a synthetic photo to the served model with TorchServe's inference key."""
+def predict_over_http(port: int, data: Path) -> None:
+    """POST a synthetic photo and its annotated boxes to the served model with TorchServe's
+    inference key."""
     key = json.loads((WORK / "key_file.json").read_text())["inference"]["key"]
-    photo = sorted(images.glob("*.jpg"))[0]
+    photo, boxes = sorted(annotated_boxes(data).items())[0]
+    image = base64.b64encode((data / "val2017" / photo).read_bytes()).decode()
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}/predictions/ihl",
-        data=photo.read_bytes(),
-        headers={"Authorization": f"Bearer {key}", "Content-Type": "image/jpeg"},
+        data=json.dumps({"image": image, "boxes": boxes}).encode(),
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
     )
     deadline = time.monotonic() + 120
     while True:  # the model may still be loading after the server is healthy
@@ -267,10 +297,10 @@ def predict_over_http(port: int, images: Path) -> None:
                 fail(f"POST /predictions/ihl: {err.code} {err.read()[:500]!r}")
             time.sleep(1)
     persons = answer.get("persons", [])
-    points = [v for p in persons for v in p["keypoints"]]
-    if len(persons) != 1 or len(points) != 17 or not all(len(v) == 3 for v in points):
-        fail(f"expected one person with 17 [x, y, score] keypoints, got {answer}")
-    print(f"served {photo.name}: one person, 17 keypoints")
+    ok = [len(p["keypoints"]) == 17 and all(len(v) == 3 for v in p["keypoints"]) for p in persons]
+    if len(persons) != len(boxes) or not all(ok):
+        fail(f"expected {len(boxes)} persons with 17 [x, y, score] keypoints, got {answer}")
+    print(f"served {photo} with {len(boxes)} boxes: {len(persons)} persons, 17 keypoints each")
 
 
 def check_serve() -> None:
@@ -316,7 +346,7 @@ def check_serve() -> None:
                 fail(f"{cmd} never became healthy:\n{log_path.read_text()}")
             time.sleep(1)
         print(f"{' '.join(cmd)}: healthy after {time.monotonic() - start:.0f} s")
-        predict_over_http(env_ports[8080], WORK / "synth" / "val2017")
+        predict_over_http(env_ports[8080], WORK / "synth")
         running = session_processes(server.pid)
         check_exposure(env_ports, set(running))
         server.send_signal(signal.SIGTERM)

@@ -119,7 +119,8 @@ def compile_cmd(
     node_selector: Annotated[
         list[str] | None,
         typer.Option(
-            help="GPU node label KEY=VALUE (repeatable) (default: nvidia.com/gpu.present=true)."
+            help="GPU node label KEY=VALUE (repeatable) (default: none, the GPU request places "
+            "the pods; e.g. nvidia.com/gpu.present=true)."
         ),
     ] = None,
     toleration: Annotated[
