@@ -125,10 +125,17 @@ def test_pods_are_valid_kubernetes_pod_templates():
         assert as_kubernetes_reads_it(template, "V1PodTemplateSpec") == template
 
 
-def test_node_selector_is_an_option():
+def test_node_selector_is_an_option(cli):
     cluster = ClusterSettings(node_selector={"nvidia.com/gpu.present": "true"})
     for template in job_pods(cluster=cluster):
         assert template["spec"]["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    result = cli(
+        "pipeline", "pytorchjob", "--name", "s", "--data-path", "synth",
+        "--node-selector", "pool=a100", "--node-selector", "zone=b",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    for spec in yaml.safe_load(result.output)["spec"]["pytorchReplicaSpecs"].values():
+        assert spec["template"]["spec"]["nodeSelector"] == {"pool": "a100", "zone": "b"}
 
 
 def test_loader_workers_follow_the_cpu_request_not_the_limit(monkeypatch):
