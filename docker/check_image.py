@@ -13,8 +13,9 @@ Each subcommand is one RUN step, so a failing build names the check that failed:
     clean    no dev tools, no C compiler or build headers, no tests, data, checkpoints or
              VCS folders anywhere in the image
     serve    the image's ENTRYPOINT and CMD serve that archive, its HEALTHCHECK passes, a
-             photo gets 17 keypoints, only the inference API listens beyond loopback, and
-             SIGTERM stops the launcher and the Java server
+             photo gets 17 keypoints, only the inference API listens beyond loopback,
+             SIGTERM stops the launcher and the Java server, and nothing was written
+             outside /tmp and the home folder (the pods' emptyDirs on a read-only root)
 
 Only the standard library is used before the image's packages are under test, and there
 is no ``from __future__ import annotations``: kfp reads a component's annotations as types.
@@ -275,6 +276,25 @@ def check_exposure(ports: dict[int, int], pids: set[int]) -> None:
     print(f"listening: {bound}; only {inference} (inference) beyond loopback")
 
 
+def written_since(start: float) -> list[str]:
+    """Files and folders changed since ``start`` outside /tmp and the home folder: what a
+    read-only root filesystem would have refused."""
+    skip = ("/proc", "/sys", "/dev", tempfile.gettempdir(), str(Path.home()))
+    found = []
+    for root, dirs, files in os.walk("/"):
+        if root.startswith(skip):
+            dirs[:] = []
+            continue
+        for name in dirs + files:
+            path = os.path.join(root, name)
+            try:
+                if not path.startswith(skip) and os.lstat(path).st_mtime >= start:
+                    found.append(path)
+            except OSError:
+                continue
+    return found
+
+
 def predict_over_http(port: int, data: Path) -> None:
     """POST a synthetic photo and its annotated boxes to the served model with TorchServe's
     inference key."""
@@ -334,6 +354,7 @@ def check_serve() -> None:
     cmd[cmd.index("--model-store") + 1] = str(WORK / "export" / "model-store")
     probe = [move(part, env_ports) for part in health[1:]]
     log_path = WORK / "torchserve.log"
+    started = time.time()
     with log_path.open("w") as log:
         server = subprocess.Popen(
             cmd, stdout=log, stderr=subprocess.STDOUT, cwd=WORK, env=env, start_new_session=True
@@ -358,6 +379,10 @@ def check_serve() -> None:
         if left:
             fail(f"after SIGTERM to {cmd[0]}, still running: {sorted(left.values())}")
         print(f"SIGTERM stopped {sorted(running.values())} in {time.monotonic() - stop:.1f} s")
+        written = written_since(started)
+        if written:
+            fail("TorchServe wrote outside /tmp and the home folder:\n" + "\n".join(written))
+        print("TorchServe wrote only in /tmp and the home folder")
     except subprocess.TimeoutExpired:
         fail(f"{cmd[0]} ignored SIGTERM for 30 s")
     finally:
