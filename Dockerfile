@@ -37,19 +37,28 @@ RUN --mount=type=cache,target=/root/.cache \
 
 # Third-party dependencies only: rebuilt when pyproject.toml or uv.lock change. The lock
 # file stays in the image as the record of what is installed. xtcocotools is built from
-# source (pyproject.toml says why), so a C compiler is installed for this step and removed.
+# source (pyproject.toml says why), so a C compiler, and Python's headers where the base has
+# none (Debian's python3 without python3-dev), are installed for this step and purged in
+# the same step: no layer ships them (docker/check_image.py clean checks the result).
+# Downloaded wheels and built sdists stay in the cache mount, so a lock change
+# re-downloads only what changed.
 FROM base AS deps
 ARG UV_VERSION
 COPY pyproject.toml uv.lock /opt/ihl/
 RUN --mount=type=cache,target=/root/.cache \
-    apt-get update \
-    && apt-get install -y --no-install-recommends gcc libc6-dev \
+    build_deps="gcc libc6-dev" \
+    && if ! python3 -c "import os, sysconfig, sys; \
+sys.exit(not os.path.isfile(os.path.join(sysconfig.get_path('include'), 'Python.h')))"; then \
+        build_deps="$build_deps python3-dev"; \
+    fi \
+    && apt-get update \
+    && apt-get install -y --no-install-recommends $build_deps \
     && python3 -m venv /tmp/uv \
     && /tmp/uv/bin/pip install -q --cert /etc/ssl/certs/ca-certificates.crt "uv==${UV_VERSION}" \
     && cd /opt/ihl && /tmp/uv/bin/uv sync --active --frozen --no-dev --no-install-project \
         --no-python-downloads --compile-bytecode --link-mode=copy --system-certs \
     && rm -rf /tmp/uv \
-    && apt-get purge -y --auto-remove gcc libc6-dev \
+    && apt-get purge -y --auto-remove $build_deps \
     && rm -rf /var/lib/apt/lists/*
 
 # The locked torch is built for CUDA 13 (NVIDIA driver >= 580). For older drivers, TORCH_CUDA
@@ -139,14 +148,18 @@ LABEL org.opencontainers.image.title="ihl-serve" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${REVISION}" \
       org.opencontainers.image.licenses="Apache-2.0"
-# The project config listens on loopback only (local runs); in a container every address
-# must be reachable, and enable_envvars_config lets these override it.
+# The project config listens on loopback only (local runs); in a container the inference
+# API must be reachable from outside it (enable_envvars_config lets TS_* override the file).
+# Management and metrics stay on the container's loopback: TorchServe's key does not cover
+# the metrics API, and management needs no caller outside the pod. To let Prometheus
+# scrape, set TS_METRICS_ADDRESS=http://0.0.0.0:8082 in the pod together with a
+# NetworkPolicy that admits only the scraper (docs/images.md).
 ENV TS_INFERENCE_ADDRESS=http://0.0.0.0:8080 \
-    TS_MANAGEMENT_ADDRESS=http://0.0.0.0:8081 \
-    TS_METRICS_ADDRESS=http://0.0.0.0:8082
+    TS_MANAGEMENT_ADDRESS=http://127.0.0.1:8081 \
+    TS_METRICS_ADDRESS=http://127.0.0.1:8082
 USER 10001:10001
 WORKDIR /home/ihl
-EXPOSE 8080 8081 8082
+EXPOSE 8080
 # /ping takes TorchServe's inference key when token authorization is on, and keys expire:
 # the check renews an expired key with the API key, which never expires, and TorchServe
 # writes the new key into key_file.json in its working directory, where the check runs.

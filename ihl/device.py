@@ -125,12 +125,19 @@ def cgroup_cpu_limit(root: Path = Path("/sys/fs/cgroup")) -> float | None:
     return quota / period if quota > 0 and period > 0 else None
 
 
+CPUS_ENV = "IHL_CPUS"
+"""CPUs a pod is guaranteed (its CPU request, set by the pipeline and the PyTorchJob): the
+cgroup quota is the limit, which the pod only gets when the node has cores to spare."""
+
+
 def available_cpus(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
-    """CPUs this process may use: its affinity mask, capped by the cgroup quota (rounded up)."""
+    """CPUs this process may use: its affinity mask, capped by the cgroup quota (rounded up)
+    and by ``IHL_CPUS`` when set."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    limit = cgroup_cpu_limit(cgroup_root)
-    if limit is not None:
-        cpus = min(cpus or 1, max(1, math.ceil(limit)))
+    request = os.environ.get(CPUS_ENV)
+    for cap in (cgroup_cpu_limit(cgroup_root), float(request) if request else None):
+        if cap is not None:
+            cpus = min(cpus or 1, max(1, math.ceil(cap)))
     return max(1, cpus or 1)
 
 

@@ -10,7 +10,9 @@ restart the worker group in place before Kubernetes restarts the pod. Each
 whose driver cannot run torch's CUDA fails at once rather than training on gloo.
 Data, staged ImageNet weights and the run folder are on the data PVC
 (ReadWriteMany, since every node mounts it); only global rank 0 writes
-checkpoints, and a restarted job resumes from ``latest.pt``.
+checkpoints, and a restarted job resumes from ``latest.pt``. The pods run as the
+image's user with the volume's group (``fsGroup``), no privilege escalation, no
+capabilities and a read-only root (``POD_SECURITY``, ``CONTAINER_SECURITY``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from ihl.device import CPUS_ENV
+from ihl.edge.container_images import IMAGE_UID
 from ihl.weights import WEIGHTS_ENV
 from pipelines.settings import VOLUME_MOUNT, ClusterSettings
 
@@ -27,6 +31,24 @@ NCCL_ENV = {
 }
 """NCCL warnings in the pod log, and a failed or timed-out collective aborts the process
 (torchrun then restarts the group) instead of leaving the other ranks waiting."""
+POD_SECURITY = {
+    "runAsNonRoot": True,
+    "runAsUser": IMAGE_UID,
+    "runAsGroup": IMAGE_UID,
+    "fsGroup": IMAGE_UID,
+    "fsGroupChangePolicy": "OnRootMismatch",
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+"""The image's user; ``fsGroup`` makes the data volume (runs, checkpoints) writable by it,
+changing ownership only when the volume's root does not already carry the group."""
+CONTAINER_SECURITY = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "readOnlyRootFilesystem": True,
+}
+SCRATCH = {"tmp": "/tmp", "home": "/home/ihl"}
+"""Writable emptyDirs under the read-only root: temporary files, and caches in the home
+folder (torch.compile's and Triton's kernels)."""
 
 
 def pytorchjob_manifest(
@@ -50,9 +72,11 @@ def pytorchjob_manifest(
     ``data_path`` is the dataset folder on the data volume; the run folder is
     ``/data/runs/<name>``. ``overrides`` are dotted config keys, as ``ihl train --set``.
     CPU, memory and /dev/shm scale with ``gpus_per_node`` (``ClusterSettings.resources``).
-    ``rdma_resource`` (e.g. ``rdma/ib``, the device plugin's resource name) requests one
-    RDMA device per pod, with the IPC_LOCK capability NCCL needs to register memory;
-    ``nccl_env`` adds to or overrides ``NCCL_ENV`` (e.g. NCCL_SOCKET_IFNAME).
+    Loader workers follow the CPU request (IHL_CPUS), not the limit. ``rdma_resource``
+    (e.g. ``rdma/ib``, the device plugin's resource name) requests one RDMA device per
+    pod; NCCL registers memory with it under the node runtime's locked-memory limit
+    (no capability: IPC_LOCK would not reach a non-root process). ``nccl_env`` adds to or
+    overrides ``NCCL_ENV`` (e.g. NCCL_SOCKET_IFNAME).
     """
     if nodes < 1 or gpus_per_node < 1:
         raise ValueError(f"nodes and gpus_per_node must be 1 or more, got {nodes}, {gpus_per_node}")
@@ -82,14 +106,14 @@ def pytorchjob_manifest(
     for key, value in sets.items():
         command += ["--set", f"{key}={_yaml_value(value)}"]
     sizes = cluster.resources(gpus_per_node)
-    devices = {cluster.accelerator: gpus_per_node}
+    devices = {cluster.accelerator: str(gpus_per_node)}
     if rdma_resource:
-        devices[rdma_resource] = 1
+        devices[rdma_resource] = "1"
     resources = {
         "requests": {"cpu": sizes.cpu_request, "memory": sizes.memory_request, **devices},
         "limits": {"cpu": sizes.cpu_limit, "memory": sizes.memory_limit, **devices},
     }
-    env = {WEIGHTS_ENV: cluster.weights_dir, **NCCL_ENV, **(nccl_env or {})}
+    env = {WEIGHTS_ENV: cluster.weights_dir, CPUS_ENV: sizes.cpus, **NCCL_ENV, **(nccl_env or {})}
     container: dict[str, Any] = {
         # The operator finds the training container by this name.
         "name": "pytorch",
@@ -100,13 +124,14 @@ def pytorchjob_manifest(
         "volumeMounts": [
             {"name": "data", "mountPath": VOLUME_MOUNT},
             {"name": "dshm", "mountPath": "/dev/shm"},
+            *({"name": name, "mountPath": path} for name, path in SCRATCH.items()),
         ],
+        "securityContext": CONTAINER_SECURITY,
     }
-    if rdma_resource:
-        container["securityContext"] = {"capabilities": {"add": ["IPC_LOCK"]}}
     pod = {
         "spec": {
-            "nodeSelector": dict(cluster.node_selector),
+            "securityContext": POD_SECURITY,
+            **({"nodeSelector": dict(cluster.node_selector)} if cluster.node_selector else {}),
             "tolerations": [
                 {"key": t.key, "operator": "Exists", "effect": t.effect}
                 if t.value is None
@@ -117,6 +142,7 @@ def pytorchjob_manifest(
             "volumes": [
                 {"name": "data", "persistentVolumeClaim": {"claimName": data_pvc}},
                 {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": sizes.shm_size}},
+                *({"name": name, "emptyDir": {}} for name in SCRATCH),
             ],
         }
     }

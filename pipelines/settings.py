@@ -44,6 +44,12 @@ class Resources:
     memory_limit: str
     shm_size: str
 
+    @property
+    def cpus(self) -> str:
+        """The CPU request in CPUs ("500m" -> "0.5"), as ``ihl`` reads it from IHL_CPUS."""
+        quantity = self.cpu_request
+        return str(int(quantity[:-1]) / 1000) if quantity.endswith("m") else quantity
+
 
 @dataclass(frozen=True)
 class ClusterSettings:
@@ -73,10 +79,10 @@ class ClusterSettings:
     shm_size: str | None = None
     prepare: Resources = Resources("4", "8", "8Gi", "16Gi", "1Gi")
     """The prepare task: checks annotations, stats (and on first sight hashes) every file."""
-    node_selector: dict[str, str] = field(
-        default_factory=lambda: {"nvidia.com/gpu.present": "true"}
-    )
-    """The label NVIDIA's GPU operator puts on GPU nodes."""
+    node_selector: dict[str, str] = field(default_factory=dict)
+    """Labels the GPU tasks' nodes must carry; none by default: the GPU request alone places
+    a pod on a node that has the GPUs, and a label that only some installations put on
+    their nodes (NVIDIA's ``nvidia.com/gpu.present``) would leave it Pending elsewhere."""
     tolerations: tuple[Toleration, ...] = (Toleration("nvidia.com/gpu"),)
     """GPU nodes are usually tainted so that only pods asking for GPUs land there."""
     train_retries: int = 3

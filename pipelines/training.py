@@ -30,6 +30,8 @@ from kfp.dsl import HTML, Metrics, Model
 
 from components import detector, evaluate, export, prepare, register, train
 from ihl import config
+from ihl.device import CPUS_ENV
+from ihl.edge.container_images import IMAGE_UID
 from ihl.edge.container_images import image as default_image
 from ihl.edge.urls import has_credentials, redact_url
 from ihl.files import write_bytes
@@ -164,8 +166,14 @@ def _apply_cluster(
     cluster: ClusterSettings, data_pvc, prepared, trained, scored, found, exported, registered
 ) -> None:
     """Kubernetes settings: GPUs, CPU/memory/shm per GPU, node placement, the data volume,
-    staged weights, secrets. Every count and size is a literal, which every KFP backend
-    honours. The detector trains on one GPU, as evaluation runs."""
+    staged weights, secrets, the image's non-root user. Every count and size is a literal,
+    which every KFP backend honours. The detector trains on one GPU, as evaluation runs;
+    loader workers follow the CPU request (IHL_CPUS)."""
+    for task in (prepared, trained, scored, found, exported, registered):
+        # The backend adds no privilege escalation, no capabilities and seccomp RuntimeDefault.
+        kubernetes.set_security_context(
+            task, run_as_user=IMAGE_UID, run_as_group=IMAGE_UID, run_as_non_root=True
+        )
     for task in (prepared, trained, scored, found):
         kubernetes.mount_pvc(task, pvc_name=data_pvc, mount_path=VOLUME_MOUNT)
     _set_resources(prepared, cluster.prepare)
@@ -175,6 +183,7 @@ def _apply_cluster(
             task.set_accelerator_type(cluster.accelerator).set_accelerator_limit(gpus)
         _set_resources(task, sizes)
         task.set_env_variable(WEIGHTS_ENV, cluster.weights_dir)
+        task.set_env_variable(CPUS_ENV, sizes.cpus)
         kubernetes.empty_dir_mount(
             task,
             volume_name="dshm",

@@ -1,7 +1,8 @@
 """The Dockerfile's contract, read without building (scripts/build-images.sh builds it).
 
 Non-root targets with OCI labels, a build context that can only carry the package's own
-sources, and serve-image ports that agree with serving/config.properties.
+sources, and serve-image ports that agree with serving/config.properties, only the
+inference API beyond loopback.
 """
 
 from __future__ import annotations
@@ -102,20 +103,38 @@ def test_every_copy_from_the_context_is_allowed_and_exists():
                 assert (ROOT / source).exists(), f"{stage}: COPY {source} is not in the repo"
 
 
-def ports(text: str) -> dict[str, int]:
-    """``*_address`` ports of a config.properties, or of TS_*_ADDRESS variables in ENV."""
-    found = re.findall(r"(?:TS_)?(\w+_address)\s*=\s*\S+?:(\d+)\b", text, re.IGNORECASE)
-    return {key.lower(): int(port) for key, port in found}
+def addresses(text: str) -> dict[str, tuple[str, int]]:
+    """``*_address`` hosts and ports of a config.properties, or of TS_*_ADDRESS in ENV."""
+    found = re.findall(
+        r"(?:TS_)?(\w+_address)\s*=\s*https?://([^:\s]+):(\d+)\b", text, re.IGNORECASE
+    )
+    return {key.lower(): (host, int(port)) for key, host, port in found}
+
+
+def serve_addresses() -> dict[str, tuple[str, int]]:
+    """Where the serve image's TorchServe listens: the image's TS_*_ADDRESS variables
+    override its config file (enable_envvars_config)."""
+    return addresses((ROOT / "serving" / "config.properties").read_text()) | addresses(
+        " ".join(args("serve", "ENV"))
+    )
+
+
+def test_serve_image_exposes_only_the_inference_api():
+    """The metrics API takes no key, and nothing outside the container needs management:
+    both stay on loopback (docker/check_image.py serve checks the sockets themselves)."""
+    config = serve_addresses()
+    assert config["inference_address"][0] == "0.0.0.0"
+    assert config["management_address"][0] == "127.0.0.1"
+    assert config["metrics_address"][0] == "127.0.0.1"
 
 
 def test_serve_ports_health_check_and_config_agree():
-    # The image's TS_*_ADDRESS variables override the file (enable_envvars_config).
     text = (ROOT / "serving" / "config.properties").read_text()
-    config = ports(text) | ports(" ".join(args("serve", "ENV")))
     assert re.search(r"^enable_envvars_config\s*=\s*true", text, re.MULTILINE)
+    config = {key: port for key, (_, port) in serve_addresses().items()}
     assert set(config) == {"inference_address", "management_address", "metrics_address"}
     exposed = {int(p) for rest in args("serve", "EXPOSE") for p in rest.split()}
-    assert set(config.values()) == exposed
+    assert exposed == {config["inference_address"]}
     health = args("serve", "HEALTHCHECK")[0]
     assert f"127.0.0.1:{config['inference_address']}/ping" in health
 

@@ -119,7 +119,8 @@ def compile_cmd(
     node_selector: Annotated[
         list[str] | None,
         typer.Option(
-            help="GPU node label KEY=VALUE (repeatable) (default: nvidia.com/gpu.present=true)."
+            help="GPU node label KEY=VALUE (repeatable) (default: none, the GPU request places "
+            "the pods; e.g. nvidia.com/gpu.present=true)."
         ),
     ] = None,
     toleration: Annotated[
@@ -139,13 +140,7 @@ def compile_cmd(
     from pipelines.settings import ClusterSettings, Toleration
     from pipelines.training import compile_pipeline
 
-    settings: dict[str, Any] = {}
-    if node_selector:
-        pairs = [item.partition("=") for item in node_selector]
-        bad = [key + sep + value for key, sep, value in pairs if not (key and sep and value)]
-        if bad:
-            fail(f"--node-selector {bad[0]!r}: expected KEY=VALUE")
-        settings["node_selector"] = {key: value for key, _, value in pairs}
+    settings: dict[str, Any] = {"node_selector": _node_selector(node_selector)}
     if toleration:
         try:
             settings["tolerations"] = tuple(Toleration.parse(text) for text in toleration)
@@ -168,6 +163,15 @@ def compile_cmd(
     except ValueError as err:
         fail(str(err))
     typer.echo(f"wrote {path}")
+
+
+def _node_selector(items: list[str] | None) -> dict[str, str]:
+    """``--node-selector KEY=VALUE`` options as labels."""
+    pairs = [item.partition("=") for item in items or []]
+    bad = [key + sep + value for key, sep, value in pairs if not (key and sep and value)]
+    if bad:
+        fail(f"--node-selector {bad[0]!r}: expected KEY=VALUE")
+    return {key: value for key, _, value in pairs}
 
 
 def _check_reachable(host: str) -> None:
@@ -401,6 +405,13 @@ def pytorchjob_cmd(
         list[str] | None,
         typer.Option(help="NCCL environment KEY=VALUE (repeatable), e.g. NCCL_SOCKET_IFNAME=eth0."),
     ] = None,
+    node_selector: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Node label KEY=VALUE (repeatable) (default: none, the GPU request places "
+            "the pods; e.g. nvidia.com/gpu.present=true)."
+        ),
+    ] = None,
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Manifest file (default: stdout).")
     ] = None,
@@ -413,6 +424,7 @@ def pytorchjob_cmd(
     from ihl import config as config_mod
     from ihl.edge.container_images import image as default_image
     from pipelines.pytorchjob import pytorchjob_manifest
+    from pipelines.settings import ClusterSettings
 
     if preset not in config_mod.preset_names():
         fail(f"unknown preset {preset!r}; presets: {', '.join(config_mod.preset_names())}")
@@ -433,6 +445,7 @@ def pytorchjob_cmd(
         max_restarts=max_restarts,
         rdma_resource=rdma_resource,
         nccl_env={key: value for key, _, value in pairs},
+        cluster=ClusterSettings(node_selector=_node_selector(node_selector)),
     )
     text = yaml.safe_dump(manifest, sort_keys=False)
     if out is None:

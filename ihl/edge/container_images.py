@@ -14,6 +14,8 @@ from importlib.metadata import version
 
 REPOSITORY = "ghcr.io/ihl-pose/ihl"
 TARGETS = ("train", "serve")
+IMAGE_UID = 10001
+"""The images' user and group (the Dockerfile's USER): what pods run as and own volumes with."""
 
 
 def image(target: str = "train") -> str:

@@ -73,9 +73,10 @@ def test_train_requests_gpus_cpu_memory_and_retries(compiled):
 
 
 def test_gpu_tasks_placement_shm_and_data_volume(compiled):
-    _, k8s = compiled
+    spec, k8s = compiled
     for name in ("exec-train", "exec-evaluate", "exec-detector"):
-        assert k8s[name]["nodeSelector"]["labels"] == {"nvidia.com/gpu.present": "true"}
+        # The GPU request places the pod; a node selector only when asked for.
+        assert "nodeSelector" not in k8s[name]
         assert k8s[name]["tolerations"] == [
             {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
         ]
@@ -86,7 +87,16 @@ def test_gpu_tasks_placement_shm_and_data_volume(compiled):
         (pvc,) = k8s[name]["pvcMount"]
         assert pvc["mountPath"] == "/data"
         assert pvc["pvcNameParameter"] == {"componentInputParameter": "data_pvc"}
-    assert "exec-export" not in k8s
+    for name in ("exec-prepare", "exec-train", "exec-evaluate", "exec-detector", "exec-export",
+                 "exec-register"):  # fmt: skip
+        assert k8s[name]["securityContext"] == {
+            "runAsUser": "10001", "runAsGroup": "10001", "runAsNonRoot": True
+        }  # fmt: skip
+    assert "pvcMount" not in k8s["exec-export"]
+    for name in ("exec-train", "exec-evaluate", "exec-detector"):
+        container = spec["deploymentSpec"]["executors"][name]["container"]
+        cpus = {e["name"]: e["value"] for e in container["env"]}["IHL_CPUS"]
+        assert cpus == container["resources"]["resourceCpuRequest"] == "10"
     for name in ("exec-prepare", "exec-register"):
         secrets = {s["secretName"]: s for s in k8s[name]["secretAsEnv"]}
         assert secrets["ihl-s3"]["optional"] is True
@@ -128,7 +138,7 @@ def test_compile_options(cli, tmp_path, monkeypatch):
     container = spec["deploymentSpec"]["executors"]["exec-train"]["container"]
     assert container["resources"]["resourceMemoryRequest"] == "8Gi"
     assert "retryPolicy" not in spec["root"]["dag"]["tasks"]["train"]
-    assert "exec-register" not in k8s
+    assert "secretAsEnv" not in k8s["exec-register"]
 
     pinned = "registry.example/ihl@sha256:" + "0" * 64
     assert cli("pipeline", "compile", "-o", path, "--image", pinned).exit_code == 0

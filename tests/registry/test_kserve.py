@@ -82,3 +82,40 @@ def test_serving_reads_with_its_own_secret_not_the_pipelines():
     predictor = inference_service(EXAMPLE_URI, EXAMPLE_DIGEST)["spec"]["predictor"]
     assert account["metadata"]["name"] == predictor["serviceAccountName"]
     assert secret["metadata"]["name"] != ClusterSettings().s3_secret
+
+
+KSERVE_MODEL_FIELDS = ("modelFormat", "protocolVersion", "storageUri", "runtime")
+"""What KServe's v1beta1 ModelSpec adds to a core/v1 Container (the rest is a Container)."""
+
+
+def as_pod_spec(predictor: dict) -> dict:
+    """A v1beta1 PredictorSpec as the pod KServe makes of it: PodSpec fields, and the
+    model as the container "kserve-container"."""
+    model = {k: v for k, v in predictor["model"].items() if k not in KSERVE_MODEL_FIELDS}
+    pod = {k: v for k, v in predictor.items() if k != "model"}
+    return pod | {"containers": [{"name": "kserve-container", **model}]}
+
+
+@pytest.mark.parametrize("gpus", [0, 1])
+def test_predictor_is_a_valid_pod_spec(gpus):
+    from kube_schema import as_kubernetes_reads_it
+
+    pod = as_pod_spec(
+        inference_service(EXAMPLE_URI, EXAMPLE_DIGEST, gpus=gpus)["spec"]["predictor"]
+    )
+    assert as_kubernetes_reads_it(pod, "V1PodSpec") == pod
+
+
+def test_torchserve_runs_unprivileged_on_a_read_only_root():
+    predictor = inference_service(EXAMPLE_URI, EXAMPLE_DIGEST)["spec"]["predictor"]
+    security = predictor["model"]["securityContext"]
+    assert security["runAsNonRoot"] is True and security["runAsUser"] == 10001
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    assert security["readOnlyRootFilesystem"] is True
+    # TorchServe's writable paths (archives and Java in /tmp, logs in its working
+    # directory, the image's home) are emptyDirs.
+    mounts = {m["mountPath"]: m["name"] for m in predictor["model"]["volumeMounts"]}
+    assert set(mounts) == {"/tmp", "/home/ihl"}
+    volumes = {v["name"]: v for v in predictor["volumes"]}
+    assert all(volumes[name] == {"name": name, "emptyDir": {}} for name in mounts.values())

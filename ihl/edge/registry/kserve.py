@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from ihl.edge.container_images import IMAGE_UID
 from ihl.edge.container_images import image as image_ref
 from ihl.edge.registry.store import RegistryError, pinned_version
 
@@ -15,6 +16,20 @@ KSERVE_ENV = {
     "TS_SERVICE_ENVELOPE": "kserve",
 }
 """TorchServe settings an InferenceService pins through the environment (see inference_service)."""
+SECURITY_CONTEXT = {
+    "runAsNonRoot": True,
+    "runAsUser": IMAGE_UID,
+    "runAsGroup": IMAGE_UID,
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "readOnlyRootFilesystem": True,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+"""The TorchServe container's: the image's user, nothing more. All on the container, which
+Knative admits without its pod security-context feature flag."""
+SCRATCH = {"tmp": "/tmp", "home": "/home/ihl"}
+"""Writable emptyDirs under the read-only root: TorchServe unpacks archives and Java keeps
+its files in /tmp, and writes its logs in its working directory, the image's home."""
 DIGEST_VARIABLE = "IHL_MANIFEST_SHA256"
 """Read by the serve image's entrypoint (serving/verify_models.py) before TorchServe starts."""
 
@@ -39,7 +54,9 @@ def inference_service(
     (enable_envvars_config), which pins what KServe relies on whatever the
     image's defaults: inference on the pod port 8080 with the v1 envelope,
     management on the pod's loopback only, metrics on 8082 for Prometheus.
-    ``gpus`` > 0 asks for that many ``nvidia.com/gpu`` and tolerates GPU taints.
+    ``gpus`` > 0 asks for that many ``nvidia.com/gpu`` and tolerates GPU taints. The
+    container runs as the image's user without privileges on a read-only root
+    (``SECURITY_CONTEXT``), writing only to emptyDirs.
 
     ``manifest_sha256`` pins the version: the image's entrypoint checks the downloaded
     files against the manifest with that sha256 and refuses to start TorchServe on
@@ -75,7 +92,10 @@ def inference_service(
             ],
             "ports": [{"name": "http1", "containerPort": 8080, "protocol": "TCP"}],
             "resources": {"requests": {"cpu": "2", "memory": "4Gi"}, "limits": limits},
+            "securityContext": SECURITY_CONTEXT,
+            "volumeMounts": [{"name": name, "mountPath": path} for name, path in SCRATCH.items()],
         },
+        "volumes": [{"name": name, "emptyDir": {}} for name in SCRATCH],
     }
     if gpus:
         predictor["tolerations"] = [
