@@ -5,6 +5,8 @@ from __future__ import annotations
 import ast
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,7 @@ from sample_data import MPII_SAMPLE
 from ihl import config
 from ihl.data.errors import DatasetError
 from ihl.data.synth import make_coco_synth
-from ihl.edge.params import CONFIG_SECTIONS, config_overrides
+from ihl.edge.params import CONFIG_SECTIONS, params_config
 from ihl.prepare import fingerprint, prepare
 
 REPO = Path(__file__).resolve().parents[2]
@@ -82,44 +84,79 @@ def test_prepare_command_says_how_to_get_missing_data(tmp_path):
     assert f"ihl data pull {tmp_path / 'coco'}.dvc" in result.output
 
 
+def _committed_params() -> dict:
+    """params.yaml as committed (HEAD), whatever a user's experiment did to the workspace."""
+    text = subprocess.run(
+        ["git", "show", "HEAD:params.yaml"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout
+    return yaml.safe_load(text)
+
+
 def _write_params(tmp_path: Path, **changes) -> Path:
-    params = yaml.safe_load((REPO / "params.yaml").read_text()) | changes
+    params = _committed_params() | changes
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params))
     return path
 
 
-def test_shipped_params_reproduce_their_preset():
-    """params.yaml repeats its preset's values, so a retuned preset cannot be silently
-    overridden by stale copies in params.yaml."""
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    shipped = config.load(params["preset"], config_overrides(REPO / "params.yaml"))
-    preset = config.load(params["preset"])
+def test_shipped_params_change_nothing_in_their_preset(tmp_path):
+    """params.yaml holds the user's changes only: as shipped, the main job trains its preset
+    exactly, with the dataset's folder."""
+    params = _committed_params()
+    shipped = params_config(_write_params(tmp_path))
+    preset = config.load(params["preset"], {"data.root": f"data/{params['dataset']}"})
     assert config.to_dict(shipped) == config.to_dict(preset)
 
 
-def test_dataset_sets_root_layout_and_joints(tmp_path):
-    overrides = config_overrides(_write_params(tmp_path, dataset="mpii"))
-    assert overrides["data.root"] == "data/mpii"
-    assert overrides["data.dataset"] == "mpii"
-    assert overrides["model.num_joints"] == 16
-    assert (
-        overrides["train.epochs"]
-        == yaml.safe_load((REPO / "params.yaml").read_text())["train"]["epochs"]
+def test_an_experiment_in_the_workspace_does_not_fail_the_shipped_test(tmp_path, monkeypatch):
+    """`dvc exp run -S train.epochs=3` leaves its change in the workspace params.yaml; the
+    shipped-params test reads the committed file, so the suite still passes after it."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "params.yaml").write_text(yaml.safe_dump(_committed_params()))
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    subprocess.run([*git, "add", "params.yaml"], cwd=repo, check=True)
+    subprocess.run([*git, "commit", "-qm", "shipped"], cwd=repo, check=True)
+    (repo / "params.yaml").write_text(
+        yaml.safe_dump(_committed_params() | {"train": {"epochs": 3}})
     )
+    monkeypatch.setattr(sys.modules[__name__], "REPO", repo)
+    test_shipped_params_change_nothing_in_their_preset(tmp_path)
+
+
+@pytest.mark.parametrize("preset", config.preset_names())
+def test_choosing_a_preset_gives_exactly_that_preset(tmp_path, preset):
+    """`dvc exp run -S preset=P -S dataset=D` trains `ihl config show P`, only the data folder
+    changed: nothing of the default preset is layered over it."""
+    chosen = config.load(preset)
+    dataset = chosen.data.dataset
+    resolved = params_config(_write_params(tmp_path, preset=preset, dataset=dataset))
+    expected = config.to_dict(chosen) | {
+        "data": {**config.to_dict(chosen)["data"], "root": f"data/{dataset}"}
+    }
+    assert config.to_dict(resolved) == expected
+
+
+def test_dataset_sets_root_layout_and_joints(tmp_path):
+    cfg = params_config(_write_params(tmp_path, dataset="mpii", train={"epochs": 3}))
+    assert cfg.data.root == "data/mpii"
+    assert cfg.data.dataset == "mpii"
+    assert cfg.model.num_joints == 16
+    assert cfg.train.epochs == 3
 
 
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
         ({"dataset": "imagenet"}, "unknown dataset 'imagenet'"),
-        ({"data": {"root": "elsewhere"}}, "data.root follows from `dataset: synth`"),
+        ({"data": {"root": "elsewhere"}}, "data.root: set by the run's dataset"),
         ({"train": 3}, "train must be a mapping"),
     ],
 )
 def test_bad_params_are_named(tmp_path, changes, message):
     with pytest.raises(config.ConfigError, match=message):
-        config_overrides(_write_params(tmp_path, **changes))
+        params_config(_write_params(tmp_path, **changes))
 
 
 def test_train_command_names_a_bad_params_key(tmp_path):
