@@ -81,17 +81,20 @@ def fail(message: str) -> NoReturn:
 
 
 def load_config(
-    name_or_path: str, sets: list[str] | None = None, params: Path | None = None
+    name_or_path: str,
+    sets: list[str] | None = None,
+    params: Path | None = None,
+    sections: tuple[str, ...] = (),
 ) -> config_mod.Config:
     """The config of a preset or YAML file (``config.resolve``) with ``--set`` items over it;
-    with ``params`` (params.yaml) its dataset and its config sections first, as the DVC
-    stages have them."""
+    with ``params`` (params.yaml) its dataset and the changes its ``sections`` make first, as
+    the DVC stage reading them has it."""
     from ihl.edge.params import params_config
 
     overrides = parse_overrides(sets or [])
     try:
         if params is not None:
-            return params_config(params, name_or_path, overrides)
+            return params_config(params, sections, name_or_path, overrides)
         return config_mod.resolve(name_or_path, overrides)
     except config_mod.ConfigError as err:
         fail(str(err))

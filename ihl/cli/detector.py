@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from ihl.cli.common import USER_ERRORS, fail, load_config, print_table
+from ihl.edge.params import DETECTOR_SECTIONS
 
 app = typer.Typer(help="The person detector that finds the boxes the pose model needs.")
 
@@ -31,7 +32,7 @@ def train_cmd(
 ) -> None:
     """Train the detector on the train split's person boxes; writes OUT/detector.pt,
     OUT/metrics.json (box AP on the val split) and OUT/detections.json (val boxes)."""
-    cfg = load_config(config, overrides, params).detector
+    cfg = load_config(config, overrides, params, DETECTOR_SECTIONS).detector
     from ihl.data.build import COCO_SPLITS
     from ihl.detection.boxap import evaluate_detector
     from ihl.detection.models import DetectorError

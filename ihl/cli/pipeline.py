@@ -42,12 +42,12 @@ def run_parameter_options(*exclude: str):
 
     def decorate(command):
         taken = [p for p in PARAMETERS if p.name not in exclude]
-        signature = inspect.signature(command)
+        signature = inspect.signature(command, eval_str=True)
         extra = [
             inspect.Parameter(
                 p.name,
                 inspect.Parameter.KEYWORD_ONLY,
-                default=typer.Option(None, p.flag, help=f"{p.help} (default: {p.default!r})."),
+                default=typer.Option(None, p.flag, help=_help(p)),
                 annotation=list[str] | None if p.type is dict else p.type | None,
             )
             for p in taken
@@ -67,6 +67,12 @@ def run_parameter_options(*exclude: str):
         return run
 
     return decorate
+
+
+def _help(parameter) -> str:
+    if parameter.type is dict:
+        return parameter.help
+    return f"{parameter.help} [default: {parameter.default!r}]"
 
 
 def _check(arguments: dict[str, Any], compiled_gpus: int | None = None) -> None:

@@ -25,6 +25,7 @@ from ihl.cli.common import (
     require_file,
 )
 from ihl.data.errors import DatasetError
+from ihl.edge.params import TRAIN_SECTIONS
 
 
 def synth_cmd(
@@ -100,7 +101,7 @@ def train_cmd(
     """Train a pose model from a preset or YAML config."""
     from ihl.files import FolderBusyError, load_json
 
-    cfg = load_config(config, overrides, params)
+    cfg = load_config(config, overrides, params, TRAIN_SECTIONS)
     fingerprint = None
     if data_index is not None:
         try:

@@ -17,8 +17,10 @@ import yaml
 
 from ihl import config as config_mod
 
-CONFIG_SECTIONS = ("model", "loss", "train", "data", "detector")
-"""Sections of params.yaml that are config overrides."""
+TRAIN_SECTIONS = ("model", "loss", "train", "data")
+"""The sections the train stage reads (its params in dvc.yaml)."""
+DETECTOR_SECTIONS = ("detector",)
+"""The section the detector stage reads, so a change to training leaves the detector alone."""
 
 
 def data_root(dataset: str) -> str:
@@ -40,11 +42,13 @@ def read_params(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def config_overrides(params: dict[str, Any], source: str | Path) -> dict[str, Any]:
+def config_overrides(
+    params: dict[str, Any], source: str | Path, sections: tuple[str, ...]
+) -> dict[str, Any]:
     """The dotted-key config changes a params mapping makes: every non-null key of its
-    config sections."""
+    ``sections``."""
     overrides: dict[str, Any] = {}
-    for section in CONFIG_SECTIONS:
+    for section in sections:
         node = params.get(section) or {}
         if not isinstance(node, dict):
             raise config_mod.ConfigError(f"{source}: {section} must be a mapping of config keys")
@@ -54,13 +58,17 @@ def config_overrides(params: dict[str, Any], source: str | Path) -> dict[str, An
 
 
 def params_config(
-    path: str | Path, preset: str | None = None, overrides: dict[str, Any] | None = None
+    path: str | Path,
+    sections: tuple[str, ...],
+    preset: str | None = None,
+    overrides: dict[str, Any] | None = None,
 ) -> config_mod.Config:
-    """The config a params file describes (its ``preset`` unless ``preset`` is given, its
-    dataset in ``data/<dataset>``, its config sections), with ``overrides`` on top."""
+    """The config a params file describes for a stage that reads ``sections``: its
+    ``preset`` (unless ``preset`` is given), its dataset in ``data/<dataset>``, the changes
+    its ``sections`` make, then ``overrides``."""
     params = read_params(path)
     dataset = str(params.get("dataset", "synth"))
-    changes = config_overrides(params, path) | (overrides or {})
+    changes = config_overrides(params, path, sections) | (overrides or {})
     try:
         return config_mod.resolve(
             preset or str(params.get("preset", "sample")),
