@@ -100,13 +100,14 @@ def load_config(
         fail(str(err))
 
 
-def parse_pairs(items: list[str], option: str) -> dict[str, str]:
-    """``KEY=VALUE`` items of a repeatable option, as a mapping; a bad item names ``option``."""
+def parse_pairs(items: list[str], option: str, shape: str = "KEY=VALUE") -> dict[str, str]:
+    """``KEY=VALUE`` items of a repeatable option, as a mapping; a bad item names ``option``
+    and the ``shape`` expected."""
     pairs = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip() or " " in key.strip():
-            fail(f"{option} {item!r}: expected KEY=VALUE")
+            fail(f"{option} {item!r}: expected {shape}")
         pairs[key.strip()] = value
     return pairs
 
@@ -115,7 +116,8 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     """``--set key.sub=value`` items; values are YAML, so numbers, booleans and lists keep
     their type."""
     overrides = {}
-    for key, text in parse_pairs(items, "--set").items():
+    shape = "dotted.key=value, e.g. --set model.head=heatmap"
+    for key, text in parse_pairs(items, "--set", shape).items():
         try:
             overrides[key] = yaml.safe_load(text)
         except yaml.YAMLError as err:
