@@ -60,9 +60,7 @@ def _run(bin_dir: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_installed_wheel_exports_and_compiles_without_a_checkout(installed, tmp_path):
-    where = _run(
-        installed, "python", "-c", "import ihl; print(ihl.__file__)", cwd=tmp_path
-    )
+    where = _run(installed, "python", "-c", "import ihl; print(ihl.__file__)", cwd=tmp_path)
     assert where.returncode == 0, where.stderr
     assert REPO not in Path(where.stdout.strip()).parents
 
