@@ -16,7 +16,7 @@ def detector(
     metrics: Output[Metrics],
 ):
     """Write the detector file to ``model``: trained on the prepared train split when the
-    preset's detector (with the run's ``detector.*`` overrides) has no weights, else its
+    run's config (``config.resolve``, as train's) has no weights, else its
     torchvision COCO weights as they are. ``metrics`` holds its box AP on the val split."""
     import json
     from pathlib import Path
@@ -27,8 +27,12 @@ def detector(
     from ihl.detection.models import build_detector, save_detector
     from ihl.detection.train import train_detector
 
-    chosen = {k: v for k, v in overrides.items() if k.startswith("detector.")}
-    cfg = config.load(preset, chosen).detector
+    cfg = config.resolve(
+        preset,
+        overrides,
+        dataset=prepared.metadata["dataset"],
+        data_root=prepared.metadata["root"],
+    ).detector
     root = Path(prepared.metadata["root"])
     if cfg.weights is None:
         found_by = train_detector(cfg, root, Path(model.path), COCO_SPLITS["train"])

@@ -42,19 +42,15 @@ def train(
 
     from ihl import config
     from ihl.edge.live import LiveLog
-    from ihl.prepare import layout
     from ihl.train import train as train_model
 
-    changes = {**overrides, "data.root": prepared.metadata["root"]}
-    if epochs > 0:
-        changes["train.epochs"] = epochs
-    cfg = config.load(preset, changes)
-    kind = layout(prepared.metadata["dataset"])
-    if cfg.data.dataset != kind:
-        raise ValueError(
-            f"preset {preset!r} trains on {cfg.data.dataset} data but the dataset is "
-            f"{prepared.metadata['dataset']!r}"
-        )
+    changes = {**overrides, "train.epochs": epochs} if epochs > 0 else overrides
+    cfg = config.resolve(
+        preset,
+        changes,
+        dataset=prepared.metadata["dataset"],
+        data_root=prepared.metadata["root"],
+    )
     from ihl.device import cuda_problem
 
     visible = torch.cuda.device_count()

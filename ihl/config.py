@@ -291,6 +291,53 @@ def load(name_or_path: str | Path, overrides: dict[str, Any] | None = None) -> C
     return from_dict(data, source)
 
 
+def resolve(
+    preset: str | Path,
+    overrides: dict[str, Any] | None = None,
+    *,
+    dataset: str | None = None,
+    data_root: str | Path | None = None,
+) -> Config:
+    """The one way a run's choices become its config, whichever way it is started (``ihl
+    train``, the DVC stages, the Kubeflow components, the PyTorchJob).
+
+    ``preset`` (a name or a YAML file) is taken as it is; ``dataset`` (``synth``, ``coco``,
+    ``mpii`` or ``crowdpose``) then sets ``data.dataset`` and ``model.num_joints``,
+    ``data_root`` sets ``data.root``, and ``overrides`` (dotted keys) change the rest. An
+    override of a key that ``dataset`` or ``data_root`` sets is refused: it would be lost.
+    """
+    fixed: dict[str, Any] = {}
+    if dataset is not None:
+        from ihl.data.errors import DatasetError
+        from ihl.data.keypoints import get_spec
+        from ihl.prepare import layout
+
+        try:
+            kind = layout(dataset)
+        except DatasetError as err:
+            raise ConfigError(f"dataset: {err}") from None
+        fixed |= {"data.dataset": kind, "model.num_joints": get_spec(kind).num_joints}
+    if data_root is not None:
+        fixed["data.root"] = str(data_root)
+    clash = sorted(set(fixed) & set(overrides or {}))
+    if clash:
+        raise ConfigError(
+            f"{', '.join(clash)}: set by the run's dataset and data folder, not by an override"
+        )
+    return load(preset, {**(overrides or {}), **fixed})
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``: nested sections as dotted keys."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat |= flatten(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def effective_lr(cfg: Config, world_size: int = 1) -> float:
     """The learning rate the optimizer starts from (before warm-up) on ``world_size`` devices."""
     if world_size < 1:

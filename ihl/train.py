@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import logging
 import math
 import random
@@ -522,17 +521,6 @@ def train(
             dist.destroy_process_group()
 
 
-def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``, lists and tuples alike (as JSON has them)."""
-    flat = {}
-    for key, value in json.loads(json.dumps(tree)).items():
-        if isinstance(value, dict):
-            flat |= _flat(value, f"{prefix}{key}.")
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def check_resumable(
     ckpt: dict[str, Any], cfg: Config, data_fingerprint: str | None, path: Path
 ) -> None:
@@ -540,9 +528,9 @@ def check_resumable(
     result would be a model of neither (a resume used to compare nothing). A key the state's
     config lacks (added to the config since) counts as its default; the ``EXECUTION_ONLY``
     keys may change."""
-    defaults = _flat(config_mod.to_dict(Config()))
-    saved = defaults | _flat(ckpt.get("config") or {})
-    current = _flat(config_mod.to_dict(cfg))
+    defaults = config_mod.flatten(config_mod.to_dict(Config()))
+    saved = defaults | config_mod.flatten(ckpt.get("config") or {})
+    current = config_mod.flatten(config_mod.to_dict(cfg))
     changed = sorted(
         k
         for k in saved.keys() | current.keys()

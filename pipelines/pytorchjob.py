@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from ihl import config
 from ihl.device import CPUS_ENV
 from ihl.edge.container_images import IMAGE_UID
 from ihl.weights import WEIGHTS_ENV
@@ -70,7 +71,9 @@ def pytorchjob_manifest(
     """The PyTorchJob (kubeflow.org/v1) training ``preset`` on ``nodes`` x ``gpus_per_node`` GPUs.
 
     ``data_path`` is the dataset folder on the data volume; the run folder is
-    ``/data/runs/<name>``. ``overrides`` are dotted config keys, as ``ihl train --set``.
+    ``/data/runs/<name>``. ``overrides`` are dotted config keys, as ``ihl train --set``; the
+    pods' ``ihl train`` resolves them over the preset with ``config.resolve``, as this function
+    does first, so a bad key is refused here rather than in every pod.
     CPU, memory and /dev/shm scale with ``gpus_per_node`` (``ClusterSettings.resources``).
     Loader workers follow the CPU request (IHL_CPUS), not the limit. ``rdma_resource``
     (e.g. ``rdma/ib``, the device plugin's resource name) requests one RDMA device per
@@ -83,7 +86,9 @@ def pytorchjob_manifest(
     if max_restarts < 0:
         raise ValueError(f"max_restarts must be 0 or more, got {max_restarts}")
     cluster = cluster or ClusterSettings()
-    sets = {"data.root": f"{VOLUME_MOUNT}/{data_path.strip('/')}", **(overrides or {})}
+    root = f"{VOLUME_MOUNT}/{data_path.strip('/')}"
+    config.resolve(preset, overrides, data_root=root)  # refuse here what `ihl train` would
+    sets = {"data.root": root, **(overrides or {})}
     command = [
         "torchrun",
         f"--nnodes={nodes}",

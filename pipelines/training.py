@@ -21,6 +21,7 @@ a new image, since every task takes the image reference as an input; a tag
 moved to new bytes keeps its reference, so ``--cache`` requires a digest.
 """
 
+import inspect
 import tempfile
 from pathlib import Path
 from typing import NamedTuple
@@ -37,36 +38,11 @@ from ihl.edge.urls import has_credentials, redact_url
 from ihl.files import write_bytes
 from ihl.prepare import DATASETS
 from ihl.weights import WEIGHTS_ENV
+from pipelines.parameters import DEFAULTS
 from pipelines.settings import GIT_KEYS, S3_KEYS, VOLUME_MOUNT, ClusterSettings, Resources
 
 DATA_SOURCES = ("volume", "dvc")
 PIPELINE_NAME = "ihl-train"
-DEFAULTS = {
-    "dataset": "synth",
-    "preset": "sample",
-    "epochs": 0,
-    "num_gpus": 1,
-    "data_source": "volume",
-    "data_path": "synth",
-    "dvc_repo": "",
-    "dvc_rev": "",
-    "data_pvc": "ihl-data",
-    "overrides": {},
-    "registry_uri": "",
-    "model_name": "ihl",
-    "model_version": "",
-}
-"""Run parameters other than ``image`` and their defaults (the pipeline's signature uses them).
-
-dataset: synth, coco, mpii or crowdpose. preset: an ihl preset. epochs: 0 keeps the preset's.
-num_gpus: GPUs of the train task (0: CPU; more than 1: torchrun); a cluster
-pipeline requests the count it was compiled for (``ClusterSettings.num_gpus``) and
-takes no other (``check_arguments``). data_source:
-"volume" (``data_path`` on the data volume) or "dvc" (``data_path`` in the git
-repository ``dvc_repo`` at revision ``dvc_rev``). data_pvc: the PVC holding the
-data volume. overrides: dotted config keys. registry_uri: ``s3://bucket/prefix``,
-"" to skip registering. model_version: "" names it after the run.
-"""
 
 
 class Outputs(NamedTuple):
@@ -85,52 +61,40 @@ def build_pipeline(
     cluster, a local folder for kfp.local); ``image`` the default of the
     ``image`` parameter (``ihl.edge.container_images.image("train")``).
     """
-    image_default = image or default_image("train")
-    gpus_default = DEFAULTS["num_gpus"] if cluster is None else cluster.num_gpus
+    defaults = {**DEFAULTS, "image": image or default_image("train")}
+    if cluster is not None:
+        defaults["num_gpus"] = cluster.num_gpus
 
-    @dsl.pipeline(
-        name=PIPELINE_NAME,
-        description="IHL pose estimation: prepare, train on GPUs, evaluate, export, register.",
-    )
-    def ihl_pipeline(
-        dataset: str = DEFAULTS["dataset"],
-        preset: str = DEFAULTS["preset"],
-        epochs: int = DEFAULTS["epochs"],
-        num_gpus: int = gpus_default,
-        image: str = image_default,
-        data_source: str = DEFAULTS["data_source"],
-        data_path: str = DEFAULTS["data_path"],
-        dvc_repo: str = DEFAULTS["dvc_repo"],
-        dvc_rev: str = DEFAULTS["dvc_rev"],
-        data_pvc: str = DEFAULTS["data_pvc"],
-        overrides: dict = DEFAULTS["overrides"],
-        registry_uri: str = DEFAULTS["registry_uri"],
-        model_name: str = DEFAULTS["model_name"],
-        model_version: str = DEFAULTS["model_version"],
-    ) -> Outputs:
+    def ihl_pipeline(*values) -> Outputs:
+        run = dict(zip(defaults, values, strict=True))
         prepared = prepare(
-            dataset=dataset,
-            data_source=data_source,
-            data_path=data_path,
-            dvc_repo=dvc_repo,
-            dvc_rev=dvc_rev,
+            dataset=run["dataset"],
+            data_source=run["data_source"],
+            data_path=run["data_path"],
+            dvc_repo=run["dvc_repo"],
+            dvc_rev=run["dvc_rev"],
             volume=volume,
-            image=image,
+            image=run["image"],
         )
         trained = train(
             prepared=prepared.outputs["prepared"],
-            preset=preset,
-            epochs=epochs,
-            num_gpus=num_gpus,
-            overrides=overrides,
+            preset=run["preset"],
+            epochs=run["epochs"],
+            num_gpus=run["num_gpus"],
+            overrides=run["overrides"],
             volume=volume,
-            image=image,
+            image=run["image"],
         )
         scored = evaluate(
-            prepared=prepared.outputs["prepared"], model=trained.outputs["model"], image=image
+            prepared=prepared.outputs["prepared"],
+            model=trained.outputs["model"],
+            image=run["image"],
         )
         found = detector(
-            prepared=prepared.outputs["prepared"], preset=preset, overrides=overrides, image=image
+            prepared=prepared.outputs["prepared"],
+            preset=run["preset"],
+            overrides=run["overrides"],
+            image=run["image"],
         )
         exported = export(
             model=trained.outputs["model"],
@@ -138,20 +102,22 @@ def build_pipeline(
             prepared=prepared.outputs["prepared"],
             detector=found.outputs["model"],
             detector_metrics=found.outputs["metrics"],
-            name=model_name,
-            version=model_version,
+            name=run["model_name"],
+            version=run["model_version"],
             run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-            image=image,
+            image=run["image"],
         )
         registered = register(
-            package=exported.outputs["package"], registry_uri=registry_uri, image=image
+            package=exported.outputs["package"],
+            registry_uri=run["registry_uri"],
+            image=run["image"],
         )
         tasks = (prepared, trained, scored, found, exported, registered)
         for task in tasks:
-            task.set_container_image(image)
+            task.set_container_image(run["image"])
             task.set_caching_options(False)
         if cluster is not None:
-            _apply_cluster(cluster, data_pvc, *tasks)
+            _apply_cluster(cluster, run["data_pvc"], *tasks)
         return Outputs(
             metrics=scored.outputs["metrics"],
             report=scored.outputs["report"],
@@ -159,7 +125,18 @@ def build_pipeline(
             registered=registered.output,
         )
 
-    return ihl_pipeline
+    ihl_pipeline.__signature__ = inspect.Signature(
+        [
+            inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=value,
+                              annotation=type(value))
+            for name, value in defaults.items()
+        ],
+        return_annotation=Outputs,
+    )  # fmt: skip
+    return dsl.pipeline(
+        name=PIPELINE_NAME,
+        description="IHL pose estimation: prepare, train on GPUs, evaluate, export, register.",
+    )(ihl_pipeline)
 
 
 def _apply_cluster(
@@ -251,13 +228,16 @@ def check_arguments(arguments: dict, compiled_gpus: int | None = None) -> dict:
             "store and show in clear: put the token in the Kubernetes secret ihl-git (keys "
             "username and token) and give the URL without it"
         )
-    if args["preset"] not in config.preset_names():
-        raise ValueError(
-            f"unknown preset {args['preset']!r}; presets: {', '.join(config.preset_names())}"
-        )
     for name in ("epochs", "num_gpus"):
         if int(args[name]) < 0:
             raise ValueError(f"{name} must be 0 or more, got {args[name]}")
+    epochs = {"train.epochs": int(args["epochs"])} if int(args["epochs"]) > 0 else {}
+    try:  # what the train task will resolve, with a stand-in for the volume's folder
+        config.resolve(
+            args["preset"], {**args["overrides"], **epochs}, dataset=args["dataset"], data_root="."
+        )
+    except config.ConfigError as err:
+        raise ValueError(str(err)) from None
     return args
 
 

@@ -4,19 +4,9 @@ faithful."""
 from ihl import config
 
 
-def flat(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out |= flat(value, f"{prefix}{key}.")
-        else:
-            out[prefix + key] = value
-    return out
-
-
 def test_fast_variant_differs_from_the_paper_preset_only_in_precision_layout_and_compile():
-    paper = flat(config.to_dict(config.load("coco_res50")))
-    fast = flat(config.to_dict(config.load("coco_res50_fast")))
+    paper = config.flatten(config.to_dict(config.load("coco_res50")))
+    fast = config.flatten(config.to_dict(config.load("coco_res50_fast")))
     assert paper["train.amp"] == "off" and paper["train.channels_last"] is False
     assert paper["train.compile"] is False
     changed = {key: fast[key] for key in paper if paper[key] != fast[key]}

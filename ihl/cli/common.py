@@ -80,24 +80,48 @@ def fail(message: str) -> NoReturn:
     raise typer.Exit(2)
 
 
-def load_config(name_or_path: str, overrides: dict[str, Any] | None = None) -> config_mod.Config:
+def load_config(
+    name_or_path: str,
+    sets: list[str] | None = None,
+    params: Path | None = None,
+    sections: tuple[str, ...] = (),
+) -> config_mod.Config:
+    """The config of a preset or YAML file (``config.resolve``) with ``--set`` items over it;
+    with ``params`` (params.yaml) its dataset and the changes its ``sections`` make first, as
+    the DVC stage reading them has it."""
+    from ihl.edge.params import params_config
+
+    overrides = parse_overrides(sets or [])
     try:
-        return config_mod.load(name_or_path, overrides)
+        if params is not None:
+            return params_config(params, sections, name_or_path, overrides)
+        return config_mod.resolve(name_or_path, overrides)
     except config_mod.ConfigError as err:
         fail(str(err))
 
 
-def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """``key.sub=value`` pairs; values are YAML, so numbers, booleans and lists keep their type."""
-    overrides = {}
+def parse_pairs(items: list[str], option: str, shape: str = "KEY=VALUE") -> dict[str, str]:
+    """``KEY=VALUE`` items of a repeatable option, as a mapping; a bad item names ``option``
+    and the ``shape`` expected."""
+    pairs = {}
     for item in items:
-        key, sep, text = item.partition("=")
+        key, sep, value = item.partition("=")
         if not sep or not key.strip() or " " in key.strip():
-            fail(f"--set {item!r}: expected dotted.key=value, e.g. --set model.head=heatmap")
+            fail(f"{option} {item!r}: expected {shape}")
+        pairs[key.strip()] = value
+    return pairs
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``--set key.sub=value`` items; values are YAML, so numbers, booleans and lists keep
+    their type."""
+    overrides = {}
+    shape = "dotted.key=value, e.g. --set model.head=heatmap"
+    for key, text in parse_pairs(items, "--set", shape).items():
         try:
-            overrides[key.strip()] = yaml.safe_load(text)
+            overrides[key] = yaml.safe_load(text)
         except yaml.YAMLError as err:
-            fail(f"--set {item!r}: the value is not valid YAML: {err}")
+            fail(f"--set {key}={text!r}: the value is not valid YAML: {err}")
     return overrides
 
 

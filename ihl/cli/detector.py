@@ -8,20 +8,10 @@ from typing import Annotated
 
 import typer
 
-from ihl import config as config_mod
-from ihl.cli.common import USER_ERRORS, fail, load_config, parse_overrides, print_table
+from ihl.cli.common import USER_ERRORS, fail, load_config, print_table
+from ihl.edge.params import DETECTOR_SECTIONS
 
 app = typer.Typer(help="The person detector that finds the boxes the pose model needs.")
-
-
-def detector_overrides(params: Path) -> dict[str, object]:
-    """The ``detector`` section of a params file, as dotted config overrides."""
-    from ihl.edge.params import read_params
-
-    node = read_params(params).get("detector") or {}
-    if not isinstance(node, dict):
-        raise config_mod.ConfigError(f"{params}: detector must be a mapping of config keys")
-    return {f"detector.{key}": value for key, value in node.items()}
 
 
 @app.command("train")
@@ -32,7 +22,8 @@ def train_cmd(
         str, typer.Option("--config", "-c", help="Preset or YAML whose detector section to use.")
     ] = "sample",
     params: Annotated[
-        Path | None, typer.Option(help="params.yaml: its detector section is layered over.")
+        Path | None,
+        typer.Option(help="params.yaml: its preset changes, the detector section's among them."),
     ] = None,
     overrides: Annotated[
         list[str], typer.Option("--set", help="Override a value: detector.epochs=3.")
@@ -41,11 +32,7 @@ def train_cmd(
 ) -> None:
     """Train the detector on the train split's person boxes; writes OUT/detector.pt,
     OUT/metrics.json (box AP on the val split) and OUT/detections.json (val boxes)."""
-    try:
-        layered = {} if params is None else detector_overrides(params)
-    except config_mod.ConfigError as err:
-        fail(str(err))
-    cfg = load_config(config, layered | parse_overrides(overrides)).detector
+    cfg = load_config(config, overrides, params, DETECTOR_SECTIONS).detector
     from ihl.data.build import COCO_SPLITS
     from ihl.detection.boxap import evaluate_detector
     from ihl.detection.models import DetectorError

@@ -10,7 +10,7 @@ import typer
 import yaml
 
 from ihl import config as config_mod
-from ihl.cli.common import ConfigArg, fail, load_config, parse_overrides
+from ihl.cli.common import ConfigArg, fail, load_config
 
 config_app = typer.Typer(help="Configs: show one resolved.", no_args_is_help=True)
 
@@ -49,7 +49,7 @@ def config_show_cmd(
 ) -> None:
     """Print a config with every default filled in, as YAML, plus effective_lr: the learning
     rate the optimizer starts from (before warm-up) at WORLD_SIZE devices."""
-    cfg = load_config(preset, parse_overrides(overrides or []))
+    cfg = load_config(preset, overrides)
     typer.echo(yaml.safe_dump(config_mod.resolved(cfg, world_size), sort_keys=False), nl=False)
 
 

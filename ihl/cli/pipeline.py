@@ -1,12 +1,15 @@
 """`ihl pipeline`: compile, submit or run locally the Kubeflow pipeline.
 
-The pipeline itself lives in ``pipelines/`` and ``components/`` at the top of the
-repository (it is compiled from a checkout, not from the installed image), so
-these commands import them, and kfp, only when they run.
+The pipeline lives in ``pipelines/`` and ``components/`` at the top of the repository,
+shipped in the wheel beside ``ihl/``; these commands import them, and kfp, only when
+they run. ``submit`` and ``run-local`` take one option per run parameter, made from
+``pipelines.parameters.PARAMETERS``.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import urllib.error
 import urllib.request
@@ -16,73 +19,71 @@ from typing import Annotated, Any
 
 import typer
 
-from ihl.cli.common import fail, parse_overrides, print_table
+from ihl.cli.common import fail, parse_overrides, parse_pairs, print_table
 from ihl.files import write_text
+from pipelines.parameters import PARAMETERS
+from pipelines.settings import ClusterSettings, Toleration
 
 app = typer.Typer(
     help="Kubeflow pipeline: compile to YAML, submit to a cluster, or run locally.",
     no_args_is_help=True,
 )
 
-DatasetOpt = Annotated[
-    str | None, typer.Option(help="synth, coco, mpii or crowdpose (default: synth).")
-]
-PresetOpt = Annotated[str | None, typer.Option(help="Config preset (default: sample).")]
-EpochsOpt = Annotated[
-    int | None, typer.Option(min=0, help="Training epochs (0: the preset's) (default: 0).")
-]
-DataSourceOpt = Annotated[
-    str | None, typer.Option(help="volume (DATA_PATH on the data volume) or dvc (default: volume).")
-]
-DataPathOpt = Annotated[
-    str | None,
-    typer.Option(
-        help="Dataset folder: on the data volume, or inside the DVC repository (default: synth)."
-    ),
-]
-DvcRepoOpt = Annotated[str | None, typer.Option(help="Git URL of the DVC repository (dvc source).")]
-DvcRevOpt = Annotated[str | None, typer.Option(help="Git revision of the DVC repository.")]
 SetOpt = Annotated[
     list[str] | None,
     typer.Option("--set", help="Override a config value (repeatable): train.batch_size=32."),
 ]
-RegistryOpt = Annotated[
-    str | None, typer.Option(help="Model registry s3://bucket/prefix; none: not registered.")
-]
-ModelNameOpt = Annotated[str | None, typer.Option(help="Registered model name (default: ihl).")]
-ModelVersionOpt = Annotated[
-    str | None, typer.Option(help="Model version (default: the pipeline run's id).")
-]
 
 
-def _arguments(compiled_gpus: int | None = None, **given: Any) -> dict[str, Any]:
-    """The pipeline parameters given on the command line, checked; the rest keep their defaults.
+def run_parameter_options(*exclude: str):
+    """Give a command one option per run parameter (``--gpus`` for num_gpus and ``--set`` for
+    overrides) but those in ``exclude``; it receives the values given as ``arguments``
+    (parameter names, ``overrides`` parsed)."""
 
-    Parameter names are the pipeline's; ``overrides`` is the list of ``--set`` items.
-    ``compiled_gpus``: the GPU count a compiled package requests, the only num_gpus it takes.
-    """
+    def decorate(command):
+        taken = [p for p in PARAMETERS if p.name not in exclude]
+        signature = inspect.signature(command, eval_str=True)
+        extra = [
+            inspect.Parameter(
+                p.name,
+                inspect.Parameter.KEYWORD_ONLY,
+                default=typer.Option(None, p.flag, help=_help(p)),
+                annotation=list[str] | None if p.type is dict else p.type | None,
+            )
+            for p in taken
+        ]
+
+        @functools.wraps(command)
+        def run(**values):
+            given = {p.name: values.pop(p.name) for p in taken}
+            if given.get("overrides"):
+                given["overrides"] = parse_overrides(given["overrides"])
+            arguments = {key: value for key, value in given.items() if value not in (None, [])}
+            return command(arguments=arguments, **values)
+
+        kept = [p for p in signature.parameters.values() if p.name != "arguments"]
+        run.__signature__ = signature.replace(parameters=kept + extra)
+        run.__annotations__ = {p.name: p.annotation for p in kept + extra}
+        return run
+
+    return decorate
+
+
+def _help(parameter) -> str:
+    if parameter.type is dict:
+        return parameter.help
+    return f"{parameter.help} [default: {parameter.default!r}]"
+
+
+def _check(arguments: dict[str, Any], compiled_gpus: int | None = None) -> None:
+    """Refuse, in one line, run parameters the pipeline would only fail on minutes later.
+    ``compiled_gpus``: the GPU count a compiled package requests, the only num_gpus it takes."""
     from pipelines.training import check_arguments
 
-    if given.get("overrides"):
-        given["overrides"] = parse_overrides(given["overrides"])
-    arguments = {key: value for key, value in given.items() if value not in (None, [])}
     try:
         check_arguments(arguments, compiled_gpus)
     except ValueError as err:
         fail(str(err))
-    return arguments
-
-
-def _import_pipelines() -> None:
-    try:
-        import pipelines.training  # noqa: F401
-    except ModuleNotFoundError as err:
-        if err.name not in ("pipelines", "components"):
-            raise
-        fail(
-            f"the {err.name}/ folder is not importable: run `ihl pipeline` from a checkout of "
-            "the repository (pipelines/ and components/ are not in the installed package)"
-        )
 
 
 @app.command("compile")
@@ -136,11 +137,11 @@ def compile_cmd(
     ] = "ihl-s3",
 ) -> None:
     """Write the cluster pipeline as KFP YAML (upload it in the Kubeflow UI or use `submit`)."""
-    _import_pipelines()
-    from pipelines.settings import ClusterSettings, Toleration
     from pipelines.training import compile_pipeline
 
-    settings: dict[str, Any] = {"node_selector": _node_selector(node_selector)}
+    settings: dict[str, Any] = {
+        "node_selector": parse_pairs(node_selector or [], "--node-selector")
+    }
     if toleration:
         try:
             settings["tolerations"] = tuple(Toleration.parse(text) for text in toleration)
@@ -165,15 +166,6 @@ def compile_cmd(
     typer.echo(f"wrote {path}")
 
 
-def _node_selector(items: list[str] | None) -> dict[str, str]:
-    """``--node-selector KEY=VALUE`` options as labels."""
-    pairs = [item.partition("=") for item in items or []]
-    bad = [key + sep + value for key, sep, value in pairs if not (key and sep and value)]
-    if bad:
-        fail(f"--node-selector {bad[0]!r}: expected KEY=VALUE")
-    return {key: value for key, _, value in pairs}
-
-
 def _check_reachable(host: str) -> None:
     """Fail in one line, before kfp.Client's slow retries, when nothing answers at ``host``.
 
@@ -195,6 +187,7 @@ def _check_reachable(host: str) -> None:
 
 
 @app.command("submit")
+@run_parameter_options()
 def submit_cmd(
     host: Annotated[
         str,
@@ -219,30 +212,9 @@ def submit_cmd(
             "is not in any cache key); needs an image pinned by digest.",
         ),
     ] = False,
-    dataset: DatasetOpt = None,
-    preset: PresetOpt = None,
-    epochs: EpochsOpt = None,
-    gpus: Annotated[
-        int | None,
-        typer.Option(
-            min=0,
-            help="GPUs for training (default: 1, or the count --package was compiled for).",
-        ),
-    ] = None,
-    data_source: DataSourceOpt = None,
-    data_path: DataPathOpt = None,
-    dvc_repo: DvcRepoOpt = None,
-    dvc_rev: DvcRevOpt = None,
-    data_pvc: Annotated[
-        str | None, typer.Option(help="PVC holding the data volume (default: ihl-data).")
-    ] = None,
-    overrides: SetOpt = None,
-    registry_uri: RegistryOpt = None,
-    model_name: ModelNameOpt = None,
-    model_version: ModelVersionOpt = None,
+    arguments: dict[str, Any] | None = None,
 ) -> None:
     """Start a pipeline run on a Kubeflow cluster."""
-    _import_pipelines()
     from ihl.edge.container_images import image as default_image
     from pipelines.training import compiled_gpus
 
@@ -252,23 +224,8 @@ def submit_cmd(
         requested = None if package is None else compiled_gpus(package)
     except ValueError as err:
         fail(str(err))
-    arguments = _arguments(
-        requested,
-        dataset=dataset,
-        preset=preset,
-        epochs=epochs,
-        num_gpus=gpus,
-        image=image,
-        data_source=data_source,
-        data_path=data_path,
-        dvc_repo=dvc_repo,
-        dvc_rev=dvc_rev,
-        data_pvc=data_pvc,
-        overrides=overrides,
-        registry_uri=registry_uri,
-        model_name=model_name,
-        model_version=model_version,
-    )
+    arguments = {**arguments, "image": image} if image else dict(arguments)
+    _check(arguments, requested)
     if cache and "@sha256:" not in (image or default_image("train")):
         fail("--cache needs --image pinned by digest (REPOSITORY@sha256:...): a tag can move")
     _check_reachable(host)
@@ -278,11 +235,10 @@ def submit_cmd(
     import kfp
     from kfp_server_api.exceptions import ApiException
 
-    from pipelines.settings import ClusterSettings
     from pipelines.training import compile_pipeline
 
     with tempfile.TemporaryDirectory() as scratch:
-        cluster = ClusterSettings(num_gpus=1 if gpus is None else gpus)
+        cluster = ClusterSettings(num_gpus=arguments.get("num_gpus", 1))
         path = package or compile_pipeline(Path(scratch) / "ihl-pipeline.yaml", cluster)
         try:
             client = kfp.Client(host=host, namespace=namespace or "kubeflow")
@@ -301,53 +257,36 @@ def submit_cmd(
 
 
 @app.command("run-local")
+@run_parameter_options("num_gpus", "data_pvc")
 def run_local_cmd(
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Folder for the data volume and task outputs.")
     ] = Path("runs/pipeline-local"),
-    dataset: DatasetOpt = None,
-    preset: PresetOpt = None,
-    epochs: EpochsOpt = None,
     gpus: Annotated[int, typer.Option(min=0, help="GPUs for training (0: CPU).")] = 0,
-    data_source: DataSourceOpt = None,
-    data_path: DataPathOpt = None,
-    dvc_repo: DvcRepoOpt = None,
-    dvc_rev: DvcRevOpt = None,
-    overrides: SetOpt = None,
-    registry_uri: RegistryOpt = None,
-    model_name: ModelNameOpt = None,
-    model_version: ModelVersionOpt = None,
     synth_train: Annotated[
         int, typer.Option(min=1, help="Synthetic training images, when they are generated.")
     ] = 64,
     synth_val: Annotated[
         int, typer.Option(min=1, help="Synthetic validation images, when they are generated.")
     ] = 16,
+    arguments: dict[str, Any] | None = None,
 ) -> None:
     """Run the whole pipeline on this machine with kfp.local (one subprocess per task).
 
     OUT/volume stands in for the data volume. With the synthetic dataset and no
     --data-path, the data is generated there first (once).
     """
-    _import_pipelines()
     volume = out.resolve() / "volume"
-    if data_path and data_source != "dvc":
-        data_path = str(Path(data_path).resolve())
-    arguments = _arguments(
-        dataset=dataset,
-        preset=preset,
-        epochs=epochs,
-        num_gpus=gpus,
-        data_source=data_source,
-        data_path=data_path,
-        dvc_repo=dvc_repo,
-        dvc_rev=dvc_rev,
-        overrides=overrides,
-        registry_uri=registry_uri,
-        model_name=model_name,
-        model_version=model_version,
-    )
-    if (dataset or "synth") == "synth" and not data_path and data_source != "dvc":
+    arguments = {**arguments, "num_gpus": gpus}
+    dvc_source = arguments.get("data_source") == "dvc"
+    if "data_path" in arguments and not dvc_source:
+        arguments["data_path"] = str(Path(arguments["data_path"]).resolve())
+    _check(arguments)
+    if (
+        arguments.get("dataset", "synth") == "synth"
+        and "data_path" not in arguments
+        and not dvc_source
+    ):
         synth = volume / "synth"
         if not synth.is_dir():
             from ihl.data.synth import make_coco_synth
@@ -418,7 +357,6 @@ def pytorchjob_cmd(
 ) -> None:
     """Write a Kubeflow Training Operator PyTorchJob that trains on several GPU nodes
     (`kubectl apply -f` it)."""
-    _import_pipelines()
     import yaml
 
     from ihl import config as config_mod
@@ -426,27 +364,26 @@ def pytorchjob_cmd(
     from pipelines.pytorchjob import pytorchjob_manifest
     from pipelines.settings import ClusterSettings
 
-    if preset not in config_mod.preset_names():
-        fail(f"unknown preset {preset!r}; presets: {', '.join(config_mod.preset_names())}")
-    pairs = [item.partition("=") for item in nccl or []]
-    bad = [key + sep + value for key, sep, value in pairs if not (key and sep)]
-    if bad:
-        fail(f"--nccl {bad[0]!r}: expected KEY=VALUE")
-    manifest = pytorchjob_manifest(
-        name,
-        image=image or default_image("train"),
-        nodes=nodes,
-        gpus_per_node=gpus_per_node,
-        preset=preset,
-        data_path=data_path,
-        overrides=parse_overrides(overrides or []),
-        data_pvc=data_pvc,
-        namespace=namespace,
-        max_restarts=max_restarts,
-        rdma_resource=rdma_resource,
-        nccl_env={key: value for key, _, value in pairs},
-        cluster=ClusterSettings(node_selector=_node_selector(node_selector)),
-    )
+    try:
+        manifest = pytorchjob_manifest(
+            name,
+            image=image or default_image("train"),
+            nodes=nodes,
+            gpus_per_node=gpus_per_node,
+            preset=preset,
+            data_path=data_path,
+            overrides=parse_overrides(overrides or []),
+            data_pvc=data_pvc,
+            namespace=namespace,
+            max_restarts=max_restarts,
+            rdma_resource=rdma_resource,
+            nccl_env=parse_pairs(nccl or [], "--nccl"),
+            cluster=ClusterSettings(
+                node_selector=parse_pairs(node_selector or [], "--node-selector")
+            ),
+        )
+    except config_mod.ConfigError as err:
+        fail(str(err))
     text = yaml.safe_dump(manifest, sort_keys=False)
     if out is None:
         typer.echo(text, nl=False)

@@ -8,7 +8,6 @@ from typing import Annotated
 
 import typer
 
-from ihl import config as config_mod
 from ihl.cli.common import (
     USER_ERRORS,
     BoxSource,
@@ -22,11 +21,11 @@ from ihl.cli.common import (
     RuntimeOpt,
     fail,
     load_config,
-    parse_overrides,
     print_table,
     require_file,
 )
 from ihl.data.errors import DatasetError
+from ihl.edge.params import TRAIN_SECTIONS
 
 
 def synth_cmd(
@@ -87,8 +86,8 @@ def train_cmd(
     params: Annotated[
         Path | None,
         typer.Option(
-            help="DVC params file (params.yaml): its model/loss/train/data sections and its "
-            "dataset are layered over the preset, before any --set."
+            help="DVC params file (params.yaml): its dataset and the changes its config "
+            "sections make to the preset, before any --set."
         ),
     ] = None,
     data_index: Annotated[
@@ -100,14 +99,9 @@ def train_cmd(
     ] = None,
 ) -> None:
     """Train a pose model from a preset or YAML config."""
-    from ihl.edge.params import config_overrides
     from ihl.files import FolderBusyError, load_json
 
-    try:
-        layered = {} if params is None else config_overrides(params)
-    except config_mod.ConfigError as err:
-        fail(str(err))
-    cfg = load_config(config, layered | parse_overrides(overrides))
+    cfg = load_config(config, overrides, params, TRAIN_SECTIONS)
     fingerprint = None
     if data_index is not None:
         try:

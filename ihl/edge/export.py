@@ -46,7 +46,7 @@ from ihl.detection.models import (
     save_detector,
 )
 from ihl.detection.onnx import check_exportable, export_detector
-from ihl.edge.names import NAME
+from ihl.edge.names import check_name
 from ihl.files import load_json, replacing_folder
 from ihl.inference import PrecisionError, check_precision
 from ihl.runtime import export_onnx
@@ -278,12 +278,8 @@ def export_model(
     Returns the archive's path.
     """
     checkpoint, out = Path(checkpoint), Path(out)
-    for value, what in ((name, "model name"), (version, "version")):
-        if not NAME.fullmatch(value):
-            raise ExportError(
-                f"{what} {value!r}: use letters, digits, '.', '_' and '-', starting with a letter "
-                "or digit"
-            )
+    check_name(name, "model name", ExportError)
+    check_name(version, "version", ExportError)
     if out.exists() and not out.is_dir():
         raise ExportError(f"{out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:

@@ -1,10 +1,11 @@
 """params.yaml, the DVC pipeline's tunable values, turned into a validated config.
 
-The file's ``model``, ``loss``, ``train`` and ``data`` sections are layered over
-its ``preset`` (so ``dvc exp run -S train.epochs=3`` changes exactly that key),
-and its ``dataset`` decides where the data lives and how many joints the model
-predicts. dvc.yaml declares the same keys as the train stage's params, so DVC
-re-runs training exactly when one of them changes.
+The file names a ``preset`` and a ``dataset``; its ``model``, ``loss``, ``train``,
+``data`` and ``detector`` sections hold the user's changes to that preset, and
+nothing else: a key left null keeps the preset's value, so choosing another
+preset gives exactly that preset. The keys are there (null) so that
+``dvc exp run -S train.epochs=3`` can set them; dvc.yaml declares the sections as
+the stages' params, so DVC re-runs a stage exactly when one of them changes.
 """
 
 from __future__ import annotations
@@ -15,32 +16,16 @@ from typing import Any
 import yaml
 
 from ihl import config as config_mod
-from ihl.data.errors import DatasetError
-from ihl.data.keypoints import get_spec
-from ihl.prepare import layout
 
-CONFIG_SECTIONS = ("model", "loss", "train", "data")
-"""Sections of params.yaml that are config overrides (the train stage's params)."""
-
-DERIVED_KEYS = ("data.root", "data.dataset", "model.num_joints")
-"""Config keys that follow from ``dataset`` and so may not be set in params.yaml."""
+TRAIN_SECTIONS = ("model", "loss", "train", "data")
+"""The sections the train stage reads (its params in dvc.yaml)."""
+DETECTOR_SECTIONS = ("detector",)
+"""The section the detector stage reads, so a change to training leaves the detector alone."""
 
 
 def data_root(dataset: str) -> str:
     """Where the pipeline keeps a dataset: ``data/<name>``, as dvc.yaml spells it."""
-    layout(dataset)
     return f"data/{dataset}"
-
-
-def _flatten(node: dict[str, Any], prefix: str) -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in node.items():
-        dotted = f"{prefix}.{key}"
-        if isinstance(value, dict):
-            flat.update(_flatten(value, dotted))
-        else:
-            flat[dotted] = value
-    return flat
 
 
 def read_params(path: str | Path) -> dict[str, Any]:
@@ -57,27 +42,39 @@ def read_params(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def config_overrides(path: str | Path) -> dict[str, Any]:
-    """Dotted-key config overrides from a params file: its config sections and its dataset."""
-    params = read_params(path)
-    try:
-        dataset = str(params.get("dataset", "synth"))
-        kind = layout(dataset)
-    except DatasetError as err:
-        raise config_mod.ConfigError(f"{path}: dataset: {err}") from None
+def config_overrides(
+    params: dict[str, Any], source: str | Path, sections: tuple[str, ...]
+) -> dict[str, Any]:
+    """The dotted-key config changes a params mapping makes: every non-null key of its
+    ``sections``."""
     overrides: dict[str, Any] = {}
-    for section in CONFIG_SECTIONS:
+    for section in sections:
         node = params.get(section) or {}
         if not isinstance(node, dict):
-            raise config_mod.ConfigError(f"{path}: {section} must be a mapping of config keys")
-        overrides.update(_flatten(node, section))
-    for key in DERIVED_KEYS:
-        if key in overrides:
-            raise config_mod.ConfigError(
-                f"{path}: {key} follows from `dataset: {dataset}`; remove it and set dataset"
-            )
-    return overrides | {
-        "data.root": data_root(dataset),
-        "data.dataset": kind,
-        "model.num_joints": get_spec(kind).num_joints,
-    }
+            raise config_mod.ConfigError(f"{source}: {section} must be a mapping of config keys")
+        flat = config_mod.flatten(node, f"{section}.")
+        overrides |= {key: value for key, value in flat.items() if value is not None}
+    return overrides
+
+
+def params_config(
+    path: str | Path,
+    sections: tuple[str, ...],
+    preset: str | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> config_mod.Config:
+    """The config a params file describes for a stage that reads ``sections``: its
+    ``preset`` (unless ``preset`` is given), its dataset in ``data/<dataset>``, the changes
+    its ``sections`` make, then ``overrides``."""
+    params = read_params(path)
+    dataset = str(params.get("dataset", "synth"))
+    changes = config_overrides(params, path, sections) | (overrides or {})
+    try:
+        return config_mod.resolve(
+            preset or str(params.get("preset", "sample")),
+            changes,
+            dataset=dataset,
+            data_root=data_root(dataset),
+        )
+    except config_mod.ConfigError as err:
+        raise config_mod.ConfigError(f"{path}: {err}") from None

@@ -59,14 +59,14 @@ def test_evaluate_on_an_image_info_file_writes_a_submission(cli, tmp_path):
 
 
 def test_params_dataset_crowdpose_sets_the_config_and_the_pipeline_accepts_it(tmp_path):
-    from ihl.edge.params import config_overrides
+    from ihl.edge.params import TRAIN_SECTIONS, params_config
     from ihl.prepare import DATASETS
 
     params = tmp_path / "params.yaml"
     params.write_text("dataset: crowdpose\npreset: crowdpose_hrnet_w32\n")
-    overrides = config_overrides(params)
-    assert overrides["data.dataset"] == "crowdpose" and overrides["model.num_joints"] == 14
-    assert overrides["data.root"] == "data/crowdpose"
+    cfg = params_config(params, TRAIN_SECTIONS)
+    assert cfg.data.dataset == "crowdpose" and cfg.model.num_joints == 14
+    assert cfg.data.root == "data/crowdpose"
     assert "crowdpose" in DATASETS
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import ast
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
+import dvc_deps
 import pytest
 import yaml
 from sample_data import MPII_SAMPLE
@@ -14,7 +16,7 @@ from sample_data import MPII_SAMPLE
 from ihl import config
 from ihl.data.errors import DatasetError
 from ihl.data.synth import make_coco_synth
-from ihl.edge.params import CONFIG_SECTIONS, config_overrides
+from ihl.edge.params import DETECTOR_SECTIONS, TRAIN_SECTIONS, params_config
 from ihl.prepare import fingerprint, prepare
 
 REPO = Path(__file__).resolve().parents[2]
@@ -82,44 +84,83 @@ def test_prepare_command_says_how_to_get_missing_data(tmp_path):
     assert f"ihl data pull {tmp_path / 'coco'}.dvc" in result.output
 
 
+def _committed_params() -> dict:
+    """params.yaml as committed (HEAD), whatever a user's experiment did to the workspace."""
+    text = subprocess.run(
+        ["git", "show", "HEAD:params.yaml"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout
+    return yaml.safe_load(text)
+
+
 def _write_params(tmp_path: Path, **changes) -> Path:
-    params = yaml.safe_load((REPO / "params.yaml").read_text()) | changes
+    params = _committed_params() | changes
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params))
     return path
 
 
-def test_shipped_params_reproduce_their_preset():
-    """params.yaml repeats its preset's values, so a retuned preset cannot be silently
-    overridden by stale copies in params.yaml."""
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    shipped = config.load(params["preset"], config_overrides(REPO / "params.yaml"))
-    preset = config.load(params["preset"])
+def test_shipped_params_change_nothing_in_their_preset(tmp_path):
+    """params.yaml holds the user's changes only: as shipped, the main job trains its preset
+    exactly, with the dataset's folder."""
+    params = _committed_params()
+    shipped = params_config(_write_params(tmp_path), TRAIN_SECTIONS + DETECTOR_SECTIONS)
+    preset = config.load(params["preset"], {"data.root": f"data/{params['dataset']}"})
     assert config.to_dict(shipped) == config.to_dict(preset)
 
 
-def test_dataset_sets_root_layout_and_joints(tmp_path):
-    overrides = config_overrides(_write_params(tmp_path, dataset="mpii"))
-    assert overrides["data.root"] == "data/mpii"
-    assert overrides["data.dataset"] == "mpii"
-    assert overrides["model.num_joints"] == 16
-    assert (
-        overrides["train.epochs"]
-        == yaml.safe_load((REPO / "params.yaml").read_text())["train"]["epochs"]
+def test_an_experiment_in_the_workspace_does_not_fail_the_shipped_test(tmp_path, monkeypatch):
+    """`dvc exp run -S train.epochs=3` leaves its change in the workspace params.yaml; the
+    shipped-params test reads the committed file, so the suite still passes after it."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "params.yaml").write_text(yaml.safe_dump(_committed_params()))
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    subprocess.run([*git, "add", "params.yaml"], cwd=repo, check=True)
+    subprocess.run([*git, "commit", "-qm", "shipped"], cwd=repo, check=True)
+    (repo / "params.yaml").write_text(
+        yaml.safe_dump(_committed_params() | {"train": {"epochs": 3}})
     )
+    monkeypatch.setattr(sys.modules[__name__], "REPO", repo)
+    test_shipped_params_change_nothing_in_their_preset(tmp_path)
+
+
+@pytest.mark.parametrize("preset", config.preset_names())
+def test_choosing_a_preset_gives_exactly_that_preset(tmp_path, preset):
+    """`dvc exp run -S preset=P -S dataset=D` trains `ihl config show P`, only the data folder
+    changed: nothing of the default preset is layered over it."""
+    chosen = config.load(preset)
+    dataset = chosen.data.dataset
+    resolved = params_config(
+        _write_params(tmp_path, preset=preset, dataset=dataset), TRAIN_SECTIONS + DETECTOR_SECTIONS
+    )
+    expected = config.to_dict(chosen) | {
+        "data": {**config.to_dict(chosen)["data"], "root": f"data/{dataset}"}
+    }
+    assert config.to_dict(resolved) == expected
+
+
+def test_dataset_sets_root_layout_and_joints(tmp_path):
+    cfg = params_config(
+        _write_params(tmp_path, dataset="mpii", train={"epochs": 3}), TRAIN_SECTIONS
+    )
+    assert cfg.data.root == "data/mpii"
+    assert cfg.data.dataset == "mpii"
+    assert cfg.model.num_joints == 16
+    assert cfg.train.epochs == 3
 
 
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
         ({"dataset": "imagenet"}, "unknown dataset 'imagenet'"),
-        ({"data": {"root": "elsewhere"}}, "data.root follows from `dataset: synth`"),
+        ({"data": {"root": "elsewhere"}}, "data.root: set by the run's dataset"),
         ({"train": 3}, "train must be a mapping"),
     ],
 )
 def test_bad_params_are_named(tmp_path, changes, message):
     with pytest.raises(config.ConfigError, match=message):
-        config_overrides(_write_params(tmp_path, **changes))
+        params_config(_write_params(tmp_path, **changes), TRAIN_SECTIONS)
 
 
 def test_train_command_names_a_bad_params_key(tmp_path):
@@ -136,54 +177,20 @@ def test_train_command_names_a_bad_params_key(tmp_path):
 
 
 def test_stages_declare_every_section_and_module_they_read():
-    """dvc.yaml's stages list every ihl module they can import, and the train stage the
-    params sections the loader reads, so no change to them goes unnoticed by DVC."""
+    """dvc.yaml's stages list the params sections their loader reads and, as
+    scripts/dvc_deps.py makes them, every ihl module they can import (no more, no less), so
+    no change to them goes unnoticed by DVC and none re-runs a stage that cannot use it."""
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    assert set(CONFIG_SECTIONS) <= set(stages["train"]["params"])
-    for stage, modules in [
-        ("synth", ["ihl.data.synth"]),
-        ("prepare", ["ihl.prepare"]),
-        ("train", ["ihl.train", "ihl.edge.params", "ihl.edge.live"]),
-        ("evaluate", ["ihl.evaluate"]),
-        ("export", ["ihl.edge.export"]),
-        ("detector", ["ihl.detection.train", "ihl.detection.boxap", "ihl.edge.params"]),
-    ]:
-        deps = [(REPO / d).resolve() for d in stages[stage]["deps"]]
-        files = _import_closure(modules)
-        uncovered = [f for f in files if not any(f == d or d in f.parents for d in deps)]
-        assert not uncovered, f"{stage} stage does not depend on {uncovered}"
+    assert set(TRAIN_SECTIONS) <= set(stages["train"]["params"])
+    assert set(DETECTOR_SECTIONS) <= set(stages["detector"]["params"])
+    assert dvc_deps.drifted(REPO / "dvc.yaml") == []
 
 
-def _module_file(name: str) -> Path | None:
-    base = REPO.joinpath(*name.split("."))
-    for path in (base.with_suffix(".py"), base / "__init__.py"):
-        if path.is_file():
-            return path.resolve()
-    return None
-
-
-def _import_closure(roots: list[str]) -> set[Path]:
-    """Files of the ihl modules reachable from ``roots`` through any import statement,
-    top-level or inside functions (read with ast, so nothing is imported)."""
-    seen: set[Path] = set()
-    todo = list(roots)
-    while todo:
-        name = todo.pop()
-        parts = name.split(".")
-        for depth in range(1, len(parts) + 1):
-            path = _module_file(".".join(parts[:depth]))
-            if path is None or path in seen:
-                continue
-            seen.add(path)
-            package = ".".join(parts[:depth] if path.name == "__init__.py" else parts[: depth - 1])
-            for node in ast.walk(ast.parse(path.read_text())):
-                if isinstance(node, ast.Import):
-                    todo += [a.name for a in node.names if a.name.startswith("ihl")]
-                elif isinstance(node, ast.ImportFrom):
-                    base = node.module or ""
-                    if node.level:
-                        anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
-                        base = ".".join([*anchor, base] if base else anchor)
-                    if base.startswith("ihl"):
-                        todo += [base, *(f"{base}.{a.name}" for a in node.names)]
-    return seen
+def test_a_missing_or_stale_code_dep_is_caught(tmp_path):
+    text = (REPO / "dvc.yaml").read_text()
+    for edited in (
+        text.replace("      - ihl/edge/live.py\n", "", 1),
+        text.replace("      - ihl/train.py\n", "      - ihl/train.py\n      - ihl/predict.py\n", 1),
+    ):
+        (tmp_path / "dvc.yaml").write_text(edited)
+        assert dvc_deps.drifted(tmp_path / "dvc.yaml") == ["train"]

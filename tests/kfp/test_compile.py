@@ -42,6 +42,32 @@ def test_parameters_and_defaults(compiled):
     assert params["overrides"]["parameterType"] == "STRUCT"
 
 
+def test_one_definition_makes_the_signature_and_the_options(compiled):
+    """pipelines/parameters.py is the one place a run parameter is written: the compiled
+    signature, the defaults check_arguments fills in and the submit and run-local options
+    all come from it."""
+    from typer.main import get_command
+
+    from ihl.cli.pipeline import app
+    from pipelines.parameters import PARAMETERS
+    from pipelines.training import check_arguments
+
+    spec, _ = compiled
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert set(params) == {p.name for p in PARAMETERS} | {"image"}
+    for p in PARAMETERS:
+        if p.name != "num_gpus":
+            assert params[p.name].get("defaultValue", {}) == p.default, p.name
+    assert check_arguments({}) == {p.name: p.default for p in PARAMETERS}
+    commands = get_command(app).commands
+    flags = {
+        name: {o for param in commands[name].params for o in param.opts}
+        for name in ("submit", "run-local")
+    }
+    assert {p.flag for p in PARAMETERS} <= flags["submit"]
+    assert {p.flag for p in PARAMETERS if p.name != "data_pvc"} <= flags["run-local"]
+
+
 def test_every_task_runs_the_image_parameter_without_pip(compiled):
     spec, _ = compiled
     for name in TASKS:

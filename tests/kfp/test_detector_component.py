@@ -16,7 +16,9 @@ def test_detector_component_trains_and_scores(tmp_path):
     root = tmp_path / "synth"
     make_coco_synth(root, 8, 3, image_size=(128, 96))
     prepared = Dataset(
-        name="prepared", uri=str(tmp_path / "prepared"), metadata={"root": str(root)}
+        name="prepared",
+        uri=str(tmp_path / "prepared"),
+        metadata={"root": str(root), "dataset": "synth"},
     )
     model = Model(name="model", uri=str(tmp_path / "out" / "detector.pt"))
     metrics = Metrics(name="metrics", uri=str(tmp_path / "out" / "metrics.json"))

@@ -40,7 +40,7 @@ from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
-from ihl.edge.names import NAME
+from ihl.edge.names import check_name
 from ihl.edge.urls import redact
 from ihl.files import replacing_folder
 
@@ -77,12 +77,7 @@ def parse_uri(uri: str) -> tuple[str, str]:
 
 
 def _check_name(value: str, what: str) -> str:
-    if not NAME.fullmatch(value):
-        raise RegistryError(
-            f"{what} {value!r}: use letters, digits, '.', '_' or '-', starting with a letter "
-            "or digit (at most 100 characters)"
-        )
-    return value
+    return check_name(value, what, RegistryError)
 
 
 def _now() -> str:
