@@ -65,3 +65,26 @@ def torchserve(export_dir, tmp_path_factory):
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def detecting(serving_checkpoint):
+    """A service whose detector finds six persons in any image: a random FCOS with no score
+    threshold and NMS that keeps overlapping boxes."""
+    from serving.calls import shipped_limits
+
+    from ihl.config import DetectorConfig
+    from ihl.detection.models import build_detector
+    from ihl.edge.serving.service import PoseService
+
+    torch.manual_seed(0)
+    cfg = DetectorConfig(
+        architecture="fcos_small", weights=None, min_size=64, max_size=96,
+        score_threshold=0.0, nms_iou=1.0, max_persons=6,
+    )  # fmt: skip
+    model, pose_cfg = load_model(serving_checkpoint)
+    return PoseService(
+        model.eval(), pose_cfg, shipped_limits() | {"max_boxes": 6, "max_batch_crops": 8},
+        header={"keypoint_names": [], "skeleton": []}, model_info={"name": "ihl", "version": "1"},
+        detector=(build_detector(cfg).eval(), cfg),
+    )  # fmt: skip
