@@ -11,8 +11,8 @@ from __future__ import annotations
 import gc
 import io
 import json
-import types
 import tracemalloc
+import types
 
 import numpy as np
 import pytest

@@ -114,12 +114,12 @@ class PoseService:
         from ihl.device import resolve_device
         from ihl.inference import check_precision
 
-        settings = dict(yaml_config.get("handler") or {})
-        precision = str(settings.pop("precision", "fp32"))
-        limits = read_limits(settings)
         # TorchServe hands out a gpu_id when it sees GPUs: one that CUDA cannot use fails the
         # worker with the driver versions instead of serving on the CPU.
         device = resolve_device("cpu" if gpu_id is None else f"cuda:{gpu_id}")
+        settings = dict(yaml_config.get("handler") or {})
+        precision = str(settings.pop("precision", "fp32"))
+        limits = read_limits(settings)
         model, cfg = load_model(model_dir / manifest["model"]["serializedFile"])
         model.to(device).eval()
         runtime = "torch"
