@@ -181,7 +181,9 @@ class TorchServe:
         total = 0
         for pid in self.worker_pids():
             status = Path(f"/proc/{pid}/status").read_text()
-            total += int(next(l for l in status.splitlines() if l.startswith("VmRSS")).split()[1])
+            total += int(
+                next(line for line in status.splitlines() if line.startswith("VmRSS")).split()[1]
+            )
         return total * 1024
 
     def stop(self) -> None:
