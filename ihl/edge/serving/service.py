@@ -172,7 +172,7 @@ class PoseService:
             check_instances(len(rows), self.limits)
             return [read_item(row, self.limits) for row in rows]
 
-        return [_guarded("reading the request", read, rows) for rows in groups]
+        return [_guarded("the request reader", read, rows) for rows in groups]
 
     def _decode(self, requests: list) -> list:
         def decode(items):
@@ -180,7 +180,10 @@ class PoseService:
                 item.rgb, item.opened = decode_image(item.opened), None
             return items
 
-        return [r if isinstance(r, Refusal) else _guarded("decoding", decode, r) for r in requests]
+        return [
+            r if isinstance(r, Refusal) else _guarded("the image decoder", decode, r)
+            for r in requests
+        ]
 
     def _detect(self, requests: list) -> list:
         """Items without boxes get the detector's persons (at most ``max_boxes``, best first),
