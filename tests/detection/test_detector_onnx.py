@@ -143,7 +143,8 @@ class _Context:
 
 
 def _handler_from(archive: Path, unpacked: Path):
-    """The archive's handler, initialised in-process as TorchServe would after unpacking."""
+    """The archive's handler's service, initialised in-process as TorchServe would after
+    unpacking."""
     with zipfile.ZipFile(archive) as mar:
         mar.extractall(unpacked)
     spec = importlib.util.spec_from_file_location("ihl_handler", unpacked / "ihl_handler.py")
@@ -156,7 +157,7 @@ def _handler_from(archive: Path, unpacked: Path):
     )
     handler = module.PoseHandler()
     handler.initialize(context)
-    return handler
+    return handler.service
 
 
 def test_onnx_export_packs_the_detector_and_the_handler_runs_it(trained, synth, tmp_path):

@@ -1,13 +1,12 @@
 """The handler in the precision its archive records (``ihl export --precision``), and the
 persons its detector finds counted against the crop limits like given boxes.
 
-Handlers are initialised in-process from an unpacked archive, as TorchServe would, with
-the context stand-in of test_handler_limits.
+Services are built in-process from an unpacked archive, as TorchServe's handler builds
+them, and called through ``serving.calls``.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import zipfile
 
@@ -15,13 +14,10 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from PIL import Image
-from serving.test_handler_limits import Context, H, _call, _instance, _png
+from serving.calls import call, instance, noise_png, png
 
-from ihl.checkpoint import load_model
-from ihl.config import DetectorConfig
-from ihl.detection.models import build_detector
 from ihl.edge.export import ExportError, export_model
+from ihl.edge.serving.service import PoseService
 from ihl.inference import PrecisionError
 
 
@@ -33,13 +29,11 @@ def _unpack(export_dir, tmp_path):
 
 
 def _initialised(model_dir):
-    context = Context(1)
-    context.system_properties = {"model_dir": str(model_dir), "gpu_id": None}
-    context.manifest = json.loads((model_dir / "MAR-INF" / "MANIFEST.json").read_text())
-    context.model_yaml_config = yaml.safe_load((model_dir / "model-config.yaml").read_text())
-    service = H.PoseHandler()
-    service.initialize(context)
-    return service
+    return PoseService.from_archive(
+        model_dir,
+        json.loads((model_dir / "MAR-INF" / "MANIFEST.json").read_text()),
+        yaml.safe_load((model_dir / "model-config.yaml").read_text()),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -71,9 +65,9 @@ def test_the_handler_runs_the_recorded_precision(bf16_export, export_dir, tmp_pa
     seen = []
     conv = next(m for m in half.model.modules() if isinstance(m, torch.nn.Conv2d))
     conv.register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
-    row = _instance(_noise_png(0, (96, 80)), [[5, 5, 60, 80]])
-    (a,), _ = _call(half, [row])
-    (b,), _ = _call(full, [row])
+    row = instance(noise_png(0, (96, 80)), [[5, 5, 60, 80]])
+    (a,), _ = call(half, [row])
+    (b,), _ = call(full, [row])
     assert seen and set(seen) == {torch.bfloat16}
     pa, pb = np.array(a["persons"][0]["keypoints"]), np.array(b["persons"][0]["keypoints"])
     assert not np.array_equal(pa, pb)
@@ -94,48 +88,21 @@ def test_onnx_archives_are_fp32_only(serving_checkpoint, tmp_path):
     assert not (tmp_path / "x").exists()
 
 
-@pytest.fixture
-def detecting(serving_checkpoint):
-    """A handler whose detector finds six persons in any image: a random FCOS with no score
-    threshold and NMS that keeps overlapping boxes."""
-    torch.manual_seed(0)
-    cfg = DetectorConfig(
-        architecture="fcos_small", weights=None, min_size=64, max_size=96,
-        score_threshold=0.0, nms_iou=1.0, max_persons=6,
-    )  # fmt: skip
-    service = H.PoseHandler()
-    service.model, service.cfg = load_model(serving_checkpoint)
-    service.model.eval()
-    service.detector = (build_detector(cfg), cfg)
-    service.limits = dict(H.DEFAULTS) | {"max_boxes": 6, "max_batch_crops": 8}
-    service.header = {"keypoint_names": [], "skeleton": []}
-    service.model_info = {"name": "ihl", "version": "1"}
-    service.initialized = True
-    return service
-
-
-def _noise_png(seed: int, shape: tuple[int, int] = (64, 64)) -> bytes:
-    pixels = np.random.default_rng(seed).integers(0, 256, (*shape, 3), dtype=np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, "PNG")
-    return buf.getvalue()
-
-
 def test_detected_persons_count_against_the_batch_crop_limit(detecting):
-    rows = [_instance(_noise_png(1)), _instance(_noise_png(2))]
-    answers, statuses = _call(detecting, rows)
+    rows = [instance(noise_png(1)), instance(noise_png(2))]
+    answers, statuses = call(detecting, rows)
     assert len(answers[0]["persons"]) == 6
     assert statuses == [200, 429]  # 6 + 5 detected crops > max_batch_crops 8
     assert "max_batch_crops" in answers[1]["error"]
 
 
 def test_detected_persons_count_against_a_requests_max_boxes(detecting):
-    rows = [_instance(_noise_png(1)), _instance(_noise_png(2))]
-    answers, statuses = _call(detecting, rows, requests=1)  # one KServe request
+    rows = [instance(noise_png(1)), instance(noise_png(2))]
+    answers, statuses = call(detecting, rows, requests=1)  # one KServe request
     assert statuses == [400]
     assert "crops (with the persons the detector found) in one request" in answers[0]["error"]
     assert "at most 6 (max_boxes)" in answers[0]["error"]
     # a given box and a detected image fit together: 1 + 6 <= 8
-    rows = [_instance(_png(64, 64), [[0, 0, 10, 10]]), _instance(_noise_png(1))]
-    answers, statuses = _call(detecting, rows)
+    rows = [instance(png(64, 64), [[0, 0, 10, 10]]), instance(noise_png(1))]
+    answers, statuses = call(detecting, rows)
     assert statuses == [200, 200] and [len(a["persons"]) for a in answers] == [1, 6]

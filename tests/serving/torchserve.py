@@ -160,6 +160,32 @@ class TorchServe:
         text = logs.read_text(errors="replace") if logs.is_file() else ""
         return text.count("Torch worker started.")
 
+    def worker_pids(self) -> list[int]:
+        """The model workers (TorchServe's Python processes) under this server, from /proc."""
+        parents, commands = {}, {}
+        for entry in Path("/proc").iterdir():
+            try:
+                stat = (entry / "stat").read_text()
+                commands[int(entry.name)] = (entry / "cmdline").read_bytes()
+            except (ValueError, OSError):
+                continue
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+        family, grown = {self.process.pid}, True
+        while grown:
+            more = {pid for pid, parent in parents.items() if parent in family} - family
+            family, grown = family | more, bool(more)
+        return sorted(pid for pid in family if b"model_service_worker" in commands.get(pid, b""))
+
+    def worker_rss(self) -> int:
+        """Resident bytes of this server's model workers, from /proc/PID/status."""
+        total = 0
+        for pid in self.worker_pids():
+            status = Path(f"/proc/{pid}/status").read_text()
+            total += int(
+                next(line for line in status.splitlines() if line.startswith("VmRSS")).split()[1]
+            )
+        return total * 1024
+
     def stop(self) -> None:
         if self.process is None:
             return
