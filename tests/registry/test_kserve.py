@@ -90,9 +90,10 @@ KSERVE_MODEL_FIELDS = ("modelFormat", "protocolVersion", "storageUri", "runtime"
 
 def as_pod_spec(predictor: dict) -> dict:
     """A v1beta1 PredictorSpec as the pod KServe makes of it: PodSpec fields, and the
-    model as the container "kserve-container"."""
+    model as the container "kserve-container"; the component's own fields (Knative's
+    ``containerConcurrency``) are not the pod's."""
     model = {k: v for k, v in predictor["model"].items() if k not in KSERVE_MODEL_FIELDS}
-    pod = {k: v for k, v in predictor.items() if k != "model"}
+    pod = {k: v for k, v in predictor.items() if k not in ("model", "containerConcurrency")}
     return pod | {"containers": [{"name": "kserve-container", **model}]}
 
 

@@ -54,6 +54,16 @@ def test_the_shipped_queue_fits_the_java_heap():
         assert concurrent_bodies(sizes) >= 2 * BATCH, config
 
 
+def test_kserve_lets_no_more_bodies_into_a_pod_than_the_direct_memory_holds():
+    from ihl.edge.registry.kserve import inference_service
+
+    sizes = _sizes(_properties(CONFIG.with_name("kserve.config.properties").read_text()))
+    digest = "0" * 64
+    for gpus in (0, 1):
+        predictor = inference_service("s3://b/ihl/1/", digest, gpus=gpus)["spec"]["predictor"]
+        assert 1 <= predictor["containerConcurrency"] <= concurrent_bodies(sizes)
+
+
 @pytest.mark.slow
 def test_as_many_full_bodies_as_the_formula_admits_are_served_and_no_worker_dies(
     detector_export, tmp_path

@@ -27,6 +27,9 @@ SECURITY_CONTEXT = {
 }
 """The TorchServe container's: the image's user, nothing more. All on the container, which
 Knative admits without its pod security-context feature flag."""
+CONTAINER_CONCURRENCY = 28
+"""Full-size bodies (28 MiB) that TorchServe's direct memory (1 GiB, kserve.config.properties)
+holds beside one batch of 8: (1024 - 8 x 28) // 28."""
 SCRATCH = {"tmp": "/tmp", "home": "/home/ihl"}
 """Writable emptyDirs under the read-only root: TorchServe unpacks archives and Java keeps
 its files in /tmp, and writes its logs in its working directory, the image's home."""
@@ -54,7 +57,9 @@ def inference_service(
     (enable_envvars_config), which pins what KServe relies on whatever the
     image's defaults: inference on the pod port 8080 with the v1 envelope,
     management on the pod's loopback only, metrics on 8082 for Prometheus.
-    ``gpus`` > 0 asks for that many ``nvidia.com/gpu`` and tolerates GPU taints. The
+    Knative lets at most ``CONTAINER_CONCURRENCY`` requests into a pod at once and queues
+    the rest, which TorchServe cannot do for itself (docs/serving.md, "Memory of the
+    frontend"). ``gpus`` > 0 asks for that many ``nvidia.com/gpu`` and tolerates GPU taints. The
     container runs as the image's user without privileges on a read-only root
     (``SECURITY_CONTEXT``), writing only to emptyDirs.
 
@@ -74,6 +79,7 @@ def inference_service(
         limits["nvidia.com/gpu"] = str(gpus)
     predictor: dict[str, Any] = {
         "serviceAccountName": service_account,
+        "containerConcurrency": CONTAINER_CONCURRENCY,
         "model": {
             "modelFormat": {"name": "pytorch"},
             "protocolVersion": "v1",
