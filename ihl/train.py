@@ -55,6 +55,7 @@ from ihl.evaluate import gather_and_score, predict_dataset
 from ihl.files import folder_lock, remove_temporaries, torch_save
 from ihl.losses import build_loss
 from ihl.models import build_model
+from ihl.sources import fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,9 @@ READ_EVERY = 50
 EXECUTION_ONLY = frozenset({"train.compile", "train.compile_mode", "train.compile_backend"})
 """Config keys that change how a step runs and not what it computes: a run may resume with
 other values (eager after a compiler failure, say)."""
+TRAINING_CODE = ("ihl.train", "ihl.edge.params", "ihl.edge.live")
+"""The modules the train stage runs (``ihl train``'s training, its params.yaml layering and its
+DVCLive log): the source of their import closure is part of what a resume must match."""
 
 
 class EpochLog(Protocol):
@@ -534,12 +538,16 @@ def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def check_resumable(
-    ckpt: dict[str, Any], cfg: Config, data_fingerprint: str | None, path: Path
+    ckpt: dict[str, Any],
+    cfg: Config,
+    data_fingerprint: str | None,
+    path: Path,
+    code_fingerprint: str | None = None,
 ) -> None:
-    """Refuse to continue a training state written with another config or other data: the
-    result would be a model of neither (a resume used to compare nothing). A key the state's
-    config lacks (added to the config since) counts as its default; the ``EXECUTION_ONLY``
-    keys may change."""
+    """Refuse to continue a training state written with another config, other data or other
+    training code (``TRAINING_CODE``'s source): the result would be a model of neither. A key
+    the state's config lacks (added to the config since) counts as its default; the
+    ``EXECUTION_ONLY`` keys may change."""
     defaults = _flat(config_mod.to_dict(Config()))
     saved = defaults | _flat(ckpt.get("config") or {})
     current = _flat(config_mod.to_dict(cfg))
@@ -560,6 +568,19 @@ def check_resumable(
             f"now {data_fingerprint!r}): resuming would mix two datasets. Delete it to train "
             "from scratch on this data"
         )
+    if ckpt.get("code_fingerprint") != code_fingerprint:
+        raise CheckpointError(
+            f"{path} was written by other training code (the source of "
+            f"{', '.join(TRAINING_CODE)} and the ihl modules they import changed since: "
+            f"fingerprint {ckpt.get('code_fingerprint')!r}, now {code_fingerprint!r}): resuming "
+            "would continue the old code's weights with the new code. Delete it to train from "
+            "scratch with this code"
+        )
+
+
+def finished(state: dict[str, Any], cfg: Config) -> bool:
+    """Whether a saved ``TrainState`` has every epoch of ``cfg`` trained and validated."""
+    return state["epoch"] >= cfg.train.epochs and not state["pending_validation"]
 
 
 def _train(
@@ -596,6 +617,7 @@ def _train(
     best_path = out_dir / "checkpoints" / "best.pt"
     final_path = out_dir / "checkpoints" / "final.pt"
     resuming = resume and latest_path.is_file()
+    code_fingerprint = fingerprint(TRAINING_CODE)
 
     seed_everything(cfg.train.seed)
     step = build_step(cfg, dev)
@@ -624,7 +646,9 @@ def _train(
                 "(torchrun --nnodes x --nproc-per-node), or train into a new folder"
             )
         try:
-            check_resumable(ckpt, cfg, data_fingerprint, latest_path)
+            check_resumable(ckpt, cfg, data_fingerprint, latest_path, code_fingerprint)
+            if resume == "matching" and finished(ckpt["state"], cfg):
+                raise CheckpointError(f"{latest_path} holds a finished run: nothing to resume")
         except CheckpointError as err:
             if resume != "matching":
                 raise
@@ -648,6 +672,7 @@ def _train(
                 "format": STATE_FORMAT,
                 "config": config_mod.to_dict(cfg),
                 "data_fingerprint": data_fingerprint,
+                "code_fingerprint": code_fingerprint,
                 "world_size": ddp.world_size,
                 **{name: part.state_dict() for name, part in parts.items()},
                 "state": vars(state),
