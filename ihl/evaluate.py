@@ -24,6 +24,7 @@ from ihl.config import Config
 from ihl.data.build import COCO_SPLITS, build_eval_dataset, worker_init
 from ihl.data.coco import is_image_info
 from ihl.data.errors import DatasetError
+from ihl.data.mpii import split_json
 from ihl.data.transforms import coords_to_image
 from ihl.device import num_workers as worker_count
 from ihl.device import resolve_device
@@ -44,7 +45,7 @@ from ihl.metrics.coco import (
     write_results,
 )
 from ihl.metrics.crowdpose import build_crowdpose_results, evaluate_crowdpose
-from ihl.metrics.mpii import evaluate_mpii_mat
+from ihl.metrics.mpii import evaluate_mpii_mat, evaluate_mpii_reference
 
 
 @torch.no_grad()
@@ -140,13 +141,16 @@ def score(
     """Metrics and COCO-format results of ``predict_dataset``'s output.
 
     COCO: rescoring, OKS-NMS at 0.9 and pycocotools AP. MPII: PCKh against the
-    .mat ground truth; its results use the same JSON shape with 16 joints. CrowdPose: the
+    .mat ground truth, and as ``reference_*`` the reference's PCKh (``ihl.metrics.mpii``); its
+    results use the same JSON shape with 16 joints. CrowdPose: the
     reference's protocol (``ihl.metrics.crowdpose``).
     """
     if cfg.data.dataset == "mpii":
-        return evaluate_mpii_mat(predictions["keypoints"], ground_truth), _person_results(
-            predictions
-        )
+        keypoints = predictions["keypoints"]
+        reference = evaluate_mpii_reference(keypoints, split_json(ground_truth), ground_truth)
+        metrics = evaluate_mpii_mat(keypoints, ground_truth)
+        metrics |= {f"reference_{name}": value for name, value in reference.items()}
+        return metrics, _person_results(predictions)
     if cfg.data.dataset == "crowdpose":
         results = build_crowdpose_results(predictions)
         return evaluate_crowdpose(results, ground_truth), results

@@ -255,7 +255,9 @@ def test_box_shift_is_a_fraction_of_the_padded_box_before_the_aspect_fix(tmp_pat
     }  # fmt: skip
     (tmp_path / "ann.json").write_text(json.dumps(ann))
     aug = no_augment(shift_prob=1.0)
-    dataset = CocoKeypoints(tmp_path / "ann.json", images, train=True, input_size=INPUT, augment=aug)
+    dataset = CocoKeypoints(
+        tmp_path / "ann.json", images, train=True, input_size=INPUT, augment=aug
+    )
     shifts = np.array([dataset[(epoch, 0)]["center"].numpy() for epoch in range(400)]) - [200, 200]
     assert np.abs(shifts[:, 0]).max() <= 0.16 * 1.25 * 60 + 1e-9
     assert np.abs(shifts[:, 0]).max() > 0.16 * 1.25 * 60 * 0.9
