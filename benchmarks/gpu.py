@@ -51,8 +51,7 @@ from ihl.models import build_model
 from ihl.train import (
     TARGET_KEYS,
     TrainState,
-    build_optimizer,
-    build_step,
+    new_run,
     train_loader,
     train_one_epoch,
 )
@@ -95,7 +94,7 @@ def load_cfg(preset: str, data: Path, size: dict, overrides: dict) -> Config:
 
 def first_batch(cfg: Config, device: torch.device) -> tuple[torch.Tensor, dict]:
     """One real batch of the training loader, on the device, targets as the step gets them."""
-    loader, _ = train_loader(build_train_dataset(cfg), cfg, Single(), TrainState(), False)
+    loader = train_loader(build_train_dataset(cfg), cfg, Single(), TrainState(), False)
     batch = next(iter(loader))
     images = batch["image"].to(device)
     targets = {k: batch[k].to(device) for k in TARGET_KEYS if k in batch}
@@ -111,7 +110,7 @@ def loader_rate(cfg: Config, workers: int, batches: int, device: torch.device) -
     ``device`` when the config leaves them to it (``data.decode: device``)."""
     cfg = cfg.model_copy(deep=True)
     cfg.train.num_workers = workers
-    loader, _ = train_loader(build_train_dataset(cfg), cfg, Single(), TrainState(), False)
+    loader = train_loader(build_train_dataset(cfg), cfg, Single(), TrainState(), False)
     it = iter(loader)
     batch_images(next(it), cfg.model.input_size, device)  # workers started and warm
     sync(device)
@@ -129,11 +128,8 @@ def end_to_end_rate(cfg: Config, device: torch.device, workers: int, steps: int)
     """Images/s of train_one_epoch (loader, transfer, step, bookkeeping) for ``steps`` steps."""
     cfg = cfg.model_copy(deep=True)
     cfg.train.num_workers = workers
-    step = build_step(cfg, device)
-    optimizer, scheduler = build_optimizer(step.parameters(), cfg, 1, iters_per_epoch=10**6)
-    scaler = torch.amp.GradScaler(device.type, enabled=False)
+    cfg.train.checkpoint_interval_iters = 0
     dataset = build_train_dataset(cfg)
-    state = TrainState()
     done = {"start": None, "timed": 0}
 
     def on_step(iteration: int) -> None:
@@ -145,17 +141,16 @@ def end_to_end_rate(cfg: Config, device: torch.device, workers: int, steps: int)
         if iteration >= steps + 3:
             raise StopIteration
 
-    loader, _ = train_loader(dataset, cfg, Single(), state, device.type == "cuda")
-    try:
-        while True:
-            with tqdm(disable=True) as bar:
-                train_one_epoch(
-                    step, optimizer, scheduler, scaler, loader, state, device, cfg,
-                    ddp=Single(), save=lambda: None, on_step=on_step, bar=bar,
-                )  # fmt: skip
-            state.epoch, state.step = state.epoch + 1, 0
-    except StopIteration:
-        pass
+    with tempfile.TemporaryDirectory() as out:
+        run = new_run(cfg, Path(out), Single(), device, 10**6, on_step=on_step)
+        loader = train_loader(dataset, cfg, Single(), run.state, device.type == "cuda")
+        try:
+            while True:
+                with tqdm(disable=True) as bar:
+                    train_one_epoch(run, run.module, loader, bar)
+                run.state.epoch, run.state.step = run.state.epoch + 1, 0
+        except StopIteration:
+            pass
     sync(device)
     return done["timed"] * cfg.train.batch_size / (time.perf_counter() - done["start"])
 

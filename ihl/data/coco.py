@@ -296,7 +296,7 @@ class CocoKeypoints(TopDownDataset):
         keypoints = self.keypoints[index]
         return keypoints[:, :2], keypoints[:, 2]
 
-    def _record(self, index: int) -> str:
+    def record(self, index: int) -> str:
         if self.ann_ids[index] >= 0:
             return f"annotation id {self.ann_ids[index]}"
         return f"detection sample {index}"

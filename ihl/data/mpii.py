@@ -135,7 +135,7 @@ class MpiiKeypoints(TopDownDataset):
     def _joints(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         return self.joints[index], self.visible[index]
 
-    def _record(self, index: int) -> str:
+    def record(self, index: int) -> str:
         return f"entry #{index}"
 
 
