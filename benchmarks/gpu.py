@@ -61,14 +61,7 @@ from ihl.distributed import Distributed as Single
 from ihl.evaluate import predict_dataset
 from ihl.inference import PRECISIONS
 from ihl.models import build_model
-from ihl.train import (
-    TARGET_KEYS,
-    TrainState,
-    build_optimizer,
-    build_step,
-    train_loader,
-    train_one_epoch,
-)
+from ihl.train import TARGET_KEYS, TrainState, new_run, train_loader, train_one_epoch
 
 MODES = {
     "bf16+NHWC": {"train.amp": "bf16", "train.channels_last": True},
@@ -184,7 +177,7 @@ def in_flight(cfg: Config, workers: int) -> int:
 def first_batch(cfg: Config, device: torch.device) -> tuple[torch.Tensor, dict]:
     """One real batch of the training loader, on the device, targets as the step gets them."""
     cfg = with_workers(cfg, 0)
-    loader, _ = train_loader(build_train_dataset(cfg), cfg, Single(), TrainState(), False)
+    loader = train_loader(build_train_dataset(cfg), cfg, Single(), TrainState(), False)
     batch = next(iter(loader))
     images = batch_images(batch, cfg.model.input_size, device)
     targets = {k: batch[k].to(device) for k in TARGET_KEYS if k in batch}
@@ -207,7 +200,7 @@ def loader_row(cfg: Config, workers: int, batches: int, device: torch.device) ->
     cfg = with_workers(cfg, workers)
     size = (batches + 1) * cfg.train.batch_size + in_flight(cfg, workers)
     dataset = Repeated(build_train_dataset(cfg), size)
-    loader, _ = train_loader(dataset, cfg, Single(), TrainState(), device.type == "cuda")
+    loader = train_loader(dataset, cfg, Single(), TrainState(), device.type == "cuda")
     it = iter(loader)
     batch_images(next(it), cfg.model.input_size, device)  # workers started and warm
     sync(device)
@@ -225,15 +218,9 @@ def end_to_end_row(cfg: Config, device: torch.device, workers: int, steps: int) 
     """Images/s of train_one_epoch (loader, transfer, step, bookkeeping) over ``steps``
     steps after ``WARM_STEPS``, all inside one epoch of a repeated set."""
     cfg = with_workers(cfg, workers)
+    cfg.train.checkpoint_interval_iters = 0
     reset_peak(device)
-    step = build_step(cfg, device)
-    optimizer, scheduler = build_optimizer(step.parameters(), cfg, 1, iters_per_epoch=10**6)
-    scaler = torch.amp.GradScaler(device.type, enabled=False)
     size = (WARM_STEPS + steps) * cfg.train.batch_size + in_flight(cfg, workers)
-    state = TrainState()
-    loader, _ = train_loader(
-        Repeated(build_train_dataset(cfg), size), cfg, Single(), state, device.type == "cuda"
-    )
     times, cpu_files = [], DECODED["cpu"]
 
     def on_step(iteration: int) -> None:
@@ -243,15 +230,20 @@ def end_to_end_row(cfg: Config, device: torch.device, workers: int, steps: int) 
         if len(times) == 2:
             raise Done
 
-    try:
-        with tqdm(disable=True) as bar:
-            train_one_epoch(
-                step, optimizer, scheduler, scaler, loader, state, device, cfg,
-                ddp=Single(), save=lambda: None, on_step=on_step, bar=bar,
-            )  # fmt: skip
-        raise RuntimeError(f"the epoch ended after {state.step} steps, before the timed ones")
-    except Done:
-        pass
+    with tempfile.TemporaryDirectory() as out:
+        run = new_run(cfg, Path(out), Single(), device, 10**6, on_step=on_step)
+        loader = train_loader(
+            Repeated(build_train_dataset(cfg), size), cfg, Single(), run.state,
+            device.type == "cuda",
+        )  # fmt: skip
+        try:
+            with tqdm(disable=True) as bar:
+                train_one_epoch(run, run.module, loader, bar)
+            raise RuntimeError(
+                f"the epoch ended after {run.state.step} steps, before the timed ones"
+            )
+        except Done:
+            pass
     rate = steps * cfg.train.batch_size / (times[1] - times[0])
     cpu_files = DECODED["cpu"] - cpu_files if cfg.data.decode == "device" else 0
     return f"{rate:>9.1f} {peak_gib(device):>9.2f} {cpu_files:>9}"

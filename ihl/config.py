@@ -103,8 +103,9 @@ class LossConfig(_Section):
 
 class TestConfig(_Section):
     flip: bool = True
-    flip_shift: float = 1.0
-    """Shift of the mirrored x, in input pixels; the reference uses one."""
+    flip_shift: bool = True
+    """Move the mirrored x one input pixel left (one map pixel for the heatmap head), as the
+    reference does; a switch, so checkpoints' 1.0 and 0.0 read as on and off."""
     keypoint_score: Literal["reference", "sigma"] = "reference"
     sigma_score_tolerance: float = Field(0.02, gt=0)
     """Tolerance (fraction of the crop) of the sigma-derived keypoint score."""

@@ -7,8 +7,9 @@ of validation, so no rank waits on another for long.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -68,6 +69,23 @@ def init_distributed(device: torch.device) -> Distributed:
         else:
             dist.init_process_group("gloo", timeout=timeout())
     return Distributed(dist.get_rank(), world_size, local_rank, local_world_size, owns_group)
+
+
+@contextlib.contextmanager
+def process_group(device: torch.device) -> Iterator[tuple[Distributed, torch.device]]:
+    """This process's part in a run: ``init_distributed``'s ``Distributed`` and the device it
+    computes on, a CUDA device without index being its rank's GPU (LOCAL_RANK), made current.
+    On the way out the process group goes, when this process created it."""
+    ddp = init_distributed(device)
+    try:
+        if device.type == "cuda":
+            if device.index is None:
+                device = torch.device("cuda", ddp.local_rank)
+            torch.cuda.set_device(device)
+        yield ddp, device
+    finally:
+        if ddp.owns_group:
+            dist.destroy_process_group()
 
 
 def shard(count: int, rank: int, world_size: int, batch_size: int) -> range:

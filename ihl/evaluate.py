@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
@@ -24,6 +25,7 @@ from ihl.config import Config
 from ihl.data.build import COCO_SPLITS, build_eval_dataset, worker_init
 from ihl.data.coco import is_image_info
 from ihl.data.errors import DatasetError
+from ihl.data.mpii import split_json
 from ihl.data.transforms import coords_to_image
 from ihl.device import num_workers as worker_count
 from ihl.device import resolve_device
@@ -31,7 +33,7 @@ from ihl.distributed import (
     Distributed,
     broadcast_from_main,
     gather_to_main,
-    init_distributed,
+    process_group,
     shard,
 )
 from ihl.files import write_json
@@ -44,7 +46,7 @@ from ihl.metrics.coco import (
     write_results,
 )
 from ihl.metrics.crowdpose import build_crowdpose_results, evaluate_crowdpose
-from ihl.metrics.mpii import evaluate_mpii_mat
+from ihl.metrics.mpii import evaluate_mpii_mat, evaluate_mpii_reference
 
 
 @torch.no_grad()
@@ -140,13 +142,16 @@ def score(
     """Metrics and COCO-format results of ``predict_dataset``'s output.
 
     COCO: rescoring, OKS-NMS at 0.9 and pycocotools AP. MPII: PCKh against the
-    .mat ground truth; its results use the same JSON shape with 16 joints. CrowdPose: the
+    .mat ground truth, and as ``reference_*`` the reference's PCKh (``ihl.metrics.mpii``); its
+    results use the same JSON shape with 16 joints. CrowdPose: the
     reference's protocol (``ihl.metrics.crowdpose``).
     """
     if cfg.data.dataset == "mpii":
-        return evaluate_mpii_mat(predictions["keypoints"], ground_truth), _person_results(
-            predictions
-        )
+        keypoints = predictions["keypoints"]
+        reference = evaluate_mpii_reference(keypoints, split_json(ground_truth), ground_truth)
+        metrics = evaluate_mpii_mat(keypoints, ground_truth)
+        metrics |= {f"reference_{name}": value for name, value in reference.items()}
+        return metrics, _person_results(predictions)
     if cfg.data.dataset == "crowdpose":
         results = build_crowdpose_results(predictions)
         return evaluate_crowdpose(results, ground_truth), results
@@ -171,86 +176,72 @@ def _person_results(predictions: Mapping[str, np.ndarray]) -> list[dict]:
     ]
 
 
+@dataclass(frozen=True)
+class EvalOptions:
+    """What ``evaluate`` scores and how: the crops (a split of ``data_root``, default the
+    checkpoint's ``data.root``, with ``boxes`` "detections", "gt" or "detector"; ``ann_file``,
+    ``image_dir`` and ``detections`` override the layout's files, ``detector`` the config's
+    detector), and how the model runs over them."""
+
+    data_root: Path | None = None
+    split: str = "val"
+    boxes: str = "detections"
+    ann_file: Path | None = None
+    image_dir: Path | None = None
+    detections: Path | None = None
+    detector: Path | None = None
+    device: str | None = None
+    flip: bool | None = None
+    """Overrides the checkpoint's test-time flip setting."""
+    batch_size: int = 32
+    num_workers: int | None = None
+    runtime: str = "torch"
+    precision: str = "fp32"
+    progress: bool = True
+
+
 def evaluate(
-    checkpoint: Path,
-    out_dir: Path,
-    *,
-    data_root: Path | None = None,
-    split: str = "val",
-    boxes: str = "detections",
-    device: str | None = None,
-    flip: bool | None = None,
-    batch_size: int = 32,
-    progress: bool = True,
-    ann_file: Path | None = None,
-    image_dir: Path | None = None,
-    detections: Path | None = None,
-    num_workers: int | None = None,
-    best: Path | None = None,
-    detector: Path | None = None,
-    runtime: str = "torch",
-    precision: str = "fp32",
+    checkpoint: Path, out_dir: Path, *, best: Path | None = None, **options: Any
 ) -> dict[str, float]:
     """Evaluate a checkpoint; writes ``out_dir/results.json`` then ``out_dir/metrics.json``.
 
-    ``flip`` overrides the checkpoint's test-time flip setting. With ``best`` (the training
-    run's best.pt, when ``checkpoint`` is its final.pt) that checkpoint is scored the same
-    way and its metrics join the others as ``best_checkpoint_<name>``. An image-info
-    ``ann_file`` (test-dev: images, no annotations) gives the results file only, ready for
-    submission, and no metrics. ``boxes="detector"`` runs the person detector (the file
-    ``detector``, else the config's) over the split first: its boxes go to
-    ``out_dir/detections.json`` and its box AP into the metrics. ``runtime="onnx"`` runs
-    the pose model exported to ONNX under ONNX Runtime. ``precision`` "bf16" or "fp16" runs
-    the pose model's forward under autocast (``ihl.inference.check_precision`` says where
-    each can run: fp16 on CUDA only, and neither with ONNX). Files are written atomically, and
-    the results, metrics and detections only once everything has been computed, so a failed
-    run leaves none of them (the ONNX exports, ``pose.onnx`` and ``detector.onnx``, are
-    written before they run).
+    ``options`` are the fields of ``EvalOptions``. With ``best`` (the training run's best.pt,
+    when ``checkpoint`` is its final.pt) that checkpoint is scored the same way and its
+    metrics join the others as ``best_checkpoint_<name>``. An image-info ``ann_file``
+    (test-dev: images, no annotations) gives the results file only, ready for submission,
+    and no metrics. ``boxes="detector"`` runs the person detector (the file ``detector``,
+    else the config's) over the split first: its boxes go to ``out_dir/detections.json`` and
+    its box AP into the metrics. ``runtime="onnx"`` runs the pose model exported to ONNX
+    under ONNX Runtime. ``precision`` "bf16" or "fp16" runs the pose model's forward under
+    autocast (``ihl.inference.check_precision`` says where each can run: fp16 on CUDA only,
+    and neither with ONNX). Files are written atomically, and the results, metrics and
+    detections only once everything has been computed, so a failed run leaves none of them
+    (the ONNX exports, ``pose.onnx`` and ``detector.onnx``, are written before they run).
     Under torchrun the ranks share the crops and rank 0 writes the files; every rank
     returns the metrics.
     """
-    image_info = ann_file is not None and is_image_info(ann_file)
+    opts = EvalOptions(**options)
+    out_dir = Path(out_dir)
+    image_info = opts.ann_file is not None and is_image_info(opts.ann_file)
     if image_info and best is not None:
-        raise ValueError(f"{ann_file}: an image-info file has no ground truth to compare with")
-    dev = resolve_device(device)
-    check_precision(precision, dev, runtime)
+        raise ValueError(f"{opts.ann_file}: an image-info file has no ground truth to compare with")
+    dev = resolve_device(opts.device)
+    check_precision(opts.precision, dev, opts.runtime)
     loaded = [load_model_and_epoch(ckpt) for ckpt in (checkpoint, best) if ckpt is not None]
-    if boxes == "detector" and loaded[0][1].data.dataset == "mpii":
+    if opts.boxes == "detector" and loaded[0][1].data.dataset == "mpii":
         raise ValueError("--boxes detector: MPII persons are given by their centre and scale")
-    ddp = init_distributed(dev)
-    scratch = tempfile.TemporaryDirectory(prefix="ihl-evaluate-")
-    try:
-        if dev.type == "cuda" and dev.index is None:
-            dev = torch.device("cuda", ddp.local_rank)
+    with (
+        process_group(dev) as (ddp, dev),
+        tempfile.TemporaryDirectory(prefix="ihl-evaluate-") as scratch,
+    ):
         box_metrics: dict[str, float] = {}
         found_boxes: list[dict] = []
-        if boxes == "detector":
-            box_metrics, found_boxes = _detect(
-                loaded[0][1], detector, data_root, split, dev, ddp, runtime, Path(out_dir)
-            )
-            detections = write_json(Path(scratch.name) / "detections.json", found_boxes)
-            boxes = "detections"
+        if opts.boxes == "detector":
+            box_metrics, found_boxes = _detect(loaded[0][1], opts, dev, ddp, out_dir)
+            detections = write_json(Path(scratch) / "detections.json", found_boxes)
+            opts = replace(opts, boxes="detections", detections=detections)
         found = [
-            _run(
-                model,
-                cfg,
-                dev,
-                ddp,
-                data_root=data_root,
-                split=split,
-                boxes=boxes,
-                flip=flip,
-                batch_size=batch_size,
-                progress=progress,
-                ann_file=ann_file,
-                image_dir=image_dir,
-                detections=detections,
-                num_workers=num_workers,
-                score_it=not image_info,
-                runtime=runtime,
-                precision=precision,
-                out_dir=Path(out_dir),
-            )
+            _run(model, cfg, dev, ddp, opts, score_it=not image_info, out_dir=out_dir)
             for model, cfg, _ in loaded
         ]
         metrics, results = found[0]
@@ -264,17 +255,12 @@ def evaluate(
                 **({"best_checkpoint_epoch": float(best_epoch)} if best_epoch is not None else {}),
             }
         if ddp.is_main:
-            out_dir = Path(out_dir)
             if box_metrics:
                 write_json(out_dir / "detections.json", found_boxes)
             write_results(results, out_dir / "results.json")
             if not image_info:
                 write_metrics(metrics, out_dir / "metrics.json")
         return metrics
-    finally:
-        scratch.cleanup()
-        if ddp.owns_group:
-            dist.destroy_process_group()
 
 
 def _run(
@@ -282,79 +268,64 @@ def _run(
     cfg: Config,
     dev: torch.device,
     ddp: Distributed,
+    opts: EvalOptions,
     *,
-    data_root: Path | None,
-    split: str,
-    boxes: str,
-    flip: bool | None,
-    batch_size: int,
-    progress: bool,
-    ann_file: Path | None,
-    image_dir: Path | None,
-    detections: Path | None,
-    num_workers: int | None,
     score_it: bool,
-    runtime: str,
-    precision: str,
     out_dir: Path,
 ) -> tuple[dict[str, float], list[dict]]:
     """(metrics, results) of one loaded checkpoint, this rank's shard of the crops predicted
     and gathered to rank 0; without ``score_it`` results only."""
-    if flip is not None:
-        cfg.test.flip = flip
+    if opts.flip is not None:
+        cfg.test.flip = opts.flip
     dataset, ground_truth = build_eval_dataset(
         cfg,
-        data_root,
-        split,
-        boxes,
-        ann_file=ann_file,
-        image_dir=image_dir,
-        detections=detections,
+        opts.data_root,
+        opts.split,
+        opts.boxes,
+        ann_file=opts.ann_file,
+        image_dir=opts.image_dir,
+        detections=opts.detections,
     )
     if cfg.data.dataset == "mpii" and not ground_truth.is_file():
         raise DatasetError(f"{ground_truth}: MPII ground-truth file not found")
     model.to(dev)
     if cfg.train.channels_last:
         model.to(memory_format=torch.channels_last)
-    if runtime == "onnx":
+    if opts.runtime == "onnx":
         model = _onnx(model, out_dir)
+    batch_size = opts.batch_size
     predictions = predict_dataset(
         model,
         cfg,
         dataset,
         dev,
         batch_size,
-        progress and ddp.is_main,
-        num_workers=num_workers,
+        opts.progress and ddp.is_main,
+        num_workers=opts.num_workers,
         indices=shard(len(dataset), ddp.rank, ddp.world_size, batch_size),
-        precision=precision,
+        precision=opts.precision,
     )
     return gather_and_score(cfg, predictions, ground_truth, ddp, score_it)
 
 
 def _detect(
-    cfg: Config,
-    detector: Path | None,
-    data_root: Path | None,
-    split: str,
-    dev: torch.device,
-    ddp: Distributed,
-    runtime: str,
-    out_dir: Path,
+    cfg: Config, opts: EvalOptions, dev: torch.device, ddp: Distributed, out_dir: Path
 ) -> tuple[dict[str, float], list[dict]]:
-    """Run the person detector over ``split``, the ranks sharing the images (with runtime
-    ``onnx`` exported beside the results as ``detector.onnx``, under ONNX Runtime on the CPU);
-    its box AP and its boxes, on every rank."""
+    """Run the person detector (``opts.detector``, else the config's) over the split, the ranks
+    sharing the images (with runtime ``onnx`` exported beside the results as
+    ``detector.onnx``, under ONNX Runtime on the CPU); its box AP and its boxes, on every
+    rank."""
     from ihl.detection.boxap import evaluate_detector
     from ihl.detection.models import detector_for
 
-    model, detector_cfg = detector_for(cfg.detector, detector)
-    if runtime == "onnx":
+    model, detector_cfg = detector_for(cfg.detector, opts.detector)
+    if opts.runtime == "onnx":
         from ihl.detection.onnx import onnx_detector
 
         model, detector_cfg = onnx_detector(model, detector_cfg, out_dir / "detector.onnx")
-    root = cfg.data.root if data_root is None else data_root
-    return evaluate_detector(model.to(dev), detector_cfg, root, COCO_SPLITS.get(split, split), ddp)
+    root = cfg.data.root if opts.data_root is None else opts.data_root
+    split = COCO_SPLITS.get(opts.split, opts.split)
+    return evaluate_detector(model.to(dev), detector_cfg, root, split, ddp)
 
 
 def _onnx(model: torch.nn.Module, out_dir: Path):

@@ -1,7 +1,10 @@
 """Training stage: the paper's schedule, checkpoints that resume exactly, AMP and DDP.
 
-Shaped like the torchvision references: ``train`` sets everything up and
-``train_one_epoch`` runs the loop; validation reuses ``ihl.evaluate``.
+Shaped like the torchvision references and DETR's ``main``, and read from the bottom up:
+``train`` sets a run up (datasets, the folder lock, a ``Run`` from ``new_run``, resumed
+by ``resumable_state``), ``fit`` runs its epochs, ``train_one_epoch`` one of them; the
+``Run`` holds the step's module, what optimises it, where training is (``TrainState``)
+and writes its checkpoints. Validation reuses ``ihl.evaluate``.
 
 A resumed run ends with the weights of an uninterrupted one because nothing the
 loop consumes depends on history that latest.pt does not hold: a sample's
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import logging
 import math
 import random
@@ -49,11 +53,12 @@ from ihl.data.device_decode import batch_images, collate
 from ihl.data.errors import DatasetError
 from ihl.data.transforms import heatmaps_from_marginals
 from ihl.device import num_workers, resolve_device
-from ihl.distributed import Distributed, build_on_main, init_distributed, shard
+from ihl.distributed import Distributed, build_on_main, process_group, shard
 from ihl.evaluate import gather_and_score, predict_dataset
 from ihl.files import folder_lock, remove_temporaries, torch_save
 from ihl.losses import build_loss
 from ihl.models import build_model
+from ihl.sources import fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +69,9 @@ READ_EVERY = 50
 EXECUTION_ONLY = frozenset({"train.compile", "train.compile_mode", "train.compile_backend"})
 """Config keys that change how a step runs and not what it computes: a run may resume with
 other values (eager after a compiler failure, say)."""
+TRAINING_CODE = ("ihl.train", "ihl.edge.params", "ihl.edge.live")
+"""The modules the train stage runs (``ihl train``'s training, its params.yaml layering and its
+DVCLive log): the source of their import closure is part of what a resume must match."""
 
 
 class EpochLog(Protocol):
@@ -245,16 +253,16 @@ def seed_everything(seed: int) -> None:
 
 def train_loader(
     dataset: Dataset, cfg: Config, ddp: Distributed, state: TrainState, pin_memory: bool
-) -> tuple[DataLoader, EpochSampler]:
+) -> DataLoader:
     """One loader for the whole run; each pass yields ``state.epoch`` from ``state.step`` on.
 
     Its workers persist across epochs (the epoch travels with each index), and
     their number follows the CPUs this process really has when ``num_workers`` is
-    "auto". Returns the sampler too, which names the samples of any step.
+    "auto". Its sampler (an ``EpochSampler``) names the samples of any step.
     """
     sampler = EpochSampler(len(dataset), ddp, cfg.train.seed, state, cfg.train.batch_size)
     workers = num_workers(cfg.train.num_workers, ddp.local_world_size)
-    loader = DataLoader(
+    return DataLoader(
         dataset,
         batch_size=cfg.train.batch_size,
         sampler=sampler,
@@ -265,7 +273,6 @@ def train_loader(
         drop_last=True,
         persistent_workers=workers > 0,
     )
-    return loader, sampler
 
 
 def validate(
@@ -304,7 +311,7 @@ class LossMeter:
     def __init__(self, device: torch.device, step: int):
         self.device = device
         self.sums: dict[str, Tensor] = {}
-        self.step = torch.tensor(step, device=device)
+        self.index = torch.tensor(step, device=device)
         self.first_bad = torch.tensor(-1, device=device)
         self.steps = 0
 
@@ -313,8 +320,8 @@ class LossMeter:
             value = value.detach().to(torch.float64)
             self.sums[key] = self.sums[key] + value if key in self.sums else value
         bad = ~torch.isfinite(terms["loss"].detach()) & (self.first_bad < 0)
-        self.first_bad = torch.where(bad, self.step, self.first_bad)
-        self.step += 1
+        self.first_bad = torch.where(bad, self.index, self.first_bad)
+        self.index += 1
         self.steps += 1
 
     def read(self, ddp: Distributed) -> tuple[dict[str, float], list[int]]:
@@ -336,80 +343,6 @@ def key_metric(cfg: Config) -> str:
 def is_better(metrics: dict[str, float], best: dict[str, float], key: str) -> bool:
     value = metrics.get(key, math.nan)
     return math.isfinite(value) and (not best or value > best[key])
-
-
-def train_one_epoch(
-    step_fn: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    scaler: torch.amp.GradScaler,
-    loader: DataLoader,
-    state: TrainState,
-    device: torch.device,
-    cfg: Config,
-    *,
-    ddp: Distributed,
-    save: Callable[[], None],
-    on_step: Callable[[int], None] | None,
-    bar: tqdm,
-    describe: Callable[[int, int], str] = lambda rank, step: "",
-) -> None:
-    """One pass over ``loader``, saving latest.pt every ``checkpoint_interval_iters`` steps.
-
-    The loss terms are read (one wait for the GPU) every ``READ_EVERY`` steps,
-    before each save and at the end; a non-finite loss on any rank then stops
-    every rank before anything is saved, naming the step and, through
-    ``describe(rank, step)``, its samples.
-    """
-    interval = cfg.train.checkpoint_interval_iters
-    meter = LossMeter(device, state.step)
-
-    def read() -> None:
-        sums, bad = meter.read(ddp)
-        for key, value in sums.items():
-            state.sums[key] = state.sums.get(key, 0.0) + value
-        for rank, step in enumerate(bad):
-            if step >= 0:
-                samples = describe(rank, step)
-                raise FloatingPointError(
-                    f"loss is not finite at epoch {state.epoch + 1}, step {step + 1} on rank "
-                    f"{rank}{f' ({samples})' if samples else ''}; latest.pt still holds the last "
-                    "good state"
-                )
-        if state.step:
-            bar.set_postfix(
-                loss=f"{state.sums.get('loss', math.nan) / state.step:.3f}",
-                lr=f"{scheduler.get_last_lr()[0]:.2e}",
-                refresh=False,
-            )
-
-    for batch in loader:
-        images = batch_images(batch, cfg.model.input_size, device)
-        if cfg.train.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        targets = {k: batch[k].to(device, non_blocking=True) for k in TARGET_KEYS if k in batch}
-        if "heatmap_x" in targets:
-            targets["heatmaps"] = heatmaps_from_marginals(
-                targets.pop("heatmap_x"), targets.pop("heatmap_y")
-            )
-        terms = step_fn(images, targets)
-        meter.add(terms)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(terms["loss"]).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
-        state.step += 1
-        state.iteration += 1
-        bar.update()
-        saving = bool(interval) and state.iteration % interval == 0
-        if saving or meter.steps >= READ_EVERY:
-            read()
-        if saving:
-            save()
-        if on_step is not None:
-            on_step(state.iteration)
-    read()
 
 
 def build_optimizer(
@@ -474,6 +407,333 @@ def _to_host(obj: Any) -> Any:
     return obj
 
 
+def check_resumable(
+    ckpt: dict[str, Any],
+    cfg: Config,
+    data_fingerprint: str | None,
+    path: Path,
+    code_fingerprint: str | None = None,
+) -> None:
+    """Refuse to continue a training state written with another config, other data or other
+    training code (``TRAINING_CODE``'s source): the result would be a model of neither. A key
+    the state's config lacks (added to the config since) counts as its default; the
+    ``EXECUTION_ONLY`` keys may change."""
+    defaults = config_mod.flatten(config_mod.to_dict(Config()))
+    saved = defaults | config_mod.flatten(ckpt.get("config") or {})
+    current = config_mod.flatten(config_mod.to_dict(cfg))
+    changed = sorted(
+        k
+        for k in saved.keys() | current.keys()
+        if saved.get(k) != current.get(k) and k not in EXECUTION_ONLY
+    )
+    if changed:
+        shown = "; ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in changed[:6])
+        raise CheckpointError(
+            f"{path} was written with another config ({shown}): resuming would mix two runs. "
+            "Resume with the config it was written with, or delete it to train from scratch"
+        )
+    if ckpt.get("data_fingerprint") != data_fingerprint:
+        raise CheckpointError(
+            f"{path} was written on other data (fingerprint {ckpt.get('data_fingerprint')!r}, "
+            f"now {data_fingerprint!r}): resuming would mix two datasets. Delete it to train "
+            "from scratch on this data"
+        )
+    if ckpt.get("code_fingerprint") != code_fingerprint:
+        raise CheckpointError(
+            f"{path} was written by other training code (the source of "
+            f"{', '.join(TRAINING_CODE)} and the ihl modules they import changed since: "
+            f"fingerprint {ckpt.get('code_fingerprint')!r}, now {code_fingerprint!r}): resuming "
+            "would continue the old code's weights with the new code. Delete it to train from "
+            "scratch with this code"
+        )
+
+
+def finished(state: dict[str, Any], cfg: Config) -> bool:
+    """Whether a saved ``TrainState`` has every epoch of ``cfg`` trained and validated."""
+    return state["epoch"] >= cfg.train.epochs and not state["pending_validation"]
+
+
+@dataclass
+class Run:
+    """One training run: the step's module (model and loss) and what optimises it, where
+    training is (``state``), and the checkpoints it writes into ``out_dir`` (only the main
+    process writes)."""
+
+    cfg: Config
+    ddp: Distributed
+    device: torch.device
+    iters_per_epoch: int
+    module: TrainStep
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    out_dir: Path
+    data_fingerprint: str | None
+    code_fingerprint: str
+    on_step: Callable[[int], None] | None = None
+    state: TrainState = field(default_factory=TrainState)
+    writer: CheckpointWriter = field(default_factory=CheckpointWriter)
+
+    @property
+    def latest_path(self) -> Path:
+        return self.out_dir / "checkpoints" / "latest.pt"
+
+    def parts(self) -> dict[str, Any]:
+        """What a training state holds besides the position and the RNG states."""
+        return {
+            "model": self.module.model,
+            "criterion": self.module.criterion,
+            "optimizer": self.optimizer,
+            "scheduler": self.scheduler,
+            "scaler": self.scaler,
+        }
+
+    def restore(self, ckpt: dict[str, Any]) -> None:
+        """Continue from a training state ``resumable_state`` accepted."""
+        for name, part in self.parts().items():
+            part.load_state_dict(ckpt[name])
+        self.state = TrainState(**ckpt["state"])
+        set_rng_state(ckpt["rng"])
+        log.info(
+            "resumed from %s at epoch %d, step %d",
+            self.latest_path,
+            self.state.epoch,
+            self.state.step,
+        )
+
+    def save_latest(self) -> None:
+        """latest.pt, written in the background; once on disk before ``on_step`` runs."""
+        if not self.ddp.is_main:
+            return
+        latest = {
+            "format": STATE_FORMAT,
+            "config": config_mod.to_dict(self.cfg),
+            "data_fingerprint": self.data_fingerprint,
+            "code_fingerprint": self.code_fingerprint,
+            "world_size": self.ddp.world_size,
+            **{name: part.state_dict() for name, part in self.parts().items()},
+            "state": vars(self.state),
+            "rng": rng_state(),
+        }
+        self.writer.save(latest, self.latest_path)
+        if self.on_step is not None:  # its contract: the step's checkpoint is on disk
+            self.writer.wait()
+
+    def add_losses(self, meter: LossMeter, loader: DataLoader, bar: tqdm) -> None:
+        """Add the loss terms ``meter`` summed to the epoch's; stop every rank, naming the step
+        and its samples, when one of them had a non-finite loss."""
+        sums, bad = meter.read(self.ddp)
+        for key, value in sums.items():
+            self.state.sums[key] = self.state.sums.get(key, 0.0) + value
+        for rank, index in enumerate(bad):
+            if index >= 0:
+                raise FloatingPointError(
+                    f"loss is not finite at epoch {self.state.epoch + 1}, step {index + 1} on rank "
+                    f"{rank} ({batch_samples(loader, self.state.epoch, rank, index)}); latest.pt "
+                    "still holds the last good state"
+                )
+        if self.state.step:
+            bar.set_postfix(
+                loss=f"{self.state.sums.get('loss', math.nan) / self.state.step:.3f}",
+                lr=f"{self.scheduler.get_last_lr()[0]:.2e}",
+                refresh=False,
+            )
+
+    def end_epoch(self) -> dict[str, float]:
+        """Close the epoch just trained: BatchNorm statistics agreed, its loss means and lr,
+        the state moved on (validation pending when the epoch is one to validate) and saved."""
+        sync_buffers(self.module.model, self.ddp)
+        sums, steps = self.state.sums, self.iters_per_epoch
+        logged = {f"train/{name}": total / steps for name, total in sums.items()}
+        logged["train/lr"] = self.scheduler.get_last_lr()[0]
+        epochs = self.cfg.train.epochs
+        self.state.epoch, self.state.step, self.state.sums = self.state.epoch + 1, 0, {}
+        self.state.pending_validation = (
+            self.state.epoch % self.cfg.train.val_interval == 0 or self.state.epoch == epochs
+        )
+        self.save_latest()
+        return logged
+
+    def validate(self, dataset: Dataset, ground_truth: Path, progress: bool) -> dict[str, float]:
+        """Validate the epochs trained so far (``state.epoch``), keep best.pt, and final.pt after
+        the last epoch; clear the pending mark and save. Returns val/<metric> values."""
+        model, done = self.module.model, self.state.epoch
+        metrics = validate(model, self.cfg, dataset, ground_truth, self.device, progress, self.ddp)
+        folder = self.out_dir / "checkpoints"
+        if is_better(metrics, self.state.best, key_metric(self.cfg)):
+            self.state.best = {**metrics, "epoch": float(done)}
+            if self.ddp.is_main:
+                save_model(folder / "best.pt", model, self.cfg, epoch=done, metrics=metrics)
+        if done == self.cfg.train.epochs and self.ddp.is_main:
+            save_model(folder / "final.pt", model, self.cfg, epoch=done, metrics=metrics)
+        self.state.pending_validation = False
+        self.save_latest()
+        return {f"val/{name}": value for name, value in metrics.items()}
+
+
+def batch_samples(loader: DataLoader, epoch: int, rank: int, index: int) -> str:
+    """The samples of batch ``index`` of ``epoch`` on ``rank``, as the dataset names them."""
+    batch = loader.batch_size
+    indices = loader.sampler.order(epoch, rank)[index * batch : (index + 1) * batch]
+    return "samples " + ", ".join(loader.dataset.record(i) for i in indices)
+
+
+def new_run(
+    cfg: Config,
+    out_dir: Path,
+    ddp: Distributed,
+    device: torch.device,
+    iters_per_epoch: int,
+    data_fingerprint: str | None = None,
+    on_step: Callable[[int], None] | None = None,
+) -> Run:
+    """A run at its start: the seed set, then a fresh step, optimizer, schedule and scaler."""
+    seed_everything(cfg.train.seed)
+    module = build_step(cfg, device)
+    optimizer, scheduler = build_optimizer(
+        module.parameters(), cfg, ddp.world_size, iters_per_epoch
+    )
+    scaler = torch.amp.GradScaler("cuda", enabled=module.amp_dtype is torch.float16)
+    return Run(
+        cfg, ddp, device, iters_per_epoch, module, optimizer, scheduler, scaler, out_dir,
+        data_fingerprint, fingerprint(TRAINING_CODE), on_step,
+    )  # fmt: skip
+
+
+def resumable_state(run: Run, resume: bool | str) -> dict[str, Any] | None:
+    """The training state to continue, or None to train from scratch.
+
+    With ``resume`` a state of another world size, config, data or code is refused;
+    with ``resume="matching"`` such a state, or a finished run, is trained over instead.
+    """
+    path = run.latest_path
+    if not resume or not path.is_file():
+        return None
+    ckpt = safe_load(path)
+    if ckpt.get("format") != STATE_FORMAT:
+        raise CheckpointError(f"{path}: not a training state ({ckpt.get('format')!r})")
+    written_by, world_size = ckpt.get("world_size", 1), run.ddp.world_size
+    if written_by != world_size:
+        raise CheckpointError(
+            f"{path} was written by a run of {written_by} process(es) and this run has "
+            f"{world_size}: the learning-rate schedule, the batches of each epoch and the "
+            f"position in it depend on the world size. Resume with {written_by} process(es) "
+            "(torchrun --nnodes x --nproc-per-node), or train into a new folder"
+        )
+    try:
+        check_resumable(ckpt, run.cfg, run.data_fingerprint, path, run.code_fingerprint)
+        if resume == "matching" and finished(ckpt["state"], run.cfg):
+            raise CheckpointError(f"{path} holds a finished run: nothing to resume")
+    except CheckpointError as err:
+        if resume != "matching":
+            raise
+        log.warning("%s; training from scratch instead", err)
+        return None
+    return ckpt
+
+
+def iterations_per_epoch(dataset: Dataset, cfg: Config, ddp: Distributed) -> int:
+    """Optimisation steps in an epoch: whole batches of each rank's share (the last partial
+    batch is dropped)."""
+    steps = math.ceil(len(dataset) / ddp.world_size) // cfg.train.batch_size
+    if steps == 0:
+        raise DatasetError(
+            f"{cfg.data.root}: {len(dataset)} training samples do not fill one batch of "
+            f"{cfg.train.batch_size} per device"
+        )
+    return steps
+
+
+def wrap_step(module: TrainStep, ddp: Distributed, device: torch.device) -> nn.Module:
+    """The step's module as each rank runs it: DDP-wrapped across ranks (buffers synced once
+    per epoch, ``sync_buffers``), itself in one process."""
+    if ddp.world_size == 1:
+        return module
+    return DistributedDataParallel(
+        module,
+        device_ids=[device.index] if device.type == "cuda" else None,
+        broadcast_buffers=False,
+        gradient_as_bucket_view=True,
+    )
+
+
+def train_one_epoch(run: Run, step_fn: nn.Module, loader: DataLoader, bar: tqdm) -> None:
+    """One pass over ``loader`` (epoch ``run.state.epoch`` from step ``run.state.step`` on),
+    saving latest.pt every ``checkpoint_interval_iters`` steps.
+
+    The loss terms are read (one wait for the GPU) every ``READ_EVERY`` steps, before
+    each save and at the end; a non-finite loss on any rank then stops every rank
+    before anything is saved (``Run.add_losses``).
+    """
+    cfg, state, device = run.cfg, run.state, run.device
+    interval = cfg.train.checkpoint_interval_iters
+    meter = LossMeter(device, state.step)
+    for batch in loader:
+        images = batch_images(batch, cfg.model.input_size, device)
+        if cfg.train.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        targets = {k: batch[k].to(device, non_blocking=True) for k in TARGET_KEYS if k in batch}
+        if "heatmap_x" in targets:
+            targets["heatmaps"] = heatmaps_from_marginals(
+                targets.pop("heatmap_x"), targets.pop("heatmap_y")
+            )
+        terms = step_fn(images, targets)
+        meter.add(terms)
+        run.optimizer.zero_grad(set_to_none=True)
+        run.scaler.scale(terms["loss"]).backward()
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+        run.scheduler.step()
+        state.step += 1
+        state.iteration += 1
+        bar.update()
+        saving = bool(interval) and state.iteration % interval == 0
+        if saving or meter.steps >= READ_EVERY:
+            run.add_losses(meter, loader, bar)
+        if saving:
+            run.save_latest()
+        if run.on_step is not None:
+            run.on_step(state.iteration)
+    run.add_losses(meter, loader, bar)
+
+
+def fit(
+    run: Run,
+    step_fn: nn.Module,
+    train_set: Dataset,
+    val_set: Dataset,
+    ground_truth: Path,
+    report: EpochLog | None,
+    show: bool,
+) -> None:
+    """The epochs left to ``run``, each trained, saved, validated when due and reported
+    (epochs numbered from 0, as the log's steps are; checkpoints count epochs done)."""
+    cfg, state, model, criterion = run.cfg, run.state, run.module.model, run.module.criterion
+    loader = train_loader(train_set, cfg, run.ddp, state, run.device.type == "cuda")
+    if state.pending_validation:  # the last epoch trained was saved but not validated
+        logged = run.validate(val_set, ground_truth, show)
+        if report is not None:
+            report.log_epoch(state.epoch - 1, logged)
+    while state.epoch < cfg.train.epochs:
+        epoch = state.epoch
+        if hasattr(criterion, "set_epoch"):
+            criterion.set_epoch(epoch)
+        model.train()
+        with tqdm(
+            total=run.iters_per_epoch,
+            initial=state.step,
+            desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
+            disable=not show,
+        ) as bar:
+            train_one_epoch(run, step_fn, loader, bar)
+        logged = run.end_epoch()
+        if state.pending_validation:
+            logged |= run.validate(val_set, ground_truth, show)
+        if report is not None:
+            report.log_epoch(epoch, logged)
+    run.writer.wait()
+
+
 def train(
     cfg: Config,
     out_dir: Path,
@@ -499,236 +759,41 @@ def train(
     checkpoint of that step is written. Datasets are checked before anything is
     written.
 
-    ``resume="matching"`` resumes only a state of this config and data and otherwise
-    trains from scratch (what ``dvc repro`` runs after a change of params).
+    ``resume="matching"`` resumes only an unfinished state of this config, data and code and
+    otherwise trains from scratch (what ``dvc repro`` runs after a change of params or code).
 
     ``out_dir`` is locked for the run (``ihl.files.folder_lock``): a second run on the same
     folder fails at once instead of overwriting its checkpoints; temporary files a killed
-    run left there are removed. ``data_fingerprint`` (``ihl prepare``'s) is saved with the
-    training state, and a resume is refused unless the config and the fingerprint are
-    those of the run that wrote latest.pt.
+    run left there are removed. ``data_fingerprint`` (``ihl prepare``'s) and a fingerprint of
+    the training code (``TRAINING_CODE``) are saved with the training state, and a resume is
+    refused unless the config and both fingerprints are those of the run that wrote latest.pt.
     """
-    dev = resolve_device(device)
-    ddp = init_distributed(dev)
-    try:
-        with contextlib.ExitStack() as held:
-            return _train(
-                cfg, Path(out_dir), ddp, resume, dev, progress, on_step, epoch_log,
-                data_fingerprint, held,
-            )  # fmt: skip
-    finally:
-        if ddp.owns_group:
-            dist.destroy_process_group()
-
-
-def check_resumable(
-    ckpt: dict[str, Any], cfg: Config, data_fingerprint: str | None, path: Path
-) -> None:
-    """Refuse to continue a training state written with another config or other data: the
-    result would be a model of neither (a resume used to compare nothing). A key the state's
-    config lacks (added to the config since) counts as its default; the ``EXECUTION_ONLY``
-    keys may change."""
-    defaults = config_mod.flatten(config_mod.to_dict(Config()))
-    saved = defaults | config_mod.flatten(ckpt.get("config") or {})
-    current = config_mod.flatten(config_mod.to_dict(cfg))
-    changed = sorted(
-        k
-        for k in saved.keys() | current.keys()
-        if saved.get(k) != current.get(k) and k not in EXECUTION_ONLY
-    )
-    if changed:
-        shown = "; ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in changed[:6])
-        raise CheckpointError(
-            f"{path} was written with another config ({shown}): resuming would mix two runs. "
-            "Resume with the config it was written with, or delete it to train from scratch"
-        )
-    if ckpt.get("data_fingerprint") != data_fingerprint:
-        raise CheckpointError(
-            f"{path} was written on other data (fingerprint {ckpt.get('data_fingerprint')!r}, "
-            f"now {data_fingerprint!r}): resuming would mix two datasets. Delete it to train "
-            "from scratch on this data"
-        )
-
-
-def _train(
-    cfg: Config,
-    out_dir: Path,
-    ddp: Distributed,
-    resume: bool | str,
-    dev: torch.device,
-    progress: bool,
-    on_step: Callable[[int], None] | None,
-    epoch_log: EpochLog | None,
-    data_fingerprint: str | None,
-    held: contextlib.ExitStack,
-) -> dict[str, float]:
-    if dev.type == "cuda" and dev.index is None:
-        dev = torch.device("cuda", ddp.local_rank)
-    if dev.type == "cuda":
-        torch.cuda.set_device(dev)
-        torch.backends.cudnn.benchmark = True
-
-    train_set = build_on_main(lambda: build_train_dataset(cfg), ddp)
-    val_set, ground_truth = build_on_main(lambda: build_val_dataset(cfg), ddp)
-    iters_per_epoch = math.ceil(len(train_set) / ddp.world_size) // cfg.train.batch_size
-    if iters_per_epoch == 0:
-        raise DatasetError(
-            f"{cfg.data.root}: {len(train_set)} training samples do not fill one batch of "
-            f"{cfg.train.batch_size} per device"
-        )
-    if ddp.is_main:
-        held.enter_context(folder_lock(out_dir))
-        for path in remove_temporaries(out_dir / "checkpoints"):
-            log.info("removed %s, left by a run killed while writing it", path)
-    latest_path = out_dir / "checkpoints" / "latest.pt"
-    best_path = out_dir / "checkpoints" / "best.pt"
-    final_path = out_dir / "checkpoints" / "final.pt"
-    resuming = resume and latest_path.is_file()
-
-    seed_everything(cfg.train.seed)
-    step = build_step(cfg, dev)
-    model, criterion = step.model, step.criterion
-    optimizer, scheduler = build_optimizer(step.parameters(), cfg, ddp.world_size, iters_per_epoch)
-    scaler = torch.amp.GradScaler("cuda", enabled=step.amp_dtype is torch.float16)
-    parts = {
-        "model": model,
-        "criterion": criterion,
-        "optimizer": optimizer,
-        "scheduler": scheduler,
-        "scaler": scaler,
-    }
-
-    state = TrainState()
-    ckpt = safe_load(latest_path) if resuming else {}
-    if resuming:
-        if ckpt.get("format") != STATE_FORMAT:
-            raise CheckpointError(f"{latest_path}: not a training state ({ckpt.get('format')!r})")
-        written_by = ckpt.get("world_size", 1)
-        if written_by != ddp.world_size:
-            raise CheckpointError(
-                f"{latest_path} was written by a run of {written_by} process(es) and this run has "
-                f"{ddp.world_size}: the learning-rate schedule, the batches of each epoch and the "
-                f"position in it depend on the world size. Resume with {written_by} process(es) "
-                "(torchrun --nnodes x --nproc-per-node), or train into a new folder"
-            )
-        try:
-            check_resumable(ckpt, cfg, data_fingerprint, latest_path)
-        except CheckpointError as err:
-            if resume != "matching":
-                raise
-            log.warning("%s; training from scratch instead", err)
-            resuming = False
-    if cfg.train.init_from and not resuming:
-        init_from(cfg.train.init_from, model, criterion)
-        log.info("starting from the weights of %s", cfg.train.init_from)
-    if resuming:
-        for name, part in parts.items():
-            part.load_state_dict(ckpt[name])
-        state = TrainState(**ckpt["state"])
-        set_rng_state(ckpt["rng"])
-        log.info("resumed from %s at epoch %d, step %d", latest_path, state.epoch, state.step)
-
-    writer = CheckpointWriter()
-
-    def save_latest() -> None:
+    out_dir = Path(out_dir)
+    with process_group(resolve_device(device)) as (ddp, dev), contextlib.ExitStack() as held:
+        if dev.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        train_set = build_on_main(lambda: build_train_dataset(cfg), ddp)
+        val_set, ground_truth = build_on_main(lambda: build_val_dataset(cfg), ddp)
+        iters_per_epoch = iterations_per_epoch(train_set, cfg, ddp)
         if ddp.is_main:
-            latest = {
-                "format": STATE_FORMAT,
-                "config": config_mod.to_dict(cfg),
-                "data_fingerprint": data_fingerprint,
-                "world_size": ddp.world_size,
-                **{name: part.state_dict() for name, part in parts.items()},
-                "state": vars(state),
-                "rng": rng_state(),
-            }
-            writer.save(latest, latest_path)
-            if on_step is not None:  # its contract: the step's checkpoint is on disk
-                writer.wait()
+            held.enter_context(folder_lock(out_dir))
+            for path in remove_temporaries(out_dir / "checkpoints"):
+                log.info("removed %s, left by a run killed while writing it", path)
 
-    step_fn: nn.Module = step
-    if ddp.world_size > 1:
-        step_fn = DistributedDataParallel(
-            step,
-            device_ids=[dev.index] if dev.type == "cuda" else None,
-            broadcast_buffers=False,
-            gradient_as_bucket_view=True,
-        )
-    report = epoch_log if ddp.is_main else None
-    if report is not None:
-        report.start(config_mod.to_dict(cfg), resuming, state.epoch)
-
-    key = key_metric(cfg)
-    show = progress and ddp.is_main
-    epochs = cfg.train.epochs
-    loader, sampler = train_loader(train_set, cfg, ddp, state, dev.type == "cuda")
-
-    def describe(rank: int, step: int) -> str:
-        batch = cfg.train.batch_size
-        indices = sampler.order(state.epoch, rank)[step * batch : (step + 1) * batch]
-        return "samples " + ", ".join(train_set._record(i) for i in indices)
-
-    def validate_epoch(done: int, logged: dict[str, float]) -> None:
-        """Validate after epoch ``done`` (1-based), keep best.pt (and final.pt after the
-        last epoch), clear the pending mark."""
-        metrics = validate(model, cfg, val_set, ground_truth, dev, show, ddp)
-        if is_better(metrics, state.best, key):
-            state.best = {**metrics, "epoch": float(done)}
-            if ddp.is_main:
-                save_model(best_path, model, cfg, epoch=done, metrics=metrics)
-        if done == epochs and ddp.is_main:
-            save_model(final_path, model, cfg, epoch=done, metrics=metrics)
-        logged.update({f"val/{name}": value for name, value in metrics.items()})
-        state.pending_validation = False
-        save_latest()
-
-    try:
-        if state.pending_validation:
-            logged: dict[str, float] = {}
-            validate_epoch(state.epoch, logged)
-            if report is not None:
-                report.log_epoch(state.epoch - 1, logged)
-        while state.epoch < epochs:
-            epoch = state.epoch
-            if hasattr(criterion, "set_epoch"):
-                criterion.set_epoch(epoch)
-            model.train()
-            with tqdm(
-                total=iters_per_epoch,
-                initial=state.step,
-                desc=f"epoch {epoch + 1}/{epochs}",
-                disable=not show,
-            ) as bar:
-                train_one_epoch(
-                    step_fn,
-                    optimizer,
-                    scheduler,
-                    scaler,
-                    loader,
-                    state,
-                    dev,
-                    cfg,
-                    ddp=ddp,
-                    save=save_latest,
-                    on_step=on_step,
-                    bar=bar,
-                    describe=describe,
-                )
-            sync_buffers(model, ddp)
-            logged = {
-                f"train/{name}": total / iters_per_epoch for name, total in state.sums.items()
-            }
-            logged["train/lr"] = scheduler.get_last_lr()[0]
-            state.epoch, state.step, state.sums = epoch + 1, 0, {}
-            state.pending_validation = (
-                state.epoch % cfg.train.val_interval == 0 or state.epoch == epochs
-            )
-            save_latest()
-            if state.pending_validation:
-                validate_epoch(state.epoch, logged)
-            if report is not None:
-                report.log_epoch(epoch, logged)
-        writer.wait()
-    finally:
+        run = new_run(cfg, out_dir, ddp, dev, iters_per_epoch, data_fingerprint, on_step)
+        saved = resumable_state(run, resume)
+        if saved is not None:
+            run.restore(saved)
+        elif cfg.train.init_from:
+            init_from(cfg.train.init_from, run.module.model, run.module.criterion)
+            log.info("starting from the weights of %s", cfg.train.init_from)
+        step_fn = wrap_step(run.module, ddp, dev)
+        report = epoch_log if ddp.is_main else None
         if report is not None:
-            report.end()
-    return {k: v for k, v in state.best.items() if k != "epoch"}
+            report.start(config_mod.to_dict(cfg), saved is not None, run.state.epoch)
+        try:
+            fit(run, step_fn, train_set, val_set, ground_truth, report, progress and ddp.is_main)
+        finally:
+            if report is not None:
+                report.end()
+        return {k: v for k, v in run.state.best.items() if k != "epoch"}

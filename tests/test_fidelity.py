@@ -212,3 +212,12 @@ def test_resolved_config_carries_the_effective_lr():
     shown = config.resolved(config.load("coco_hrnet_w32"), world_size=2)
     assert shown["effective_lr"] == 5e-4 and shown["train"]["scale_lr"] is False
     assert config.from_dict({k: v for k, v in shown.items() if k != "effective_lr"})
+
+
+def test_flip_shift_is_a_switch():
+    """Any non-zero value used to shift one pixel, whatever it said; now only on or off."""
+    assert config.load("coco_hrnet_w32").test.flip_shift is True
+    assert config.from_dict({"test": {"flip_shift": 1.0}}).test.flip_shift is True
+    assert config.from_dict({"test": {"flip_shift": 0.0}}).test.flip_shift is False
+    with pytest.raises(config.ConfigError, match="flip_shift"):
+        config.from_dict({"test": {"flip_shift": 0.5}})

@@ -3,13 +3,14 @@ imports another that imports it back."""
 
 from __future__ import annotations
 
-import ast
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from ihl.sources import imports, module_files
 
 REPO = Path(__file__).resolve().parents[1]
 HEAVY = ("dvc", "dvclive", "kfp", "kfp_server_api", "boto3", "botocore", "ts", "model_archiver")
@@ -39,12 +40,7 @@ NAMED_CORE = (
 )
 
 
-def _module_name(path: Path) -> str:
-    parts = list(path.relative_to(REPO).with_suffix("").parts)
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-
-
-MODULES = {_module_name(p): p for p in sorted((REPO / "ihl").rglob("*.py"))}
+MODULES = module_files(REPO / "ihl")
 CORE = [m for m in MODULES if not m.startswith(("ihl.edge", "ihl.cli"))]
 EDGE = [m for m in MODULES if m.startswith(("ihl.edge", "ihl.cli"))]
 
@@ -86,28 +82,6 @@ def test_edge_and_cli_modules_import_their_heavy_packages_lazily(heavy_loaded):
     assert heavy_loaded["edge"] == []
 
 
-def _top_level_imports(name: str, path: Path) -> set[str]:
-    """The ihl modules ``name`` imports when it is imported: import statements outside
-    functions (a function's imports run only when it is called)."""
-    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    found: set[str] = set()
-    todo = list(ast.parse(path.read_text()).body)
-    while todo:
-        node = todo.pop()
-        if isinstance(node, ast.Import):
-            found |= {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
-                base = ".".join([*anchor, base] if base else anchor)
-            found.add(base)
-            found |= {f"{base}.{a.name}" for a in node.names}
-        elif not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-            todo += [n for n in ast.iter_child_nodes(node) if isinstance(n, ast.stmt)]
-    return {m for m in found if m in MODULES and m != name}
-
-
 def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
     """One import cycle as a path of module names, or None."""
     state: dict[str, str] = {}
@@ -132,8 +106,21 @@ def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 
 def test_no_import_cycle_among_ihl_modules():
-    graph = {name: _top_level_imports(name, path) for name, path in MODULES.items()}
+    """Imports inside functions count: a lazy import hides a cycle from the interpreter, not
+    from the reader."""
+    graph = {name: imports(name, path, MODULES) for name, path in MODULES.items()}
     assert _cycle(graph) is None, " -> ".join(_cycle(graph))
+
+
+def test_imports_inside_functions_are_read(tmp_path):
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "a.py").write_text("def f():\n    from pkg import b\n")
+    (package / "b.py").write_text("from . import a\n")
+    modules = module_files(package)
+    assert imports("pkg.a", modules["pkg.a"], modules) == {"pkg", "pkg.b"}
+    assert imports("pkg.b", modules["pkg.b"], modules) == {"pkg", "pkg.a"}
 
 
 def test_cycle_finder_sees_a_cycle():

@@ -68,14 +68,15 @@ def train_cmd(
         bool,
         typer.Option(
             help="Continue from the last checkpoint in OUT; refused if it was written with "
-            "another config or data."
+            "another config, data or training code."
         ),
     ] = False,
     resume_matching: Annotated[
         bool,
         typer.Option(
-            help="Continue from the last checkpoint in OUT if it was written with this config "
-            "and data, else train from scratch (what `dvc repro` runs)."
+            help="Continue from the last checkpoint in OUT if it is unfinished and was written "
+            "with this config, data and training code, else train from scratch (what `dvc "
+            "repro` runs)."
         ),
     ] = False,
     device: DeviceOpt = None,

@@ -23,10 +23,11 @@ class TopDownDataset(torch.utils.data.Dataset):
     """Person crops, one sample per row of the arrays a subclass fills in.
 
     A subclass parses its annotations and sets, one row per person,
-    ``centers`` and ``scales`` (N, 2) in image pixels, ``image_ids``,
+    ``centers`` and ``scales`` (N, 2) in image pixels (any aspect ratio: the pipeline grows
+    the crop to the input's), ``image_ids``,
     ``box_scores`` and ``areas`` (N,); it implements ``image_path``,
     ``_joints`` (the person's joints (K, 2) in image pixels and their
-    visibility (K,)) and ``_record`` (how errors name the person).
+    visibility (K,)) and ``record`` (how errors name the person).
 
     ``augment``: True for the default recipe, False for none, or a
     ``TopDownAugment``; only used when ``train``. Augmentation is seeded by
@@ -81,7 +82,7 @@ class TopDownDataset(torch.utils.data.Dataset):
     def _joints(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
 
-    def _record(self, index: int) -> str:
+    def record(self, index: int) -> str:
         raise NotImplementedError
 
     def __len__(self) -> int:
@@ -94,7 +95,7 @@ class TopDownDataset(torch.utils.data.Dataset):
         epoch = self.epoch
         if isinstance(index, tuple):
             epoch, index = index
-        path, record = self.image_path(index), self._record(index)
+        path, record = self.image_path(index), self.record(index)
         joints, visible = self._joints(index)
         rng = sample_rng(self.seed, epoch, index) if self.pipeline.augment else None
         person = (self.centers[index], self.scales[index], joints, visible, rng)

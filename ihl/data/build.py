@@ -77,11 +77,15 @@ def build_train_dataset(cfg: Config) -> Dataset:
 
 
 def build_val_dataset(cfg: Config) -> tuple[Dataset, Path]:
-    """Validation crops: detector boxes when the results file exists, else ground-truth boxes."""
-    has_detections = (Path(cfg.data.root) / cfg.data.detections).is_file()
-    dataset, ground_truth = build_eval_dataset(
-        cfg, split="val", boxes="detections" if has_detections else "gt"
-    )
+    """Validation crops as the reference validates: the detector boxes of ``data.detections``
+    (COCO, CrowdPose), which must exist, as for ``ihl evaluate``; MPII's annotated boxes."""
+    detections = Path(cfg.data.root) / cfg.data.detections
+    if cfg.data.dataset != "mpii" and not detections.is_file():
+        raise DatasetError(
+            f"{detections}: detection results file not found; validation scores detector "
+            "boxes, as the reference does: put the file there or point data.detections at it"
+        )
+    dataset, ground_truth = build_eval_dataset(cfg, split="val", boxes="detections")
     if not ground_truth.is_file():
         raise DatasetError(f"{ground_truth}: validation ground truth not found")
     return dataset, ground_truth

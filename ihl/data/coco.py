@@ -27,7 +27,7 @@ from .keypoints import COCO, KeypointSpec
 from .transforms import (
     Size,
     TopDownAugment,
-    box_to_center_scale,
+    box_center_size,
     coords_to_image,
 )
 
@@ -238,10 +238,7 @@ class CocoKeypoints(TopDownDataset):
         if len(self) == 0:
             source = self.ann_file if detections is None else detections
             raise DatasetError(f"{source}: no usable person boxes: the split is empty")
-        aspect = self.pipeline.aspect_ratio
-        centers, scales = zip(
-            *(box_to_center_scale(b, aspect, padding) for b in self.boxes), strict=True
-        )
+        centers, scales = zip(*(box_center_size(b, padding) for b in self.boxes), strict=True)
         self.centers, self.scales = np.stack(centers), np.stack(scales)
 
     def _load_ground_truth(self, data: dict, images: dict[int, dict]) -> None:
@@ -299,7 +296,7 @@ class CocoKeypoints(TopDownDataset):
         keypoints = self.keypoints[index]
         return keypoints[:, :2], keypoints[:, 2]
 
-    def _record(self, index: int) -> str:
+    def record(self, index: int) -> str:
         if self.ann_ids[index] >= 0:
             return f"annotation id {self.ann_ids[index]}"
         return f"detection sample {index}"

@@ -27,7 +27,15 @@ from .errors import DatasetError
 from .keypoints import MPII, KeypointSpec
 from .transforms import Size, TopDownAugment, fix_aspect_ratio
 
-__all__ = ["MpiiGroundTruth", "MpiiKeypoints", "load_mpii_gt", "mpii_center_scale", "validate_mpii"]
+__all__ = [
+    "MpiiGroundTruth",
+    "MpiiKeypoints",
+    "load_mpii_gt",
+    "load_mpii_joints",
+    "mpii_center_scale",
+    "split_json",
+    "validate_mpii",
+]
 
 _ENTRY_KEYS = ("image", "center", "scale", "joints", "joints_vis")
 _GT_KEYS = ("pos_gt_src", "jnt_missing", "headboxes_src")
@@ -127,7 +135,7 @@ class MpiiKeypoints(TopDownDataset):
     def _joints(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         return self.joints[index], self.visible[index]
 
-    def _record(self, index: int) -> str:
+    def record(self, index: int) -> str:
         return f"entry #{index}"
 
 
@@ -180,6 +188,25 @@ def load_mpii_gt(path: str | Path) -> MpiiGroundTruth:
         missing=missing.T.astype(bool),
         head_boxes=heads.transpose(2, 0, 1) - 1.0,
     )
+
+
+def load_mpii_joints(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """The joints (N, 16, 2) of a split's json as stored (1-based, MATLAB's) and their
+    ``joints_vis`` (N, 16): the ground truth the reference's PCKh reads."""
+    path = Path(path)
+    entries = load_json_list(path, "entries")
+    for index, entry in enumerate(entries):
+        _parse_entry(entry, index, path, MPII)
+    joints = np.array([entry["joints"] for entry in entries], dtype=np.float64)
+    visible = np.array([entry["joints_vis"] for entry in entries], dtype=np.float64)
+    return joints.reshape(-1, MPII.num_joints, 2), visible.reshape(-1, MPII.num_joints)
+
+
+def split_json(gt_mat: str | Path) -> Path:
+    """The split's json beside its ground-truth .mat (``mpii_gt_val.mat``: ``mpii_val.json``),
+    the pair the standard layout holds."""
+    gt_mat = Path(gt_mat)
+    return gt_mat.with_name(gt_mat.name.replace("mpii_gt_", "mpii_", 1)).with_suffix(".json")
 
 
 def validate_mpii(

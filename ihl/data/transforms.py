@@ -50,9 +50,17 @@ def box_to_center_scale(
     the warp never stretches the person, then both sides grow by ``padding``
     for context.
     """
+    center, size = box_center_size(box, padding)
+    return center, fix_aspect_ratio(size, aspect_ratio)
+
+
+def box_center_size(box: Sequence[float], padding: float = 1.25) -> tuple[np.ndarray, np.ndarray]:
+    """Centre and (w, h) of an (x, y, w, h) box grown by ``padding``, its aspect ratio kept:
+    what training augments (the shift is a fraction of this box, as in MMPose) before
+    ``TopDownPipeline`` fixes the ratio."""
     x, y, w, h = (float(v) for v in box)
     center = np.array([x + 0.5 * w, y + 0.5 * h], dtype=np.float64)
-    return center, fix_aspect_ratio(np.array([w, h], dtype=np.float64), aspect_ratio) * padding
+    return center, np.array([w, h], dtype=np.float64) * padding
 
 
 def fix_aspect_ratio(scale: np.ndarray, aspect_ratio: float) -> np.ndarray:
@@ -183,7 +191,9 @@ class TopDownAugment:
 
     It only changes the crop geometry (centre, scale, rotation, flip); the
     image is then warped once. Shift, scale and rotation are drawn from a
-    normal truncated to [-1, 1] times their limit, as MMPose does. Every draw
+    normal truncated to [-1, 1] times their limit, as MMPose does; the shift is a
+    fraction of the scale it is given, which for MMPose's order is the padded box
+    before the aspect-ratio fix (``box_center_size``). Every draw
     comes from the Generator passed in, so a (seed, epoch, index) Generator
     makes a sample reproducible for resumed runs.
     """
@@ -239,13 +249,13 @@ class TopDownAugment:
         return None
 
     def half_body_box(self, joints: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-        """Centre and padded scale of the box around some joints, None if degenerate."""
-        lo, hi = joints.min(axis=0), joints.max(axis=0)
-        size = hi - lo
+        """The joints' mean as centre and their extent grown by the padding as (w, h), as
+        MMPose's half-body transform has them (the aspect ratio is fixed after the shift); None
+        if degenerate."""
+        size = joints.max(axis=0) - joints.min(axis=0)
         if not np.all(np.isfinite(size)) or size.max() <= 0:
             return None
-        scale = fix_aspect_ratio(size, self.aspect_ratio) * self.half_body_padding
-        return (lo + hi) * 0.5, scale
+        return joints.mean(axis=0), size * self.half_body_padding
 
     def __call__(
         self,
@@ -412,13 +422,17 @@ class TopDownPipeline:
     ) -> tuple[dict, np.ndarray]:
         """Everything of a sample but its pixels, and the 2x3 matrix (image pixels to crop
         pixels, flip included) that warps them: the augmentation is drawn here, so the crop
-        is the same whether the CPU warps it now or the GPU later (``data.decode``)."""
+        is the same whether the CPU warps it now or the GPU later (``data.decode``).
+
+        ``scale`` may have any aspect ratio: the augmented one is grown to the input's here.
+        """
         rotation, flip = 0.0, False
         if self.augment is not None:
             if rng is None:
                 raise ValueError("augmentation needs a numpy Generator")
             aug = self.augment(center, scale, joints, visible, rng)
             center, scale, rotation, flip = aug.center, aug.scale, aug.rotation, aug.flip
+        scale = fix_aspect_ratio(scale, self.aspect_ratio)
         matrix = get_affine_transform(center, scale, rotation, self.input_size, flip=flip)
         crop_joints = affine_points(joints, matrix)
         visible = np.asarray(visible)

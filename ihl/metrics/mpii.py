@@ -1,10 +1,15 @@
-"""MPII PCKh, as computed by the HRNet reference against mpii_gt_val.mat.
+"""MPII PCKh, two ways: the HRNet code's against mpii_gt_val.mat (``evaluate_mpii_mat``, what
+``PCKh`` and the groups in our metrics are) and the IHL reference's, MMPose's
+MpiiPCKAccuracy (``evaluate_mpii_reference``, reported beside them as ``reference_*``).
 
 All values are percentages (0-100), the scale MPII tables report. Group scores
 follow the HRNet code so numbers compare with published tables: "Head" is the
 head_top joint alone and each limb group is the plain mean of its left and
 right joints. The overall PCKh is the mean over visible joints (pelvis and
-thorax left out), which makes upper_neck count only there.
+thorax left out), which makes upper_neck count only there. Both ways share this; they
+differ in the ground truth (the .mat's joints and ``jnt_missing``, or the val json's
+joints and ``joints_vis``) and at the radius (an error equal to it counts in HRNet's,
+not in MMPose's).
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import os
 import numpy as np
 
 from ihl.data.keypoints import MPII
-from ihl.data.mpii import load_mpii_gt
+from ihl.data.mpii import load_mpii_gt, load_mpii_joints
 
 SC_BIAS = 0.6
 """Head size = SC_BIAS x diagonal of the annotated head box."""
@@ -47,14 +52,16 @@ def pckh(
     visible: np.ndarray,
     head_boxes: np.ndarray,
     threshold: float = 0.5,
+    *,
+    strict: bool = False,
 ) -> dict[str, float]:
     """PCKh per joint group, overall (`PCKh`) and at 0.1 (`PCKh@0.1`), in percent.
 
     pred, gt (N, 16, 2) in the same pixel frame; visible (N, 16) bool;
     head_boxes (N, 2, 2) as [[x1, y1], [x2, y2]], or (N,) head sizes used as
     the normaliser directly. A joint is correct when its error is at most
-    threshold x head size. Only visible joints count; a group or mean with no
-    visible joint is NaN.
+    threshold x head size (below it, with ``strict``). Only visible joints count; a
+    group or mean with no visible joint is NaN.
     """
     pred = np.asarray(pred, dtype=np.float64)
     gt = np.asarray(gt, dtype=np.float64)
@@ -73,7 +80,8 @@ def pckh(
     counts = visible.sum(0)
 
     def per_joint(thr: float) -> np.ndarray:
-        hits = (visible & (scaled_err <= thr)).sum(0)
+        inside = scaled_err < thr if strict else scaled_err <= thr
+        hits = (visible & inside).sum(0)
         with np.errstate(divide="ignore", invalid="ignore"):
             return 100.0 * hits / counts
 
@@ -110,3 +118,23 @@ def evaluate_mpii_mat(
     if pred.shape != gt.joints.shape:
         raise ValueError(f"predictions {pred.shape} do not match {gt_mat_path} {gt.joints.shape}")
     return pckh(pred, gt.joints, ~gt.missing, gt.head_boxes, threshold)
+
+
+def evaluate_mpii_reference(
+    pred: np.ndarray,
+    val_json: str | os.PathLike,
+    gt_mat: str | os.PathLike,
+    threshold: float = 0.5,
+) -> dict[str, float]:
+    """PCKh of 0-based pixel predictions (N, 16, 2) as the IHL reference scores MPII (MMPose's
+    MpiiPCKAccuracy): against the joints and ``joints_vis`` of the val json, 1-based as stored,
+    with 1 added to the predictions, head sizes from the .mat, and a joint correct only when
+    its error is below the radius."""
+    joints, visible = load_mpii_joints(val_json)
+    pred = np.asarray(pred, dtype=np.float64)
+    if pred.shape != joints.shape:
+        raise ValueError(f"predictions {pred.shape} do not match {val_json} {joints.shape}")
+    sizes = load_mpii_gt(gt_mat).head_sizes
+    if len(sizes) != len(joints):
+        raise ValueError(f"{gt_mat} has {len(sizes)} head boxes for {len(joints)} people")
+    return pckh(pred + 1.0, joints, visible > 0, sizes, threshold, strict=True)

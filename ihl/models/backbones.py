@@ -15,8 +15,6 @@ import torchvision
 from timm.models import hrnet as timm_hrnet
 from torch import Tensor, nn
 
-from ihl.weights import download
-
 log = logging.getLogger(__name__)
 
 RESNET_CHANNELS = {18: 512, 34: 512, 50: 2048, 101: 2048, 152: 2048}
@@ -105,15 +103,15 @@ def build_backbone(name: str, resnet_stages: int = 4) -> nn.Module:
     raise ValueError(f"unknown backbone {name!r}")
 
 
-def load_imagenet(backbone: nn.Module, source: bool | str | Path) -> list[str]:
-    """Initialise a backbone from ImageNet weights: True downloads them, a path loads a file
-    (``ihl.weights`` stages them in a folder for clusters without internet).
+def load_imagenet(backbone: nn.Module, source: str | Path | dict[str, Tensor]) -> list[str]:
+    """Initialise a backbone from ImageNet weights: a file, or the state dict a download gave
+    (``ihl.weights`` downloads them, or stages them in a folder for clusters without internet).
 
     Classifier keys (fc, incre_modules, classifier, the extra stage-4 fusions) are
     ignored; a missing backbone key is an error. Returns the ignored keys.
     """
-    if source is True:
-        state = download(backbone)
+    if isinstance(source, dict):
+        state, source = source, "(download)"
     else:
         state = torch.load(Path(source), map_location="cpu", weights_only=True)
         state = state.get("state_dict", state)

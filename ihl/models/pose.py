@@ -8,7 +8,7 @@ from torch import Tensor, nn
 from ihl.config import ModelConfig
 from ihl.models.backbones import build_backbone, load_imagenet
 from ihl.models.heads import HEADS
-from ihl.weights import imagenet_source
+from ihl.weights import download, imagenet_source
 
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
@@ -45,7 +45,7 @@ def build_model(cfg: ModelConfig) -> PoseModel:
     model = PoseModel(cfg)
     if cfg.pretrained:
         source = imagenet_source(cfg.backbone) if cfg.pretrained is True else cfg.pretrained
-        load_imagenet(model.backbone, source)
+        load_imagenet(model.backbone, download(model.backbone) if source is True else source)
     return model
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import cv2
@@ -209,26 +210,59 @@ def test_half_body_selection():
 
 
 def test_half_body_crops_to_the_selected_joints():
+    """The centre is the joints' mean and the box their extent x 1.5 (MMPose's half-body);
+    the pipeline then grows it to the input's aspect ratio. The midpoint of the extent
+    (x 115, y 75 here) was ours before."""
     joints = np.zeros((COCO.num_joints, 2))
-    joints[:11] = np.linspace([100, 50], [140, 110], 11)
+    joints[:11] = [100, 50]
+    joints[10] = [140, 110]
     joints[11:] = np.linspace([90, 200], [130, 400], 6)
     visible = np.full(COCO.num_joints, 2.0)
     aug = no_augment(half_body_prob=1.0, upper_body_prob=1.0)
-    params = aug(
-        np.array([120.0, 220.0]),
-        np.array([300.0, 400.0]),
-        joints,
-        visible,
-        np.random.default_rng(0),
-    )
-    np.testing.assert_allclose(params.center, [120, 80])
-    np.testing.assert_allclose(params.scale, np.array([45.0, 60.0]) * 1.5)
+    pipeline = TopDownPipeline(COCO, INPUT, augment=aug)
+    center, scale = np.array([120.0, 220.0]), np.array([300.0, 400.0])
+    params = aug(center, scale, joints, visible, np.random.default_rng(0))
+    np.testing.assert_allclose(params.center, [100 + 40 / 11, 50 + 60 / 11])
+    np.testing.assert_allclose(params.scale, np.array([40.0, 60.0]) * 1.5)
+    sample, _ = pipeline.geometry(center, scale, joints, visible, np.random.default_rng(0))
+    np.testing.assert_allclose(sample["scale"], np.array([45.0, 60.0]) * 1.5)
     fewer = visible.copy()
     fewer[:9] = 0
-    untouched = aug(
-        np.array([120.0, 220.0]), np.array([300.0, 400.0]), joints, fewer, np.random.default_rng(0)
-    )
+    untouched = aug(center, scale, joints, fewer, np.random.default_rng(0))
     np.testing.assert_allclose(untouched.center, [120, 220])
+
+
+def test_box_shift_is_a_fraction_of_the_padded_box_before_the_aspect_fix(tmp_path):
+    """MMPose shifts by the padded box and fixes the aspect ratio afterwards: a narrow box
+    (w 60, h 240 here) moves at most 0.16 x 1.25 x 60 = 12 px sideways, not 0.16 x 1.25 x 180
+    (the box widened to the 3:4 input first, as ours did)."""
+    from ihl.data.coco import CocoKeypoints
+
+    images = tmp_path / "images"
+    images.mkdir()
+    cv2.imwrite(str(images / "a.jpg"), np.zeros((400, 400, 3), np.uint8))
+    joints = [[170 + 3 * k, 100 + 12 * k, 2] for k in range(17)]
+    ann = {
+        "images": [{"id": 1, "file_name": "a.jpg", "width": 400, "height": 400}],
+        "annotations": [
+            {
+                "id": 1, "image_id": 1, "category_id": 1, "iscrowd": 0, "area": 14400.0,
+                "bbox": [170.0, 80.0, 60.0, 240.0], "num_keypoints": 17,
+                "keypoints": [v for joint in joints for v in joint],
+            }
+        ],
+        "categories": [{"id": 1, "name": "person"}],
+    }  # fmt: skip
+    (tmp_path / "ann.json").write_text(json.dumps(ann))
+    aug = no_augment(shift_prob=1.0)
+    dataset = CocoKeypoints(
+        tmp_path / "ann.json", images, train=True, input_size=INPUT, augment=aug
+    )
+    shifts = np.array([dataset[(epoch, 0)]["center"].numpy() for epoch in range(400)]) - [200, 200]
+    assert np.abs(shifts[:, 0]).max() <= 0.16 * 1.25 * 60 + 1e-9
+    assert np.abs(shifts[:, 0]).max() > 0.16 * 1.25 * 60 * 0.9
+    assert np.abs(shifts[:, 1]).max() <= 0.16 * 1.25 * 240 + 1e-9
+    np.testing.assert_allclose(dataset[(0, 0)]["scale"], [240 * 1.25 * 0.75, 240 * 1.25])
 
 
 def test_augmentation_ranges_and_rates():

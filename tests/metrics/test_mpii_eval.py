@@ -1,3 +1,4 @@
+import json
 import math
 
 import numpy as np
@@ -6,7 +7,7 @@ from scipy.io import loadmat, savemat
 
 from ihl.data.errors import DatasetError
 from ihl.data.keypoints import MPII
-from ihl.metrics.mpii import evaluate_mpii_mat, pckh
+from ihl.metrics.mpii import evaluate_mpii_mat, evaluate_mpii_reference, pckh
 
 J = {name: i for i, name in enumerate(MPII.joints)}
 GROUP_KEYS = ["Head", "Shoulder", "Elbow", "Wrist", "Hip", "Knee", "Ankle"]
@@ -146,3 +147,71 @@ def test_mat_in_the_wrong_layout_is_refused(tmp_path):
     _write_gt(path, gt, np.zeros((16, 3)), gt[:, 8:10], layout=(2, 1, 0))
     with pytest.raises(DatasetError, match="pos_gt_src.*16 x 2 x N"):
         evaluate_mpii_mat(gt - 1.0, path)
+
+
+def _write_json(path, joints, visible):
+    """A val json of entries with 1-based ``joints`` (N, 16, 2) and ``joints_vis`` (N, 16)."""
+    entries = [
+        {"image": f"{i}.jpg", "center": [100.0, 100.0], "scale": 1.0,
+         "joints": j.tolist(), "joints_vis": v.tolist()}
+        for i, (j, v) in enumerate(zip(joints, visible, strict=True))
+    ]  # fmt: skip
+    path.write_text(json.dumps(entries))
+
+
+def _mmpose_pckh(preds, joints, visible, head_sizes, threshold=0.5):
+    """MMPose 1.x MpiiPCKAccuracy's steps (the IHL reference's MPII metric), 0-based preds in:
+    1 added, errors over the head size on both axes, strictly below the threshold."""
+    preds = preds + 1.0
+    norm = np.tile(head_sizes[:, None], (1, 2))
+    dist = np.linalg.norm((preds - joints) / norm[:, None, :], axis=-1)
+    mask = visible > 0
+    pck = np.array([100.0 * (dist[mask[:, k], k] < threshold).mean() for k in range(16)])
+    count = mask.sum(0).astype(float)
+    count[[J["pelvis"], J["thorax"]]] = 0
+    return {
+        "PCKh": float(np.sum(pck * count / count.sum())),
+        "Wrist": 0.5 * (pck[J["l_wrist"]] + pck[J["r_wrist"]]),
+        "Head": pck[J["head_top"]],
+    }
+
+
+def test_reference_scoring_is_mmposes(tmp_path):
+    """The .mat and the json disagree here as the released files can: one joint moved and
+    one visibility flag differ. The reference reads the json; ours reads the .mat."""
+    rng = np.random.default_rng(7)
+    n = 40
+    joints = rng.uniform(1, 300, (n, 16, 2))
+    visible = (rng.random((n, 16)) > 0.1).astype(float)
+    boxes = np.stack([joints[:, 9] - 12, joints[:, 9] + 12], axis=1)
+    mat_joints = joints.copy()
+    mat_joints[0, J["l_wrist"]] += 40.0
+    missing = 1.0 - visible.T
+    missing[J["r_ankle"], 1] = 1.0 - missing[J["r_ankle"], 1]
+    _write_gt(tmp_path / "mpii_gt_val.mat", mat_joints, missing, boxes)
+    _write_json(tmp_path / "mpii_val.json", joints, visible)
+    pred = joints - 1.0 + rng.normal(0, 6, joints.shape)
+
+    reference = evaluate_mpii_reference(
+        pred, tmp_path / "mpii_val.json", tmp_path / "mpii_gt_val.mat"
+    )
+    head_sizes = 0.6 * np.linalg.norm(boxes[:, 1] - boxes[:, 0], axis=-1)
+    for key, value in _mmpose_pckh(pred, joints, visible, head_sizes).items():
+        assert reference[key] == pytest.approx(value)
+    assert reference["PCKh"] != pytest.approx(
+        evaluate_mpii_mat(pred, tmp_path / "mpii_gt_val.mat")["PCKh"]
+    )
+
+
+def test_reference_scoring_counts_an_error_on_the_radius_as_a_miss(tmp_path):
+    gt, boxes = two_people()  # head size 10: the radius is 5 pixels
+    visible = np.ones((2, 16))
+    _write_gt(tmp_path / "mpii_gt_val.mat", gt + 1.0, np.zeros((16, 2)), boxes + 1.0)
+    _write_json(tmp_path / "mpii_val.json", gt + 1.0, visible)
+    pred = gt.copy()
+    pred[:, J["head_top"], 0] += 5.0
+    ours = evaluate_mpii_mat(pred, tmp_path / "mpii_gt_val.mat")
+    reference = evaluate_mpii_reference(
+        pred, tmp_path / "mpii_val.json", tmp_path / "mpii_gt_val.mat"
+    )
+    assert (ours["Head"], reference["Head"]) == (100.0, 0.0)

@@ -67,6 +67,7 @@ def test_mpii_reports_pckh(tmp_path):
     )
     metrics = evaluate(ckpt, tmp_path / "eval", flip=False, progress=False)
     assert {"PCKh", "PCKh@0.1", "Head", "Ankle"} <= metrics.keys()
+    assert {"reference_PCKh", "reference_PCKh@0.1", "reference_Head"} <= metrics.keys()
     results = json.loads((tmp_path / "eval" / "results.json").read_text())
     assert len(results) == len(json.loads((root / "annotations" / "mpii_val.json").read_text()))
     assert len(results[0]["keypoints"]) == 16 * 3
