@@ -112,6 +112,7 @@ def test_test_dev_writes_the_submission_and_no_metrics(tmp_path):
     assert results and {r["image_id"] for r in results} <= image_ids
 
 
+@pytest.mark.slow
 def test_crowdpose_trains_and_evaluates_end_to_end(tmp_path):
     root = tmp_path / "crowdpose"
     make_crowdpose_synth(root, 12, 3, image_size=(160, 120), seed=1)
