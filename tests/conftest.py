@@ -25,6 +25,7 @@ SLOW_FIXTURES = {
     "kserve": "starts TorchServe with the KServe wrapper (tests/serving)",
     "kserve_torchserve": "starts TorchServe (tests/serving)",
     "local_run": "runs the whole Kubeflow pipeline locally (tests/kfp)",
+    "heavy_loaded": "imports every module of ihl in a fresh interpreter (tests/test_layout.py)",
 }
 """Fixtures that cost tens of seconds: every test using one, directly or through another
 fixture, is in the slow tier."""
