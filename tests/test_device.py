@@ -8,8 +8,6 @@ import torch
 from ihl import device
 from ihl.device import DeviceError, available_cpus, loader_workers, resolve_device
 
-pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
-
 OLD_DRIVER = (
     "NVRM version: NVIDIA UNIX x86_64 Kernel Module  470.256.02  Thu May  2 14:37:44 UTC 2024\n"
     "GCC version:  gcc version 9.4.0\n"
@@ -17,7 +15,15 @@ OLD_DRIVER = (
 
 
 @pytest.fixture
-def old_driver(tmp_path, monkeypatch):
+def cuda_unusable(monkeypatch):
+    """torch sees no usable GPU, as on a machine whose driver it cannot load (or on a CPU
+    machine), whatever this machine really has."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+
+
+@pytest.fixture
+def old_driver(cuda_unusable, tmp_path, monkeypatch):
     """A machine with a GPU device node and a driver too old for torch's CUDA build."""
     version = tmp_path / "version"
     version.write_text(OLD_DRIVER)
@@ -29,7 +35,7 @@ def old_driver(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def no_gpu(tmp_path, monkeypatch):
+def no_gpu(cuda_unusable, tmp_path, monkeypatch):
     monkeypatch.setattr(device, "DRIVER_VERSION_FILE", tmp_path / "absent")
     monkeypatch.setattr(device, "GPU_DEVICE_FILE", tmp_path / "absent0")
     monkeypatch.setenv("PATH", str(tmp_path))  # no nvidia-smi either
@@ -59,6 +65,22 @@ def test_cpu_only_torch_build_is_named(no_gpu, monkeypatch):
     monkeypatch.setattr(torch.version, "cuda", None)
     with pytest.raises(DeviceError, match="CPU-only build"):
         resolve_device("cuda:0")
+
+
+def test_a_usable_gpu_is_chosen_and_an_index_beyond_it_is_refused(monkeypatch):
+    monkeypatch.setattr(torch.version, "cuda", "13.0")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert resolve_device(None) == torch.device("cuda")
+    assert resolve_device("cuda:0") == torch.device("cuda:0")
+    with pytest.raises(DeviceError, match="sees 1 GPU"):
+        resolve_device("cuda:1")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a usable CUDA GPU")
+def test_this_machines_gpu_is_used_when_it_works():
+    assert resolve_device(None).type == "cuda"
+    assert torch.ones(1, device=resolve_device("cuda:0")).item() == 1.0
 
 
 def test_bad_device_string_is_a_device_error():

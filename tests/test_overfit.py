@@ -7,6 +7,8 @@ from ihl import config
 from ihl.losses import build_loss
 from ihl.models import build_model
 
+pytestmark = pytest.mark.slow
+
 # With only two crops the flow can memorise the 34 residuals and the likelihood
 # stops pulling; the Wasserstein term, weighted about one per heatmap pixel
 # (normalised units x map width), keeps sharpening the implicit heatmaps.

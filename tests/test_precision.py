@@ -10,7 +10,6 @@ import torch
 
 from ihl import config
 from ihl.checkpoint import save_model
-from ihl.data.synth import make_coco_synth
 from ihl.evaluate import evaluate
 from ihl.inference import PrecisionError, predict_crops
 from ihl.models import build_model
@@ -59,13 +58,11 @@ def test_fp16_on_the_cpu_is_refused_naming_the_option(model_cfg):
 
 
 @pytest.fixture(scope="module")
-def synth_checkpoint(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synth") / "coco"
-    make_coco_synth(root, 2, 3, image_size=(160, 120), seed=3)
+def synth_checkpoint(coco_synth, tmp_path_factory):
     torch.manual_seed(0)
-    cfg = config.load("sample", {"model.input_size": SIZE, "data.root": str(root)})
+    cfg = config.load("sample", {"model.input_size": SIZE, "data.root": str(coco_synth)})
     ckpt = tmp_path_factory.mktemp("ckpt") / "model.pt"
-    return save_model(ckpt, build_model(cfg.model), cfg), root
+    return save_model(ckpt, build_model(cfg.model), cfg), coco_synth
 
 
 def test_evaluate_in_bf16_on_the_cpu_scores_like_fp32(synth_checkpoint, tmp_path):

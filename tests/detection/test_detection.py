@@ -70,8 +70,8 @@ def test_select_persons_keeps_confident_distinct_persons_inside_the_image():
     np.testing.assert_allclose(xywh, [[10, 10, 40, 70], [60, 5, 60, 75]])
 
 
-def test_box_ap_is_one_for_the_ground_truth_and_zero_for_nothing(synth):
-    ann = synth / "annotations" / "person_keypoints_val2017.json"
+def test_box_ap_is_one_for_the_ground_truth_and_zero_for_nothing(coco_synth):
+    ann = coco_synth / "annotations" / "person_keypoints_val2017.json"
     gt = json.loads(ann.read_text())["annotations"]
     perfect = [
         {"image_id": a["image_id"], "category_id": 1, "bbox": a["bbox"], "score": 1.0} for a in gt
@@ -82,11 +82,13 @@ def test_box_ap_is_one_for_the_ground_truth_and_zero_for_nothing(synth):
     assert box_ap(shifted, ann)["box_AP"] == 0.0
 
 
-def test_trained_detector_round_trips_through_its_file(trained, synth):
-    model, cfg, path = trained
+def test_trained_detector_round_trips_through_its_file(trained_detector, coco_synth):
+    model, cfg, path = trained_detector
     loaded, saved_cfg = load_detector(path)
     assert saved_cfg.architecture == "fcos_small"
-    image = cv2.cvtColor(read_image_bgr(next((synth / "val2017").iterdir())), cv2.COLOR_BGR2RGB)
+    image = cv2.cvtColor(
+        read_image_bgr(next((coco_synth / "val2017").iterdir())), cv2.COLOR_BGR2RGB
+    )
     loose = cfg.model_copy(update={"score_threshold": 0.0})
     (a_boxes, a_scores), (b_boxes, b_scores) = detect(model, [image], loose) + detect(
         loaded, [image], loose
@@ -99,7 +101,7 @@ def test_trained_detector_round_trips_through_its_file(trained, synth):
         build_detector(
             cfg.model_copy(update={"weights": str(path), "architecture": "retinanet_small"})
         )
-    metrics, results = evaluate_detector(model, cfg, synth)
+    metrics, results = evaluate_detector(model, cfg, coco_synth)
     assert 0.0 <= metrics["box_AP"] <= 1.0
     assert all(r["category_id"] == 1 and 0 <= r["score"] <= 1 for r in results)
 
@@ -129,8 +131,8 @@ def _mode_variants(source, tmp_path):
     yield cmyk
 
 
-def test_real_photos_of_every_mode_give_boxes_inside_them(trained, tmp_path):
-    model, cfg, _ = trained
+def test_real_photos_of_every_mode_give_boxes_inside_them(trained_detector, tmp_path):
+    model, cfg, _ = trained_detector
     loose = cfg.model_copy(update={"score_threshold": 0.0, "max_persons": 5})
     sources = sorted(REAL_IMAGES.glob("*.jpg"))[:2] + sorted(COCO_IMAGES.glob("*.jpg"))[:1]
     found = 0
@@ -148,8 +150,9 @@ def test_real_photos_of_every_mode_give_boxes_inside_them(trained, tmp_path):
     assert found > 0
 
 
-def test_detector_input_must_be_an_rgb_uint8_image(trained):
-    model, cfg, _ = trained
+def test_detector_input_must_be_an_rgb_uint8_image():
+    cfg = DetectorConfig(architecture="fcos_small", weights=None)
+    model = build_detector(cfg).eval()
     with pytest.raises(ValueError, match="H x W x 3 uint8"):
         detect(model, [np.zeros((20, 30), np.uint8)], cfg)
     assert detect(model, [], cfg) == []

@@ -48,25 +48,27 @@ def _same_detections(a, b, rounding: tuple[float, float] = (0.0, 0.0)) -> None:
 
 
 @pytest.fixture(scope="module")
-def exported(trained, tmp_path_factory):
-    model, cfg, _ = trained
+def exported(trained_detector, tmp_path_factory):
+    model, cfg, _ = trained_detector
     return onnx_detector(model, cfg, tmp_path_factory.mktemp("onnx") / "detector.onnx")
 
 
-def _val_images(synth, n=2):
+def _val_images(coco_synth, n=2):
     return [
         cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB)
-        for p in sorted((synth / "val2017").iterdir())[:n]
+        for p in sorted((coco_synth / "val2017").iterdir())[:n]
     ]
 
 
-def test_onnx_detector_finds_what_eager_finds_at_any_image_size(trained, exported, synth):
-    model, cfg, _ = trained
+def test_onnx_detector_finds_what_eager_finds_at_any_image_size(
+    trained_detector, exported, coco_synth
+):
+    model, cfg, _ = trained_detector
     detector, onnx_cfg = exported
     assert onnx_cfg == cfg
     loose = cfg.model_copy(update={"score_threshold": 0.0, "max_persons": 100})
     found = 0
-    for image in _val_images(synth):
+    for image in _val_images(coco_synth):
         # the export traced a 160 x 120 image: other sizes and aspects must resize alike
         for variant in (image, cv2.resize(image, (150, 260)), cv2.resize(image, (400, 90))):
             (eager,) = detect(model, [variant], loose)
@@ -76,14 +78,14 @@ def test_onnx_detector_finds_what_eager_finds_at_any_image_size(trained, exporte
     assert found > 0
 
 
-def test_onnx_detections_of_a_split_match_eager(trained, exported, synth):
+def test_onnx_detections_of_a_split_match_eager(trained_detector, exported, coco_synth):
     """The whole val split as box AP sees it (boxes rounded to 0.01 px, scores to 1e-4):
     every detection the same to tolerance, so the AP is the same (the main job's detector:
     docs/inference.md)."""
-    model, cfg, _ = trained
+    model, cfg, _ = trained_detector
     detector, _ = exported
     # every box down to the AP threshold (0.05), not only those the config keeps
-    eager, ort = (evaluate_detector(m, cfg, synth)[1] for m in (model, detector))
+    eager, ort = (evaluate_detector(m, cfg, coco_synth)[1] for m in (model, detector))
     assert len(eager) == len(ort) > 0
 
     def of_image(results, image_id):
@@ -94,7 +96,7 @@ def test_onnx_detections_of_a_split_match_eager(trained, exported, synth):
         _same_detections(of_image(eager, image_id), of_image(ort, image_id), (0.01, 1e-4))
 
 
-def test_not_a_detector_onnx_file_is_refused(trained, tmp_path):
+def test_not_a_detector_onnx_file_is_refused(trained_detector, tmp_path):
     with pytest.raises(DetectorError, match="not found"):
         OnnxDetector(tmp_path / "missing.onnx")
     garbage = tmp_path / "garbage.onnx"
@@ -107,7 +109,7 @@ def test_not_a_detector_onnx_file_is_refused(trained, tmp_path):
     with pytest.raises(DetectorError, match="pose.onnx: not a detector exported by ihl"):
         OnnxDetector(pose)
     graph = onnx.load(str(pose))
-    model, cfg, _ = trained
+    model, cfg, _ = trained_detector
     meta = {"format": "ihl-detector-onnx-1", "config": json.dumps(cfg.model_dump(mode="json"))}
     onnx.helper.set_model_props(graph, meta)
     onnx.save(graph, str(tmp_path / "labelled.onnx"))
@@ -160,8 +162,10 @@ def _handler_from(archive: Path, unpacked: Path):
     return handler.service
 
 
-def test_onnx_export_packs_the_detector_and_the_handler_runs_it(trained, synth, tmp_path):
-    model, cfg, _ = trained
+def test_onnx_export_packs_the_detector_and_the_handler_runs_it(
+    trained_detector, coco_synth, tmp_path
+):
+    model, cfg, _ = trained_detector
     cfg = cfg.model_copy(update={"score_threshold": 0.05, "max_persons": 5})
     detector_file = save_detector(tmp_path / "detector.pt", model, cfg)
     torch.manual_seed(0)
@@ -174,7 +178,7 @@ def test_onnx_export_packs_the_detector_and_the_handler_runs_it(trained, synth, 
     assert isinstance(handler.detector[0], OnnxDetector)
     assert handler.detector[1] == cfg
 
-    path = sorted((synth / "val2017").iterdir())[0]
+    path = sorted((coco_synth / "val2017").iterdir())[0]
     answer = handler.handle([{"body": path.read_bytes()}], _Context())
     persons = answer[0]["persons"]
     image = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)

@@ -20,6 +20,8 @@ from typer.testing import CliRunner
 
 from ihl.cli.main import app
 
+pytestmark = pytest.mark.slow
+
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test-key", "AWS_SECRET_ACCESS_KEY": "test-secret"}
 
 

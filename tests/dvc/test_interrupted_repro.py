@@ -10,9 +10,12 @@ import subprocess
 import sys
 import time
 
+import pytest
 from project_copy import TINY, dvc, make_project, tool_env
 
 from ihl.checkpoint import safe_load
+
+pytestmark = pytest.mark.slow
 
 EPOCHS = 6
 PARAMS = TINY | {

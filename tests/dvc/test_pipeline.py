@@ -15,6 +15,8 @@ import pytest
 import yaml
 from project_copy import TINY, dvc, make_project
 
+pytestmark = pytest.mark.slow
+
 STAGES = ["synth", "prepare", "detector", "train", "evaluate", "export"]
 
 

@@ -15,27 +15,19 @@ from sample_data import MPII_SAMPLE
 
 from ihl import config
 from ihl.data.errors import DatasetError
-from ihl.data.synth import make_coco_synth
 from ihl.edge.params import DETECTOR_SECTIONS, TRAIN_SECTIONS, params_config
 from ihl.prepare import fingerprint, prepare
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def synth(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("prep") / "synth"
-    make_coco_synth(root, 3, 2, image_size=(160, 120))
-    return root
-
-
-def test_prepare_writes_counts_and_a_fingerprint(synth, tmp_path):
-    summary = prepare("synth", synth, tmp_path / "out")
+def test_prepare_writes_counts_and_a_fingerprint(coco_synth, tmp_path):
+    summary = prepare("synth", coco_synth, tmp_path / "out")
     written = json.loads((tmp_path / "out/index.json").read_text())
     assert written == summary
     assert summary["layout"] == "coco"
-    assert summary["splits"]["train2017"]["images"] == 3
-    assert summary["splits"]["val2017"]["images"] == 2
+    assert summary["splits"]["train2017"]["images"] == 8
+    assert summary["splits"]["val2017"]["images"] == 4
     assert summary["version"] == f"synth-{summary['fingerprint'][:12]}"
 
 
@@ -47,13 +39,13 @@ def test_prepare_reads_the_mpii_layout(tmp_path):
     }
 
 
-def test_fingerprint_follows_content_not_location(synth, tmp_path):
+def test_fingerprint_follows_content_not_location(coco_synth, tmp_path):
     copy = tmp_path / "elsewhere"
-    shutil.copytree(synth, copy)
-    assert fingerprint(copy) == fingerprint(synth)
+    shutil.copytree(coco_synth, copy)
+    assert fingerprint(copy) == fingerprint(coco_synth)
     image = next((copy / "val2017").glob("*.jpg"))
     image.write_bytes(image.read_bytes() + b"\0")
-    assert fingerprint(copy) != fingerprint(synth)
+    assert fingerprint(copy) != fingerprint(coco_synth)
 
 
 @pytest.mark.parametrize(
@@ -64,8 +56,8 @@ def test_fingerprint_follows_content_not_location(synth, tmp_path):
         ("mpii", "synth", "is not a valid mpii dataset"),
     ],
 )
-def test_prepare_refuses_bad_input_and_writes_nothing(synth, tmp_path, dataset, root, message):
-    folder = synth if root == "synth" else tmp_path / root
+def test_prepare_refuses_bad_input_and_writes_nothing(coco_synth, tmp_path, dataset, root, message):
+    folder = coco_synth if root == "synth" else tmp_path / root
     with pytest.raises(DatasetError, match=message):
         prepare(dataset, folder, tmp_path / "out")
     assert not (tmp_path / "out").exists()

@@ -89,6 +89,7 @@ def test_prepare_leaves_another_runs_download_alone(dvc_repo, tmp_path):
     assert sorted(p.name for p in root.iterdir()) == ["synth", "synth.partial"]
 
 
+@pytest.mark.slow
 def test_train_under_torchrun(tmp_path, monkeypatch, capfd):
     """num_gpus 2 starts torchrun with two `ihl train` processes; here they run on the CPU
     (gloo), the GPU count check being told there are two devices."""

@@ -8,17 +8,14 @@ import json
 from kfp.dsl import Dataset, Metrics, Model
 
 from components import detector
-from ihl.data.synth import make_coco_synth
 from ihl.detection.models import load_detector
 
 
-def test_detector_component_trains_and_scores(tmp_path):
-    root = tmp_path / "synth"
-    make_coco_synth(root, 8, 3, image_size=(128, 96))
+def test_detector_component_trains_and_scores(coco_synth, tmp_path):
     prepared = Dataset(
         name="prepared",
         uri=str(tmp_path / "prepared"),
-        metadata={"root": str(root), "dataset": "synth"},
+        metadata={"root": str(coco_synth), "dataset": "synth"},
     )
     model = Model(name="model", uri=str(tmp_path / "out" / "detector.pt"))
     metrics = Metrics(name="metrics", uri=str(tmp_path / "out" / "metrics.json"))

@@ -49,6 +49,7 @@ class KServeContainer(TorchServe):
         return super()._env() | self.pod_env
 
 
+@pytest.mark.slow
 def test_a_registry_version_serves_as_the_inference_service_runs_it(bucket, real_export, tmp_path):
     uri = f"s3://{bucket}/models"
     push(real_export, uri, "ihl", "1")

@@ -14,6 +14,7 @@ from serving.torchserve import TorchServe
 from ihl.edge.registry.store import push
 
 
+@pytest.mark.slow
 def test_register_a_pulled_version_and_predict(cli, bucket, real_export, tmp_path):
     uri = f"s3://{bucket}/models"
     push(real_export, uri, "ihl", "1")

@@ -20,11 +20,8 @@ from serving.torchserve import TorchServe
 
 from ihl import config
 from ihl.checkpoint import load_model, save_model
-from ihl.config import DetectorConfig
-from ihl.data.synth import make_coco_synth
 from ihl.detection.detect import detect
 from ihl.detection.models import load_detector
-from ihl.detection.train import train_detector
 from ihl.edge.export import export_model
 from ihl.metrics.coco import matched_fraction
 from ihl.models import build_model
@@ -34,34 +31,23 @@ TOLERANCE = 0.05
 
 
 @pytest.fixture(scope="module")
-def synth(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synth") / "coco"
-    make_coco_synth(root, 24, 6, image_size=(160, 120), seed=5)
-    return root
-
-
-@pytest.fixture(scope="module")
-def served(synth, tmp_path_factory):
+def served(trained_detector, tmp_path_factory):
     """A served archive (runtime onnx, detector packed), its checkpoint and detector file."""
     work = tmp_path_factory.mktemp("served")
-    cfg = DetectorConfig(
-        architecture="fcos_small", weights=None, min_size=96, max_size=128, epochs=2,
-        score_threshold=0.05, max_persons=6,
-    )  # fmt: skip
-    train_detector(cfg, synth, work / "detector.pt", log=lambda _: None)
+    _, _, detector_file = trained_detector
     torch.manual_seed(0)
     pose_cfg = config.load("sample", {"model.input_size": [64, 64]})
     checkpoint = save_model(work / "model.pt", build_model(pose_cfg.model), pose_cfg)
     export = work / "export"
     export_model(
         checkpoint, export, name="ihl", version="1", runtime="onnx",
-        detector=work / "detector.pt", batch_size=2, max_batch_delay=50,
+        detector=detector_file, batch_size=2, max_batch_delay=50,
     )  # fmt: skip
     card = (export / "model_card.md").read_text()
     assert "| runtime | onnx |" in card and "fcos_small" in card
     server = TorchServe(work / "ts", export / "model-store")
     server.start()
-    yield server, checkpoint, work / "detector.pt"
+    yield server, checkpoint, detector_file
     server.stop()
 
 
@@ -82,9 +68,9 @@ def _crowded_image(root):
     return root / "val2017" / image["file_name"], people
 
 
-def test_no_boxes_detects_and_answers_each_person(served, synth):
+def test_no_boxes_detects_and_answers_each_person(served, coco_synth):
     server, checkpoint, detector_file = served
-    path, truth = _crowded_image(synth)
+    path, truth = _crowded_image(coco_synth)
     assert sum(a["num_keypoints"] > 0 for a in truth) >= 2
     response = _post(server, data=path.read_bytes())
     assert response.status_code == 200, response.text
@@ -111,9 +97,9 @@ def test_no_boxes_detects_and_answers_each_person(served, synth):
     assert 0.0 <= found <= 1.0
 
 
-def test_given_boxes_are_used_and_an_empty_list_means_nobody(served, synth):
+def test_given_boxes_are_used_and_an_empty_list_means_nobody(served, coco_synth):
     server, _, _ = served
-    path, _ = _crowded_image(synth)
+    path, _ = _crowded_image(coco_synth)
     image = base64.b64encode(path.read_bytes()).decode()
     response = _post(server, json={"image": image, "boxes": []})
     assert response.status_code == 200 and response.json()["persons"] == []

@@ -87,6 +87,7 @@ def test_missing_dataset_folder_is_named(tmp_path):
     assert not (tmp_path / "eval").exists()
 
 
+@pytest.mark.slow
 def test_the_stages_import_one_way():
     """train reuses evaluate's prediction and scoring; evaluate never leads back into train,
     and train reaches DVCLive only through the logger it is handed."""

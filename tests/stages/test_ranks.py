@@ -16,12 +16,15 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from ihl import config
 from ihl.config import DetectorConfig
 from ihl.data.synth import make_coco_synth
 from ihl.detection.models import build_detector, save_detector
+
+pytestmark = pytest.mark.slow
 
 RANK = """
 import json, os, sys

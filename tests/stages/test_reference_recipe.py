@@ -23,15 +23,48 @@ from ihl.prepare import prepare
 from ihl.train import build_optimizer, train
 
 
-def test_paper_preset_optimizer_starts_at_5e4_on_two_devices():
+def test_paper_preset_steps_from_5e4_on_two_devices():
+    """The lr each iteration steps with: warm-up from 5e-4 x 0.001 over 500 iterations, 5e-4,
+    then x0.1 at epochs 170 and 200, whatever the device count (the reference does not scale
+    it); Adam's first step moves every weight by that first lr."""
     cfg = config.load("coco_hrnet_w32")
-    optimizer, _ = build_optimizer(torch.nn.Linear(2, 2).parameters(), cfg, 2, iters_per_epoch=10)
-    assert optimizer.defaults["lr"] == 5e-4
+    layer = torch.nn.Linear(2, 2)
+    torch.nn.init.zeros_(layer.weight)  # float32 resolves a step of 5e-7 from 0 exactly
+    optimizer, scheduler = build_optimizer(layer.parameters(), cfg, 2, iters_per_epoch=10)
+    lrs = []
+
+    def step():
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.zero_grad()
+        layer(torch.ones(1, 2)).sum().backward()
+        optimizer.step()
+        scheduler.step()
+
+    step()
+    torch.testing.assert_close(layer.weight.detach(), torch.full((2, 2), -5e-7), rtol=1e-4, atol=0)
+    for _ in range(2099):
+        step()
+    assert lrs[0] == pytest.approx(5e-7)
+    assert lrs[250] == pytest.approx(5e-7 + (5e-4 - 5e-7) / 2)
+    assert lrs[500] == lrs[1699] == pytest.approx(5e-4)
+    assert lrs[1700] == lrs[1999] == pytest.approx(5e-5)
+    assert lrs[2000] == pytest.approx(5e-6)
 
 
-def test_shift_probability_reaches_the_augmentation(tiny_cfg):
-    tiny_cfg.data.shift_prob = 0.0
-    assert build_train_dataset(tiny_cfg).pipeline.augment.shift_prob == 0.0
+def test_shift_probability_moves_the_crops(tiny_cfg):
+    """Without shifting, every crop is centred on its person's box whatever the seed; with
+    it, every crop's centre moves."""
+    tiny_cfg.data.half_body_prob = 0.0
+
+    def centers(shift_prob, seed):
+        tiny_cfg.data.shift_prob, tiny_cfg.train.seed = shift_prob, seed
+        dataset = build_train_dataset(tiny_cfg)
+        return torch.stack([dataset[i]["center"] for i in range(len(dataset))])
+
+    boxes = centers(0.0, 0)
+    torch.testing.assert_close(centers(0.0, 1), boxes, rtol=0, atol=0)
+    shifted = centers(1.0, 0)
+    assert ((shifted - boxes).abs().amax(dim=1) > 0.5).all()
 
 
 def test_final_weights_are_scored_with_the_best_checkpoint_beside_them(
@@ -79,6 +112,7 @@ def test_test_dev_writes_the_submission_and_no_metrics(tmp_path):
     assert results and {r["image_id"] for r in results} <= image_ids
 
 
+@pytest.mark.slow
 def test_crowdpose_trains_and_evaluates_end_to_end(tmp_path):
     root = tmp_path / "crowdpose"
     make_crowdpose_synth(root, 12, 3, image_size=(160, 120), seed=1)

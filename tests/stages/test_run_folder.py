@@ -59,6 +59,7 @@ def test_a_second_run_on_a_held_folder_fails_before_writing(tiny_cfg, tmp_path):
     assert not (out / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_a_run_removes_what_a_killed_run_left(tiny_cfg, tmp_path):
     out = tmp_path / "run"
     leftover = out / "checkpoints" / ".latest.pt.deadbeef.tmp"
@@ -89,6 +90,7 @@ def test_resume_refuses_other_data(tiny_cfg, finished):
         train(tiny_cfg, finished, resume=True, progress=False, data_fingerprint="f" * 64)
 
 
+@pytest.mark.slow
 def test_resume_matching_trains_from_scratch_on_a_change(tiny_cfg, finished):
     before = safe_load(finished / "checkpoints" / "latest.pt")
     tiny_cfg.train.epochs = tiny_cfg.train.val_interval = 1

@@ -24,6 +24,7 @@ def graphs() -> int:
     return counters["stats"]["unique_graphs"]
 
 
+@pytest.mark.slow
 def test_compiled_run_checkpoints_plain_keys_resumes_and_validates_eager(tiny_cfg, tmp_path):
     tiny_cfg.train.epochs = tiny_cfg.train.val_interval = 1
     eager = build_step(tiny_cfg, torch.device("cpu"))
