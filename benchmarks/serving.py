@@ -52,7 +52,7 @@ from ihl.predict import predict_image
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "tests"), str(REPO / "tests" / "serving")]
 sys.path.insert(0, str(REPO / "serving"))
-from ihl_handler import decode_image  # noqa: E402
+from ihl_handler import decode_image, open_image  # noqa: E402
 from torchserve import TorchServe  # noqa: E402  (the tests' real-TorchServe helper)
 
 from ihl.detection.detect import detect  # noqa: E402
@@ -60,6 +60,8 @@ from ihl.detection.models import load_detector  # noqa: E402
 from ihl.inference import predict_crops  # noqa: E402
 from ihl.predict import make_crops  # noqa: E402
 
+MAX_PIXELS = 50_000_000
+"""The handler's default image limit (serving/ihl_handler.py's max_pixels)."""
 PHOTO = REPO / "data" / "samples" / "real_images" / "000000000872.jpg"
 BOXES = [[40, 30, 200, 420], [250, 60, 150, 400], [420, 100, 180, 360], [5, 200, 120, 270]]
 BOXES.append([300, 10, 330, 460])
@@ -135,10 +137,10 @@ def parts(model, cfg, body: dict, detector, n: int) -> dict[str, float]:
     flip = list(get_spec(cfg.data.dataset).flip_index)
     steps = {
         "JSON + base64": lambda: base64.b64decode(json.loads(text)["image"]),
-        "decode": lambda: decode_image(jpeg, 50_000_000),
+        "decode": lambda: decode_image(open_image(jpeg, MAX_PIXELS)[0]),
     }
     jpeg = base64.b64decode(body["image"])
-    rgb = decode_image(jpeg, 50_000_000)
+    rgb = decode_image(open_image(jpeg, MAX_PIXELS)[0])
     if detector is not None:
         steps["detect (no boxes)"] = lambda: detect(detector[0], [rgb], detector[1])
     crops = make_crops(rgb, body["boxes"], cfg.model.input_size)[0]
