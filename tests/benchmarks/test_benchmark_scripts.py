@@ -93,7 +93,9 @@ def test_train(tmp_path):
 
 
 def test_crop_rate(tmp_path):
-    out = run_script("crop_rate.py", "--presets", "sample", "--crops", 2, "--threads", 1, cwd=tmp_path)
+    out = run_script(
+        "crop_rate.py", "--presets", "sample", "--crops", 2, "--threads", 1, cwd=tmp_path
+    )
     assert "sample" in out
 
 
