@@ -7,7 +7,8 @@ boxes, as ``ihl evaluate`` does. The budget is printed as training crops and
 images per second, since wall-clock on a shared machine says little. About
 five minutes per head on a quiet two-core CPU.
 
-    uv run python benchmarks/heads.py [--data runs/synth] [--out runs/heads]
+    uv run python benchmarks/heads.py [--data runs/synth] [--out runs/heads] [--epochs N]
+        [--images TRAIN VAL]
 """
 
 from __future__ import annotations
@@ -32,13 +33,21 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("runs/synth"), help="synthetic COCO root")
     parser.add_argument("--out", type=Path, default=Path("runs/heads"), help="one folder per head")
     parser.add_argument("--heads", nargs="+", choices=HEADS, default=list(HEADS))
+    parser.add_argument("--epochs", type=int, help="default: the preset's")
+    parser.add_argument(
+        "--images", type=int, nargs=2, default=SYNTH_SIZE, metavar=("TRAIN", "VAL"),
+        help="size of the synthetic set made when --data does not exist yet",
+    )  # fmt: skip
     args = parser.parse_args()
     if not args.data.exists():
-        make_coco_synth(args.data, *SYNTH_SIZE)
+        make_coco_synth(args.data, *args.images)
 
     rows = []
     for head in args.heads:
-        cfg = config.load("sample", {"model.head": head, "data.root": str(args.data)})
+        overrides = {"model.head": head, "data.root": str(args.data)}
+        if args.epochs is not None:
+            overrides |= {"train.epochs": args.epochs, "train.val_interval": args.epochs}
+        cfg = config.load("sample", overrides)
         batch = cfg.train.batch_size
         crops = cfg.train.epochs * (len(build_train_dataset(cfg)) // batch) * batch
         start = time.perf_counter()

@@ -5,11 +5,12 @@ The reference computes DSDT with coordinate grids repeated to full map size
 (B x K x H x W) and the Wasserstein term as a geomloss Sinkhorn between the
 joints' concatenated marginal vectors. Ours reads everything off the 1-D
 marginals (the normalised map is never materialised) and uses the closed-form
-W1. Both share the same RealNVP likelihood. Each variant runs in its own process
-(peak memory is that process's high-water resident set above its baseline),
-rounds alternate between variants, and the table gives ratios from one run.
+W1, or the reference's Sinkhorn term on those marginals (the paper presets' form). All
+share the same RealNVP likelihood. Each variant runs in its own process (peak memory is
+that process's high-water resident set above its baseline), rounds alternate between
+variants, and the ratios are taken round by round, between neighbouring processes.
 
-    uv run python benchmarks/loss_speed.py [--batch 64] [--iters 20] [--rounds 3]
+    uv run python benchmarks/loss_speed.py [--batch 64] [--iters 20] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -59,6 +60,15 @@ def ours(z, target, loss: IHLLoss):
     return loss(out, target)["loss"]
 
 
+VARIANTS = {
+    "reference": "reference pattern",
+    "exact": "ours, exact W1",
+    "sinkhorn": "ours, Sinkhorn",
+}
+"""Each variant and its row label: ours with either Wasserstein form (the ``sample``
+preset's exact W1, the paper presets' Sinkhorn term)."""
+
+
 def _rss_bytes() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -75,15 +85,15 @@ def run_variant(variant: str, batch: int, iters: int) -> dict:
         "weights": torch.ones(batch, K),
         "heatmaps": torch.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / 8),
     }
-    loss = IHLLoss(LossConfig(wasserstein="exact"))
+    loss = IHLLoss(LossConfig(wasserstein="exact" if variant == "exact" else "sinkhorn"))
     sinkhorn = SamplesLoss("sinkhorn", p=2, blur=0.05, scaling=0.5)
 
     def step():
         z.grad = None
         value = (
-            ours(z, target, loss)
-            if variant == "ours"
-            else reference_pattern(z, target, loss, sinkhorn)
+            reference_pattern(z, target, loss, sinkhorn)
+            if variant == "reference"
+            else ours(z, target, loss)
         )
         value.backward()
 
@@ -102,7 +112,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--iters", type=int, default=20)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--variant", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.variant:
@@ -112,37 +122,34 @@ def main() -> None:
     # A fixed mmap threshold makes freed tensors leave the resident set, so the
     # high-water mark measures live memory rather than allocator caching.
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
-    results: dict[str, list[dict]] = {"reference": [], "ours": []}
+    results: dict[str, list[dict]] = {variant: [] for variant in VARIANTS}
     for _ in range(args.rounds):
         for variant in results:
-            cmd = [
-                sys.executable,
-                __file__,
-                "--variant",
-                variant,
-                "--batch",
-                str(args.batch),
-                "--iters",
-                str(args.iters),
-            ]
+            cmd = [sys.executable, __file__, "--variant", variant]
+            cmd += ["--batch", str(args.batch), "--iters", str(args.iters)]
             out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
             results[variant].append(json.loads(out.stdout))
-    best = {
-        v: {"ms": min(r["ms"] for r in runs), "peak_mb": min(r["peak_mb"] for r in runs)}
-        for v, runs in results.items()
-    }
-    ref, new = best["reference"], best["ours"]
     print(
         f"IHL head + loss, forward+backward, B={args.batch} K={K} {H}x{W} maps, CPU, "
-        f"{torch.get_num_threads()} threads; best of {args.rounds} rounds x {args.iters} iters"
+        f"{torch.get_num_threads()} threads; {args.rounds} rounds x {args.iters} iters "
+        f"(each round's median step), load average {os.getloadavg()[0]:.1f}"
     )
-    print(f"{'variant':<28}{'time ms':>10}{'peak MiB':>10}")
-    print(f"{'reference pattern':<28}{ref['ms']:>10.1f}{ref['peak_mb']:>10.1f}")
-    print(f"{'ours (marginals, exact W1)':<28}{new['ms']:>10.1f}{new['peak_mb']:>10.1f}")
-    print(
-        f"{'ratio reference / ours':<28}{ref['ms'] / new['ms']:>9.2f}x"
-        f"{ref['peak_mb'] / new['peak_mb']:>9.2f}x"
-    )
+    print(f"{'variant':<20}{'min ms':>9}{'median ms':>11}{'max ms':>9}{'peak MiB':>10}")
+    for variant, label in VARIANTS.items():
+        ms = [r["ms"] for r in results[variant]]
+        peak = min(r["peak_mb"] for r in results[variant])
+        print(
+            f"{label:<20}{min(ms):>9.1f}{statistics.median(ms):>11.1f}{max(ms):>9.1f}{peak:>10.1f}"
+        )
+    print("reference / ours, per round (min, median, max) and peak memory:")
+    ref = results["reference"]
+    for variant in ("exact", "sinkhorn"):
+        ratios = [r["ms"] / o["ms"] for r, o in zip(ref, results[variant], strict=True)]
+        memory = min(r["peak_mb"] for r in ref) / min(o["peak_mb"] for o in results[variant])
+        print(
+            f"  {VARIANTS[variant]:<18}{min(ratios):>6.2f}x{statistics.median(ratios):>7.2f}x"
+            f"{max(ratios):>7.2f}x   memory {memory:.2f}x less"
+        )
 
 
 if __name__ == "__main__":

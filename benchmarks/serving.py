@@ -40,6 +40,7 @@ import cv2
 import numpy as np
 import requests
 import torch
+import yaml
 
 from ihl import config
 from ihl.checkpoint import load_model, save_model
@@ -51,15 +52,16 @@ from ihl.predict import predict_image
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "tests"), str(REPO / "tests" / "serving")]
-sys.path.insert(0, str(REPO / "serving"))
-from ihl_handler import decode_image  # noqa: E402
 from torchserve import TorchServe  # noqa: E402  (the tests' real-TorchServe helper)
 
 from ihl.detection.detect import detect  # noqa: E402
 from ihl.detection.models import load_detector  # noqa: E402
+from ihl.edge.serving.images import decode_image, open_image  # noqa: E402
 from ihl.inference import predict_crops  # noqa: E402
 from ihl.predict import make_crops  # noqa: E402
 
+LIMITS = yaml.safe_load((REPO / "serving" / "model-config.yaml").read_text())["handler"]
+"""The handler's limits, as ``ihl export`` packs them."""
 PHOTO = REPO / "data" / "samples" / "real_images" / "000000000872.jpg"
 BOXES = [[40, 30, 200, 420], [250, 60, 150, 400], [420, 100, 180, 360], [5, 200, 120, 270]]
 BOXES.append([300, 10, 330, 460])
@@ -135,10 +137,12 @@ def parts(model, cfg, body: dict, detector, n: int) -> dict[str, float]:
     flip = list(get_spec(cfg.data.dataset).flip_index)
     steps = {
         "JSON + base64": lambda: base64.b64decode(json.loads(text)["image"]),
-        "decode": lambda: decode_image(jpeg, 50_000_000),
+        "decode": lambda: decode_image(
+            open_image(jpeg, LIMITS["max_pixels"], LIMITS["max_aspect_ratio"])
+        ),
     }
     jpeg = base64.b64decode(body["image"])
-    rgb = decode_image(jpeg, 50_000_000)
+    rgb = decode_image(open_image(jpeg, LIMITS["max_pixels"], LIMITS["max_aspect_ratio"]))
     if detector is not None:
         steps["detect (no boxes)"] = lambda: detect(detector[0], [rgb], detector[1])
     crops = make_crops(rgb, body["boxes"], cfg.model.input_size)[0]

@@ -11,7 +11,9 @@ from ihl.models.pose import count_params
 
 
 def model_info(cfg: Config) -> dict:
-    """Parameters of the inference model (the training-only flow excluded) and GMACs per crop.
+    """Parameters of the inference model (the training-only flow excluded) and GMACs per crop
+    (``gmacs``: billions of multiply-adds, kept to six decimals so that a printed figure is
+    rounded once).
 
     Multiply-adds are counted by torch's FlopCounterMode (convolutions, transposed
     convolutions and matrix products, each multiply-add counted once; BN, ReLU,
@@ -25,6 +27,6 @@ def model_info(cfg: Config) -> dict:
         model(torch.zeros(1, 3, h, w))
     return {
         "params": count_params(model),
-        "gflops": round(counter.get_total_flops() / 2 / 1e9, 3),
+        "gmacs": round(counter.get_total_flops() / 2 / 1e9, 6),
         "input_size": [w, h],
     }

@@ -112,4 +112,4 @@ def test_model_info_reports_params_and_macs():
     assert info["input_size"] == [192, 256]
     assert abs(info["params"] - 34.0e6) / 34.0e6 < 0.01
     # ResNet-50 at 256x192 ~4.0 GMACs, three deconvolutions ~1.4 GMACs.
-    assert 5.2 < info["gflops"] < 5.7
+    assert 5.2 < info["gmacs"] < 5.7

@@ -33,7 +33,7 @@ def model_info_cmd(
         typer.echo(json.dumps(info))
     else:
         w, h = info["input_size"]
-        typer.echo(f"params {info['params'] / 1e6:.2f} M, {info['gflops']:.2f} GMACs at {w}x{h}")
+        typer.echo(f"params {info['params'] / 1e6:.2f} M, {info['gmacs']:.2f} GMACs at {w}x{h}")
 
 
 @config_app.command("show")

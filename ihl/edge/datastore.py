@@ -26,6 +26,23 @@ from ihl.prepare import check_dataset
 ADDABLE = ("coco", "mpii", "crowdpose")
 """Datasets users bring; the synthetic set is made by the pipeline itself."""
 
+LAYOUT = {
+    "coco": (
+        "annotations/person_keypoints_train2017.json",
+        "annotations/person_keypoints_val2017.json",
+        "train2017",
+        "val2017",
+    ),
+    "mpii": ("annotations/mpii_train.json", "annotations/mpii_val.json", "images"),
+    "crowdpose": (
+        "annotations/mmpose_crowdpose_trainval.json",
+        "annotations/mmpose_crowdpose_test.json",
+        "images",
+    ),
+}
+"""What each dataset's documented layout (docs/data.md) must hold for the pipeline to train
+on its train split and score its val split."""
+
 CONNECT_TIMEOUT_S = 5
 
 
@@ -112,6 +129,12 @@ def add_dataset(
     if progress:
         checking = "decoding every image" if decode_images else "checking that images exist"
         print(f"checking {source} as {name} ({checking})", file=sys.stderr)
+    missing = [part for part in LAYOUT[name] if not (source / part).exists()]
+    if missing:
+        raise DataStoreError(
+            f"{source} is not in the {name} layout (docs/data.md#layouts): missing "
+            + ", ".join(missing)
+        )
     check_dataset(name, source, decode_images=decode_images)
     if in_place:
         run_dvc(["add", str(target.relative_to(root))], root)

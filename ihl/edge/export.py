@@ -283,7 +283,9 @@ def export_model(
     if out.exists() and not out.is_dir():
         raise ExportError(f"{out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise ExportError(f"{out} exists and is not empty; pass overwrite to replace it")
+        raise ExportError(
+            f"{out} exists and is not empty; pass --overwrite (overwrite=True) to replace it"
+        )
     if runtime not in RUNTIMES:
         raise ExportError(f"runtime {runtime!r}: expected one of {', '.join(RUNTIMES)}")
     try:  # the serving device is unknown here: a CPU worker refuses fp16 when it loads

@@ -14,7 +14,7 @@ from pathlib import Path
 import boto3
 import pytest
 from project_copy import dvc, git, make_project, tool_env
-from sample_data import COCO_SAMPLE, MPII_SAMPLE
+from sample_data import COCO_SAMPLE, MPII_SAMPLE, coco_layout
 from servers import free_port
 from typer.testing import CliRunner
 
@@ -69,10 +69,16 @@ def no_debris(data: Path) -> bool:
 
 
 @pytest.fixture(scope="module")
-def stored(tmp_path_factory, s3_server, aws_env) -> Path:
+def coco(tmp_path_factory) -> Path:
+    """The COCO sample in COCO's layout (train2017, val2017), as `ihl data add` takes it."""
+    return coco_layout(tmp_path_factory.mktemp("coco") / "coco")
+
+
+@pytest.fixture(scope="module")
+def stored(tmp_path_factory, s3_server, aws_env, coco) -> Path:
     """A project whose COCO sample was added with `ihl data add`, committed and pushed."""
     project = make_project(tmp_path_factory.mktemp("data") / "project", pipeline=False)
-    result = ihl("data", "add", "coco", COCO_SAMPLE, cwd=project)
+    result = ihl("data", "add", "coco", coco, cwd=project)
     assert result.exit_code == 0, result.output
     boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket="datasets")
     dvc("remote", "add", "-d", "store", "s3://datasets/dvc", cwd=project)
@@ -84,20 +90,20 @@ def stored(tmp_path_factory, s3_server, aws_env) -> Path:
     return project
 
 
-def test_add_places_the_folder_and_tracks_it(stored):
-    assert same_tree(COCO_SAMPLE, stored / "data/coco")
+def test_add_places_the_folder_and_tracks_it(stored, coco):
+    assert same_tree(coco, stored / "data/coco")
     assert no_debris(stored / "data")
     assert "up to date" in dvc("status", "data/coco.dvc", cwd=stored).stdout
     assert git("status", "--porcelain", cwd=stored) == ""
 
 
-def test_pull_on_another_clone_restores_identical_files(stored, tmp_path):
+def test_pull_on_another_clone_restores_identical_files(stored, coco, tmp_path):
     clone = tmp_path / "clone"
     git("clone", "-q", str(stored), str(clone), cwd=tmp_path)
     assert not (clone / "data/coco").exists()
     result = ihl("data", "pull", "data/coco.dvc", cwd=clone)
     assert result.exit_code == 0, result.output
-    assert same_tree(COCO_SAMPLE, clone / "data/coco")
+    assert same_tree(coco, clone / "data/coco")
 
 
 def test_missing_remote_credentials_or_endpoint_say_what_to_do(stored, tmp_path, monkeypatch):
@@ -130,7 +136,7 @@ def test_missing_remote_credentials_or_endpoint_say_what_to_do(stored, tmp_path,
     assert not (clone / "data/coco").exists() and not (clone / ".dvc/cache").exists()
 
 
-def test_bad_adds_change_nothing(stored, tmp_path):
+def test_bad_adds_change_nothing(stored, coco, tmp_path):
     result = ihl("data", "add", "imagenet", COCO_SAMPLE, cwd=stored)
     assert result.exit_code == 2
     assert "unknown dataset 'imagenet': `ihl data add` takes coco or mpii" in result.output
@@ -141,34 +147,54 @@ def test_bad_adds_change_nothing(stored, tmp_path):
 
     result = ihl("data", "add", "mpii", COCO_SAMPLE, cwd=stored)
     assert result.exit_code == 2
-    assert "is not a valid mpii dataset" in result.output
+    assert "is not in the mpii layout (docs/data.md#layouts): missing annotations/mpii_train" in (
+        result.output
+    )
 
     result = ihl("data", "add", "mpii", MPII_SAMPLE, cwd=tmp_path)
     assert result.exit_code == 2 and "not inside a DVC project" in result.output
 
-    result = ihl("data", "add", "coco", COCO_SAMPLE, cwd=stored)
+    result = ihl("data", "add", "coco", coco, cwd=stored)
     assert result.exit_code == 2 and "pass --replace" in result.output
     assert sorted(p.name for p in (stored / "data").iterdir()) == ["coco", "coco.dvc"]
     assert git("status", "--porcelain", cwd=stored) == ""
-    assert same_tree(COCO_SAMPLE, stored / "data/coco")
+    assert same_tree(coco, stored / "data/coco")
 
 
-def test_replace_keeps_the_old_version_when_dvc_add_fails(stored, tmp_path):
+def test_add_refuses_a_folder_outside_the_layout(stored, tmp_path):
+    """The vendored sample is valid COCO data, but in one split called "sample": prepare
+    would index that split alone, and training would find no train2017."""
+    result = ihl("data", "add", "coco", COCO_SAMPLE, "--replace", cwd=stored)
+    assert result.exit_code == 2
+    assert (
+        f"{COCO_SAMPLE} is not in the coco layout (docs/data.md#layouts): missing "
+        "annotations/person_keypoints_train2017.json, annotations/person_keypoints_val2017.json, "
+        "train2017, val2017"
+    ) in result.output
+    partial = coco_layout(tmp_path / "partial")
+    (partial / "annotations/person_keypoints_val2017.json").unlink()
+    result = ihl("data", "add", "coco", partial, "--replace", cwd=stored)
+    assert result.exit_code == 2
+    assert "missing annotations/person_keypoints_val2017.json" in result.output
+    assert git("status", "--porcelain", cwd=stored) == ""
+
+
+def test_replace_keeps_the_old_version_when_dvc_add_fails(stored, coco, tmp_path):
     newer = tmp_path / "newer"
-    shutil.copytree(COCO_SAMPLE, newer)
-    (newer / "images/extra.txt").write_text("a new file in the new version")
+    shutil.copytree(coco, newer)
+    (newer / "train2017/extra.txt").write_text("a new file in the new version")
     cache = stored / ".dvc/cache"
     cache.rename(tmp_path / "cache")
     cache.write_text("a file where DVC's cache folder should be")
     result = ihl("data", "add", "coco", newer, "--replace", "--move", cwd=stored)
     assert result.exit_code == 2
-    assert same_tree(COCO_SAMPLE, stored / "data/coco")
-    assert (newer / "images/extra.txt").is_file() and no_debris(stored / "data")
+    assert same_tree(coco, stored / "data/coco")
+    assert (newer / "train2017/extra.txt").is_file() and no_debris(stored / "data")
 
     cache.unlink()
     (tmp_path / "cache").rename(cache)
     result = ihl("data", "add", "coco", newer, "--replace", "--move", cwd=stored)
     assert result.exit_code == 0, result.output
-    assert (stored / "data/coco/images/extra.txt").is_file() and not newer.exists()
+    assert (stored / "data/coco/train2017/extra.txt").is_file() and not newer.exists()
     assert "up to date" in dvc("status", "data/coco.dvc", cwd=stored).stdout
     assert "data/coco.dvc" in git("status", "--porcelain", cwd=stored)

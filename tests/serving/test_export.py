@@ -111,6 +111,9 @@ def test_cli_export_and_its_errors(serving_checkpoint, tmp_path):
     done = runner.invoke(app, [*args, "--name", "pose"])
     assert done.exit_code == 0, done.output
     assert (tmp_path / "a" / "model-store" / "pose.mar").is_file()
+    again = runner.invoke(app, [*args, "--name", "pose"])
+    assert again.exit_code == 2
+    assert "is not empty; pass --overwrite" in again.output  # the option the command has
 
 
 def test_code_version_without_git_is_the_image_revision(monkeypatch):
