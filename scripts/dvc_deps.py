@@ -1,8 +1,8 @@
 """dvc.yaml's code dependencies, made from what each stage imports.
 
 Each stage runs a few ihl modules (``STAGE_MODULES``); the files of every ihl module
-they can import (any import statement, in functions too, read with ``ast``: nothing is
-imported) are the stage's code deps, a package folder standing for its files when the
+they can import (``ihl.sources.closure``: any import statement, in functions too, read,
+not run) are the stage's code deps, a package folder standing for its files when the
 stage imports all of them. ``python scripts/dvc_deps.py`` rewrites the ``ihl/`` entries of
 each stage's ``deps`` in dvc.yaml (other entries and comments stay); ``--check`` exits 1,
 naming the stages, when dvc.yaml differs from that (tests/dvc runs the same check).
@@ -11,10 +11,11 @@ naming the stages, when dvc.yaml differs from that (tests/dvc runs the same chec
 from __future__ import annotations
 
 import argparse
-import ast
 import re
 import sys
 from pathlib import Path
+
+from ihl.sources import closure, module_files
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -32,46 +33,14 @@ DATA_FILES = {"ihl/config.py": "ihl/presets"}
 """Files a module reads beside its code: the presets, which ``ihl.config`` loads."""
 
 
-def _module_file(name: str) -> Path | None:
-    base = REPO.joinpath(*name.split("."))
-    for path in (base.with_suffix(".py"), base / "__init__.py"):
-        if path.is_file():
-            return path
-    return None
-
-
-def import_closure(roots: list[str]) -> set[Path]:
-    """Files of the ihl modules reachable from ``roots`` through any import statement."""
-    seen: set[Path] = set()
-    todo = list(roots)
-    while todo:
-        parts = todo.pop().split(".")
-        for depth in range(1, len(parts) + 1):
-            path = _module_file(".".join(parts[:depth]))
-            if path is None or path in seen:
-                continue
-            seen.add(path)
-            package = parts[:depth] if path.name == "__init__.py" else parts[: depth - 1]
-            for node in ast.walk(ast.parse(path.read_text())):
-                if isinstance(node, ast.Import):
-                    todo += [a.name for a in node.names if a.name.startswith("ihl")]
-                elif isinstance(node, ast.ImportFrom):
-                    base = node.module or ""
-                    if node.level:
-                        anchor = package[: len(package) - node.level + 1]
-                        base = ".".join([*anchor, base] if base else anchor)
-                    if base.startswith("ihl"):
-                        todo += [base, *(f"{base}.{a.name}" for a in node.names)]
-    return seen
-
-
 def _python_files(folder: Path) -> set[Path]:
     return {p for p in folder.rglob("*.py") if "__pycache__" not in p.parts}
 
 
 def stage_deps(stage: str) -> list[str]:
     """The ``ihl/`` deps of ``stage``: its import closure, whole packages as folders."""
-    files = import_closure(STAGE_MODULES[stage])
+    modules = module_files()
+    files = {modules[name] for name in closure(STAGE_MODULES[stage])}
     entries = {str(p.relative_to(REPO)) for p in files}
     entries |= {data for code, data in DATA_FILES.items() if REPO / code in files}
     for init in sorted(p for p in files if p.name == "__init__.py" and p.parent != REPO / "ihl"):
