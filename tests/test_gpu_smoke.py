@@ -115,7 +115,7 @@ def test_the_wheel_list_is_the_locked_versions_of_what_the_machine_lacks():
 
 
 @pytest.fixture(scope="session")
-def machine_env(request) -> tuple[Path, Path]:
+def machine_env(request, tmp_path_factory) -> tuple[Path, Path]:
     """(python, wheels folder): a virtual environment holding the machine's packages this
     benchmark needs and nothing the machine lacks, and the listed wheels for its Python."""
     uv = shutil.which("uv")
@@ -125,7 +125,9 @@ def machine_env(request) -> tuple[Path, Path]:
         b"".join(p.read_bytes() for p in (ROOT / "uv.lock", WHEEL_LIST, MACHINE_LIST))
         + " ".join(NEEDED).encode()
     ).hexdigest()[:16]
-    home = Path(request.config.cache.mkdir(f"gpu-machine-{key}"))
+    cache = getattr(request.config, "cache", None)  # absent under -p no:cacheprovider
+    name = f"gpu-machine-{key}"
+    home = Path(cache.mkdir(name) if cache else tmp_path_factory.mktemp(name))
     venv, wheels = home / "venv", home / "wheels"
     python = venv / "bin" / "python"
     if (home / "ready").exists():
@@ -149,6 +151,7 @@ def machine_env(request) -> tuple[Path, Path]:
     return python, wheels
 
 
+@pytest.mark.slow
 def test_gpu_benchmark_smoke_runs_with_the_machines_packages_and_no_uv(machine_env, tmp_path):
     python, wheels = machine_env
     dirs = os.environ["PATH"].split(os.pathsep)
