@@ -52,6 +52,10 @@ SKIPPED = {
     ("docs/inference.md", "benchmarks/inference.py [--presets"): (
         "a usage synopsis ([...] are optional arguments); tests/benchmarks runs each script"
     ),
+    ("docs/benchmarks.md", "benchmarks/gpu.sh --out"): (
+        "the full GPU benchmark, for the GPU machine; tests/test_gpu_smoke.py runs its "
+        "--smoke with that machine's packages and the downloaded wheels"
+    ),
     ("docs/benchmarks.md", "benchmarks/loss_speed.py"): (
         "full-size benchmarks (minutes to hours each); tests/benchmarks runs every script at "
         "tiny sizes"
