@@ -30,6 +30,10 @@ ARG UV_VERSION
 WORKDIR /src
 COPY pyproject.toml uv.lock README.md ./
 COPY ihl ./ihl
+# The wheel ships the Kubeflow definitions and the handler's files beside ihl/ (pyproject.toml).
+COPY components ./components
+COPY pipelines ./pipelines
+COPY serving/ihl_handler.py serving/model-config.yaml serving/kserve.config.properties ./serving/
 RUN --mount=type=cache,target=/root/.cache \
     python3 -m venv /tmp/uv \
     && /tmp/uv/bin/pip install -q --cert /etc/ssl/certs/ca-certificates.crt "uv==${UV_VERSION}" \

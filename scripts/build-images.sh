@@ -60,7 +60,7 @@ fi
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | head -1)
 revision=$(git rev-parse HEAD 2>/dev/null || echo unknown)
 # "-dirty" when what goes into the image differs from that commit.
-context=(Dockerfile .dockerignore pyproject.toml uv.lock README.md ihl serving/config.properties)
+context=(Dockerfile .dockerignore pyproject.toml uv.lock README.md ihl components pipelines serving)
 [[ -n $(git status --porcelain -- "${context[@]}" 2>/dev/null) ]] && revision+=-dirty
 source_url=${IHL_IMAGE_SOURCE:-https://github.com/ihl-pose/ihl}
 # One source of truth for the references: the same function the components and manifest use.

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -25,8 +26,12 @@ SERVING = (
     "healthcheck.py",
     "verify_models.py",
 )
-ALLOWED = ("pyproject.toml", "uv.lock", "README.md", "ihl", *(f"serving/{f}" for f in SERVING))
-"""All the build context holds: the package's sources and the serving files."""
+ALLOWED = (
+    "pyproject.toml", "uv.lock", "README.md", "ihl", "components", "pipelines",
+    *(f"serving/{f}" for f in SERVING),
+)  # fmt: skip
+"""All the build context holds: the package's sources (the wheel's folders) and the serving
+files."""
 
 
 def stages() -> dict[str, list[tuple[str, str]]]:
@@ -101,6 +106,19 @@ def test_every_copy_from_the_context_is_allowed_and_exists():
             for source in shlex.split(rest)[:-1]:
                 assert source in ALLOWED, f"{stage}: COPY {source}"
                 assert (ROOT / source).exists(), f"{stage}: COPY {source} is not in the repo"
+
+
+def test_the_wheel_stage_copies_everything_the_wheel_ships():
+    wheel = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["hatch"]["build"]
+    wheel = wheel["targets"]["wheel"]
+    shipped = {*wheel["packages"], *wheel.get("force-include", {})}
+    copied = {
+        source
+        for rest in args("wheel", "COPY")
+        if not rest.startswith("--from")
+        for source in shlex.split(rest)[:-1]
+    }
+    assert shipped <= copied, f"the wheel stage lacks {sorted(shipped - copied)}"
 
 
 def addresses(text: str) -> dict[str, tuple[str, int]]:
