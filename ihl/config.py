@@ -220,6 +220,9 @@ class DetectorConfig(_Section):
     batch_size: int = Field(8, gt=0)
     lr: float = Field(1e-3, gt=0)
     """AdamW learning rate, dropped x0.1 for the last epoch."""
+    amp: Literal["off", "bf16"] = "off"
+    """Training under bf16 autocast where the CPU has bf16 instructions (as ``train.amp``;
+    float32 elsewhere); detection itself runs in float32."""
 
     @model_validator(mode="after")
     def _check(self) -> DetectorConfig:

@@ -151,3 +151,25 @@ def loader_workers(processes_per_node: int, cpus: int | None = None) -> int:
 def num_workers(setting: int | str, processes_per_node: int = 1) -> int:
     """A ``train.num_workers`` value as a count: itself, or ``loader_workers`` for "auto"."""
     return loader_workers(processes_per_node) if setting == "auto" else int(setting)
+
+
+def cpu_has_bf16() -> bool:
+    """Whether oneDNN has native bf16 kernels on this CPU (AVX512-BF16, AMX or Arm's BF16).
+
+    Without them bf16 convolutions are emulated: a sample-preset step took 3.7 s against
+    0.23 s in float32 on an AVX2-only oneDNN (``ONEDNN_MAX_CPU_ISA=AVX2``).
+    """
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``train.amp`` on ``device``: bf16 on CUDA and on CPUs with bf16
+    instructions, fp16 on CUDA only; None (float32) otherwise."""
+    if amp == "bf16":
+        return torch.bfloat16 if device.type != "cpu" or cpu_has_bf16() else None
+    if amp == "fp16" and device.type == "cuda":
+        return torch.float16
+    return None

@@ -51,7 +51,7 @@ from ihl.data.build import build_train_dataset, build_val_dataset, worker_init
 from ihl.data.device_decode import batch_images, collate
 from ihl.data.errors import DatasetError
 from ihl.data.transforms import heatmaps_from_marginals
-from ihl.device import num_workers, resolve_device
+from ihl.device import autocast_dtype, num_workers, resolve_device
 from ihl.distributed import Distributed, build_on_main, process_group, shard
 from ihl.evaluate import gather_and_score, predict_dataset
 from ihl.files import folder_lock, remove_temporaries, torch_save
@@ -123,28 +123,6 @@ class TrainStep(nn.Module):
         with torch.autocast(images.device.type, self.amp_dtype, enabled=self.amp_dtype is not None):
             out = self.model(images)
         return self.criterion({k: v.float() for k, v in out.items()}, targets)
-
-
-def cpu_has_bf16() -> bool:
-    """Whether oneDNN has native bf16 kernels on this CPU (AVX512-BF16, AMX or Arm's BF16).
-
-    Without them bf16 convolutions are emulated: a sample-preset step took 3.7 s against
-    0.23 s in float32 on an AVX2-only oneDNN (``ONEDNN_MAX_CPU_ISA=AVX2``).
-    """
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype of ``train.amp`` on ``device``: bf16 on CUDA and on CPUs with bf16
-    instructions, fp16 on CUDA only; None (float32) otherwise."""
-    if amp == "bf16":
-        return torch.bfloat16 if device.type != "cpu" or cpu_has_bf16() else None
-    if amp == "fp16" and device.type == "cuda":
-        return torch.float16
-    return None
 
 
 def build_step(cfg: Config, device: torch.device) -> TrainStep:

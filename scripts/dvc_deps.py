@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from ihl.sources import closure, module_files
+from ihl.train import TRAINING_CODE
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -23,7 +24,7 @@ STAGE_MODULES = {
     "synth": ["ihl.data.synth"],
     "prepare": ["ihl.prepare"],
     "detector": ["ihl.detection.train", "ihl.detection.boxap", "ihl.edge.params"],
-    "train": ["ihl.train", "ihl.edge.params", "ihl.edge.live"],
+    "train": list(TRAINING_CODE),  # also what a resume must match
     "evaluate": ["ihl.evaluate"],
     "export": ["ihl.edge.export"],
 }

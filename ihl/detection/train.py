@@ -11,6 +11,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ihl.config import DetectorConfig
+from ihl.device import autocast_dtype
 from ihl.detection.data import PersonBoxes, collate
 from ihl.detection.models import build_detector, save_detector
 
@@ -40,6 +41,7 @@ def train_detector(
     )
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-4)
+    amp = autocast_dtype(cfg.amp, torch.device("cpu"))
     step, start = 0, time.perf_counter()
     for epoch in range(cfg.epochs):
         last = epoch == cfg.epochs - 1 and cfg.epochs > 1
@@ -48,8 +50,9 @@ def train_detector(
             warm = min(1.0, 0.1 + 0.9 * step / WARMUP_ITERS)
             for group in optimizer.param_groups:
                 group["lr"] = cfg.lr * warm * (0.1 if last else 1.0)
-            losses = model(list(images), list(targets))
-            loss = sum(losses.values())
+            with torch.autocast("cpu", amp, enabled=amp is not None):
+                losses = model(list(images), list(targets))
+            loss = sum(loss.float() for loss in losses.values())
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"detector loss is {loss.item()} at step {step}")
             optimizer.zero_grad(set_to_none=True)

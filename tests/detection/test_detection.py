@@ -156,3 +156,29 @@ def test_detector_input_must_be_an_rgb_uint8_image():
     with pytest.raises(ValueError, match="H x W x 3 uint8"):
         detect(model, [np.zeros((20, 30), np.uint8)], cfg)
     assert detect(model, [], cfg) == []
+
+
+@pytest.mark.parametrize("amp", ["off", "bf16"])
+def test_detector_trains_under_the_configured_autocast(coco_synth, monkeypatch, amp):
+    """detector.amp bf16 runs the training forward's convolutions in bf16 (on a CPU with
+    bf16 instructions; cpu_has_bf16 is forced here) and off keeps them in float32."""
+    from ihl import device
+    from ihl.detection import train as detection_train
+
+    monkeypatch.setattr(device, "cpu_has_bf16", lambda: True)
+    dtypes = []
+    build = detection_train.build_detector
+
+    def recording(cfg):
+        model = build(cfg)
+        model.backbone.body.conv1.register_forward_hook(lambda m, i, out: dtypes.append(out.dtype))
+        return model
+
+    monkeypatch.setattr(detection_train, "build_detector", recording)
+    cfg = DetectorConfig(
+        architecture="fcos_small", weights=None, min_size=64, max_size=96, epochs=1,
+        batch_size=8, amp=amp,
+    )  # fmt: skip
+    model = detection_train.train_detector(cfg, coco_synth, log=lambda _: None)
+    assert set(dtypes) == {torch.bfloat16 if amp == "bf16" else torch.float32}
+    assert all(p.dtype == torch.float32 for p in model.parameters())

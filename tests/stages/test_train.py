@@ -7,14 +7,16 @@ import json
 import pytest
 import torch
 
+from ihl import device as device_mod
 from ihl import train as stage
 from ihl.checkpoint import load_model
 from ihl.data.build import build_train_dataset
 from ihl.data.errors import DatasetError
 from ihl.data.transforms import heatmaps_from_marginals
+from ihl.device import autocast_dtype
 from ihl.losses import build_loss
 from ihl.models.pose import build_model
-from ihl.train import PaperSchedule, TrainStep, autocast_dtype, build_optimizer, train
+from ihl.train import PaperSchedule, TrainStep, build_optimizer, train
 
 
 def test_schedule_warms_up_linearly_then_steps_down_by_epoch():
@@ -30,7 +32,7 @@ def test_schedule_warms_up_linearly_then_steps_down_by_epoch():
 
 @pytest.mark.parametrize("native", [True, False])
 def test_bf16_autocast_applies_on_cpus_with_bf16_and_fp16_only_on_cuda(monkeypatch, native):
-    monkeypatch.setattr(stage, "cpu_has_bf16", lambda: native)
+    monkeypatch.setattr(device_mod, "cpu_has_bf16", lambda: native)
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert autocast_dtype("bf16", cpu) is (torch.bfloat16 if native else None)
     assert autocast_dtype("bf16", cuda) is torch.bfloat16
@@ -52,7 +54,7 @@ def _batch(cfg, n=4):
 
 
 def test_bf16_on_a_cpu_without_it_trains_in_float32_and_says_so(tiny_cfg, monkeypatch, caplog):
-    monkeypatch.setattr(stage, "cpu_has_bf16", lambda: False)
+    monkeypatch.setattr(device_mod, "cpu_has_bf16", lambda: False)
     tiny_cfg.train.amp = "bf16"
     step = stage.build_step(tiny_cfg, torch.device("cpu"))
     assert step.amp_dtype is None
