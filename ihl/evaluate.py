@@ -240,14 +240,15 @@ def evaluate(
             box_metrics, found_boxes = _detect(loaded[0][1], opts, dev, ddp, out_dir)
             detections = write_json(Path(scratch) / "detections.json", found_boxes)
             opts = replace(opts, boxes="detections", detections=detections)
+        scored = loaded[:1] if len(loaded) == 2 and same_model(loaded[0], loaded[1]) else loaded
         found = [
             _run(model, cfg, dev, ddp, opts, score_it=not image_info, out_dir=out_dir)
-            for model, cfg, _ in loaded
+            for model, cfg, _ in scored
         ]
         metrics, results = found[0]
         metrics = {**metrics, **box_metrics}
         if best is not None:
-            best_metrics = found[1][0]
+            best_metrics = found[-1][0]
             best_epoch = loaded[1][2]
             metrics = {
                 **metrics,
@@ -261,6 +262,17 @@ def evaluate(
             if not image_info:
                 write_metrics(metrics, out_dir / "metrics.json")
         return metrics
+
+
+def same_model(
+    a: tuple[torch.nn.Module, Config, Any], b: tuple[torch.nn.Module, Config, Any]
+) -> bool:
+    """Whether two loaded checkpoints hold the same config and weights: a run that validates
+    once, at its end, saves one model as both best.pt and final.pt, scored once."""
+    if a[1] != b[1]:
+        return False
+    first, second = a[0].state_dict(), b[0].state_dict()
+    return first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
 
 
 def _run(

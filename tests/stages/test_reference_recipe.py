@@ -11,6 +11,7 @@ import torch
 from sample_data import COCO_ANN, COCO_DETS, COCO_IMAGES, COCO_SAMPLE
 
 import ihl.checkpoint
+import ihl.evaluate
 from ihl import config
 from ihl.checkpoint import load_model, safe_load, save_model
 from ihl.data.build import build_train_dataset
@@ -82,6 +83,25 @@ def test_final_weights_are_scored_with_the_best_checkpoint_beside_them(
     assert {"AP", "best_checkpoint_AP", "best_checkpoint_epoch"} <= set(written)
     # Two epochs validated only at the end: best.pt is the final model, so the APs agree.
     assert metrics["best_checkpoint_AP"] == metrics["AP"]
+
+
+def test_a_best_checkpoint_with_the_final_weights_is_scored_once(
+    straight_run, tmp_path, monkeypatch
+):
+    out, _ = straight_run
+    final = out / "checkpoints" / "final.pt"
+    model, cfg = load_model(final)
+    with torch.no_grad():
+        next(model.parameters()).add_(0.5)
+    other = save_model(tmp_path / "other.pt", model, cfg, epoch=1)
+    runs = []
+    real = ihl.evaluate._run
+    monkeypatch.setattr(ihl.evaluate, "_run", lambda *a, **k: runs.append(a[0]) or real(*a, **k))
+    same = evaluate(final, tmp_path / "same", best=out / "checkpoints" / "best.pt", boxes="gt")
+    assert len(runs) == 1 and same["best_checkpoint_AP"] == same["AP"]
+    changed = evaluate(final, tmp_path / "changed", best=other, boxes="gt", progress=False)
+    assert len(runs) == 3 and changed["best_checkpoint_epoch"] == 1
+    assert not torch.equal(next(runs[1].parameters()), next(runs[2].parameters()))
 
 
 def _image_info(tmp_path):
