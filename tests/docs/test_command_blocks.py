@@ -35,8 +35,8 @@ PAGES = (
     "docs/research-log.md",
 )
 SKIPPED = {
-    ("README.md", "pip install uv && uv sync && uv run dvc repro"): (
-        "the main job at full size (516 s on the quiet machine); tests/dvc/test_pipeline.py "
+    ("README.md", "pip install uv && uv sync --compile-bytecode && uv run dvc repro"): (
+        "the main job at full size (337 s on the quiet machine); tests/dvc/test_pipeline.py "
         "runs the same `dvc repro` and `dvc exp run` on a small set"
     ),
     ("README.md", "uv run ruff check ."): "the checks CI runs, this test among them",
