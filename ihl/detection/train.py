@@ -11,9 +11,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ihl.config import DetectorConfig
-from ihl.device import autocast_dtype
 from ihl.detection.data import PersonBoxes, collate
 from ihl.detection.models import build_detector, save_detector
+from ihl.device import autocast_dtype
 
 WARMUP_ITERS = 50
 """Linear warm-up from a tenth of the learning rate: from-scratch heads diverge without it."""
