@@ -23,10 +23,6 @@ from sample_data import COCO_ANN, COCO_DETS, COCO_IMAGES
 from ihl import config
 
 PRESETS = config.preset_names()
-RUN_PRESETS = ("sample", "coco_hrnet_w32", "mpii_res50", "crowdpose_hrnet_w32")
-"""The presets the slowest paths (`dvc repro`, kfp.local: about two minutes a run here) train:
-the default and one paper preset per dataset layout. Every preset goes through `ihl train`
-and the PyTorchJob's arguments, and through params.yaml's resolution in tests/dvc."""
 STATED = {
     "train.epochs": 1,
     "train.batch_size": 2,

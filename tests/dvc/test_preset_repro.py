@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 import yaml
-from preset_runs import RUN_PRESETS, STATED, datasets, expected, recorded
+from preset_runs import PRESETS, STATED, datasets, expected, recorded
 from project_copy import dvc, make_project
 
 from ihl import config
@@ -24,7 +24,7 @@ def dvc_project(tmp_path_factory, datasets):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("preset", RUN_PRESETS)
+@pytest.mark.parametrize("preset", PRESETS)
 def test_dvc_repro_records_the_preset(cli, dvc_project, preset):
     dataset = config.load(preset).data.dataset
     params = yaml.safe_load((dvc_project / "params.yaml").read_text())

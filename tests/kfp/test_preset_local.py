@@ -3,7 +3,7 @@
 annotations as types."""
 
 import pytest
-from preset_runs import RUN_PRESETS, STATED, datasets, expected, recorded
+from preset_runs import PRESETS, STATED, datasets, expected, recorded
 
 from ihl import config
 
@@ -11,7 +11,7 @@ __all__ = ["datasets"]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("preset", RUN_PRESETS)
+@pytest.mark.parametrize("preset", PRESETS)
 def test_kfp_local_train_records_the_preset(cli, datasets, tmp_path, preset):
     from kfp import dsl, local
 
