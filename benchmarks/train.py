@@ -23,9 +23,9 @@ import time
 from collections.abc import Callable
 
 import torch
-import yaml
 
 from ihl import config
+from ihl.cli.common import parse_overrides
 from ihl.config import Config
 from ihl.train import build_optimizer, build_step
 
@@ -46,14 +46,8 @@ def batch(cfg: Config, device: torch.device) -> tuple[torch.Tensor, dict[str, to
 
 
 def parse_variant(text: str) -> dict:
-    """``a.b=1;c.d=[2, 3]`` as overrides; values are YAML, as ``ihl train --set`` reads them."""
-    overrides = {}
-    for item in filter(None, (part.strip() for part in text.split(";"))):
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--variant {text!r}: expected key=value pairs separated by ';'")
-        overrides[key.strip()] = yaml.safe_load(value)
-    return overrides
+    """``a.b=1;c.d=[2, 3]`` as overrides: each pair read as ``ihl train --set`` reads it."""
+    return parse_overrides([part.strip() for part in text.split(";") if part.strip()])
 
 
 def sync(device: torch.device) -> None:

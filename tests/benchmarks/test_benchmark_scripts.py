@@ -9,6 +9,7 @@ gpu.sh have their own smoke test (they need the GPU image's pieces).
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -88,8 +89,10 @@ def test_data(tmp_path):
 
 
 def test_train(tmp_path):
-    out = run_script("train.py", "--steps", 1, "--cpu-only", cwd=tmp_path)
+    variant = "train.batch_size=2; model.input_size=[32, 64]"
+    out = run_script("train.py", "--steps", 1, "--cpu-only", "--variant", variant, cwd=tmp_path)
     assert "img/s" in out
+    assert re.search(r"32x64\s+2\s", out)  # the variant's row, its overrides read as YAML
 
 
 def test_crop_rate(tmp_path):
