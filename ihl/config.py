@@ -11,7 +11,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 Backbone = Literal[
     "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "hrnet_w32", "hrnet_w48"
@@ -28,6 +35,10 @@ DetectorArchitecture = Literal[
     "fasterrcnn_small",
     "retinanet_small",
 ]
+
+Off = BeforeValidator(lambda value: "off" if value is False else value)
+"""A bare ``off`` is False to YAML 1.1 readers (PyYAML, so ``--set`` and every file ihl
+reads), while DVC and DVCLive write it unquoted (YAML 1.2, a string): both mean "off"."""
 
 
 class _Section(BaseModel):
@@ -137,7 +148,7 @@ class TrainConfig(_Section):
     num_workers: Annotated[int, Field(ge=0)] | Literal["auto"] = "auto"
     """DataLoader worker processes per device; "auto": the CPUs this process may use (cgroup
     quota, affinity) shared between the node's ranks, one each kept for the rank itself."""
-    amp: Literal["off", "bf16", "fp16"] = "off"
+    amp: Annotated[Literal["off", "bf16", "fp16"], Off] = "off"
     """Mixed precision: bf16 on CUDA and on CPUs with bf16 instructions (AVX512-BF16, AMX, Arm
     BF16; other CPUs would emulate it many times slower, so they train in float32), fp16 with a
     GradScaler on CUDA only (float32 on CPU)."""
@@ -220,7 +231,7 @@ class DetectorConfig(_Section):
     batch_size: int = Field(8, gt=0)
     lr: float = Field(1e-3, gt=0)
     """AdamW learning rate, dropped x0.1 for the last epoch."""
-    amp: Literal["off", "bf16"] = "off"
+    amp: Annotated[Literal["off", "bf16"], Off] = "off"
     """Training under bf16 autocast where the CPU has bf16 instructions (as ``train.amp``;
     float32 elsewhere); detection itself runs in float32."""
 

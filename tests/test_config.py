@@ -73,3 +73,16 @@ def test_overrides_and_unknown_preset():
         config.load("nope")
     with pytest.raises(config.ConfigError, match=r"train\.epoch"):
         config.load("sample", {"train.epoch": 3})
+
+
+def test_a_bare_off_means_off_where_yaml_reads_it_as_false(tmp_path):
+    """`--set train.amp=off` and a params file DVC wrote (`amp: off`, unquoted) reach ihl
+    through PyYAML, which reads a bare off as False."""
+    cfg = config.load("sample", {"train.amp": False, "detector.amp": False})
+    assert (cfg.train.amp, cfg.detector.amp) == ("off", "off")
+    path = tmp_path / "params.yaml"
+    path.write_text("train:\n  amp: off\ndetector:\n  amp: off\n")
+    cfg = config.load(path)
+    assert (cfg.train.amp, cfg.detector.amp) == ("off", "off")
+    with pytest.raises(config.ConfigError, match=r"train\.amp"):
+        config.load("sample", {"train.amp": True})
