@@ -52,7 +52,7 @@ def train_detector(
                 group["lr"] = cfg.lr * warm * (0.1 if last else 1.0)
             with torch.autocast("cpu", amp, enabled=amp is not None):
                 losses = model(list(images), list(targets))
-            loss = sum(loss.float() for loss in losses.values())
+            loss = sum(part.float() for part in losses.values())
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"detector loss is {loss.item()} at step {step}")
             optimizer.zero_grad(set_to_none=True)
