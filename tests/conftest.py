@@ -7,9 +7,16 @@ fixtures in ``SLOW_FIXTURES`` (each trains a model or starts a server for its te
 
 from __future__ import annotations
 
+import os
+from collections import Counter
 from pathlib import Path
 
+# DVC binds its log handlers to sys.stdout when it is first imported. Imported here, that is
+# pytest's stream for the whole run; first imported inside a test's capsys or CliRunner, it
+# would be a stream that closes with that test, and DVC's next log line in the worker fails.
+import dvc  # noqa: F401
 import pytest
+import torch
 from servers import moto_s3
 from typer.testing import CliRunner
 
@@ -32,9 +39,48 @@ fixture, is in the slow tier."""
 
 
 def pytest_collection_modifyitems(items):
+    """Marks the slow tier, and runs the work units (work_unit) with the most slow tests
+    first: the two workers then end together on small units rather than one waiting on
+    the other's last big one."""
     for item in items:
         if SLOW_FIXTURES.keys() & set(item.fixturenames):
             item.add_marker(pytest.mark.slow)
+    slow = Counter(work_unit(i.nodeid) for i in items if i.get_closest_marker("slow"))
+    items.sort(key=lambda item: -slow[work_unit(item.nodeid)])
+
+
+SHARED = {"tests/serving/": "serving", "tests/detection/": "serving", "tests/stages/": "stages"}
+"""Folders whose files share a costly session fixture (TorchServe, the trained detector, the
+two-epoch run), and the work unit each belongs to."""
+
+
+def work_unit(nodeid: str) -> str:
+    """What one pytest-xdist worker runs whole: a shared folder's unit, or else a file (whose
+    module fixtures are then built once)."""
+    unit = next((u for folder, u in SHARED.items() if nodeid.startswith(folder)), None)
+    return unit or nodeid.split("::")[0]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """The suite runs in two workers (pyproject.toml's addopts), handed out by work_unit.
+    xdist's own ``loadgroup`` would do this from marks, but does not group under pytest 9.2
+    (pytest-dev/pytest-xdist#1386)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByWorkUnit(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid)
+
+    return ByWorkUnit(config, log)
+
+
+def pytest_configure(config):
+    """One thread per worker, for its own torch and the processes it starts: two workers
+    share this machine's two cores."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ["OMP_NUM_THREADS"] = "1"
+        torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
