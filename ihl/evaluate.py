@@ -23,9 +23,9 @@ from tqdm import tqdm
 from ihl.checkpoint import load_model_and_epoch
 from ihl.config import Config
 from ihl.data.build import COCO_SPLITS, build_eval_dataset, worker_init
-from ihl.data.coco import is_image_info
+from ihl.data.coco_format import is_image_info
 from ihl.data.errors import DatasetError
-from ihl.data.mpii import split_json
+from ihl.data.mpii_format import split_json
 from ihl.data.transforms import coords_to_image
 from ihl.device import num_workers as worker_count
 from ihl.device import resolve_device

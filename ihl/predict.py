@@ -32,7 +32,7 @@ import torch
 
 from ihl.boxes import BoxError, parse_box
 from ihl.config import Config, DetectorConfig
-from ihl.data.coco import load_json
+from ihl.data.coco_format import load_json
 from ihl.data.errors import DatasetError
 from ihl.data.keypoints import get_spec
 from ihl.data.transforms import (

@@ -13,10 +13,10 @@ import json
 import os
 from pathlib import Path
 
-from ihl.data.coco import load_json, load_json_list, validate_coco
-from ihl.data.crowdpose import validate_crowdpose
+from ihl.data.coco_format import load_json, load_json_list, validate_coco
+from ihl.data.crowdpose_format import validate_crowdpose
 from ihl.data.errors import DatasetError
-from ihl.data.mpii import validate_mpii
+from ihl.data.mpii_format import validate_mpii
 from ihl.files import write_json
 
 DATASETS = ("synth", "coco", "mpii", "crowdpose")

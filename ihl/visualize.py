@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ihl.data.coco import load_json
+from ihl.data.coco_format import load_json
 from ihl.data.errors import DatasetError
 from ihl.data.keypoints import COCO, CROWDPOSE, MPII, KeypointSpec
 from ihl.image_io import read_image_bgr

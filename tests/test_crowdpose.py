@@ -7,11 +7,8 @@ import cv2
 import numpy as np
 import pytest
 
-from ihl.data.crowdpose import (
-    CrowdPoseKeypoints,
-    crowdpose_split_paths,
-    validate_crowdpose,
-)
+from ihl.data.crowdpose import CrowdPoseKeypoints
+from ihl.data.crowdpose_format import crowdpose_split_paths, validate_crowdpose
 from ihl.data.keypoints import CROWDPOSE, get_spec
 from ihl.metrics.crowdpose import (
     METRIC_KEYS,

@@ -1,5 +1,5 @@
-"""The package layout: the core never loads the edge's heavy packages, and no ihl module
-imports another that imports it back."""
+"""The package layout: the core never loads the edge's heavy packages, the data commands
+never load torch, and no ihl module imports another that imports it back."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from sample_data import COCO_SAMPLE, MPII_SAMPLE
 
 from ihl.sources import imports, module_files
 
@@ -23,7 +24,9 @@ NAMED_CORE = (
     "ihl.data",
     "ihl.data.build",
     "ihl.data.coco",
+    "ihl.data.coco_format",
     "ihl.data.mpii",
+    "ihl.data.mpii_format",
     "ihl.data.synth",
     "ihl.data.transforms",
     "ihl.train",
@@ -80,6 +83,36 @@ def test_importing_the_core_loads_no_edge_package(heavy_loaded):
 
 def test_edge_and_cli_modules_import_their_heavy_packages_lazily(heavy_loaded):
     assert heavy_loaded["edge"] == []
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["prepare", "--dataset", "coco", "--root", "{coco}", "--out", "{out}"],
+        ["prepare", "--dataset", "mpii", "--root", "{mpii}", "--out", "{out}"],
+        ["data", "check", "{coco}", "--dataset", "coco"],
+    ],
+    ids=["prepare-coco", "prepare-mpii", "data-check"],
+)
+def test_data_commands_load_no_torch(args, tmp_path):
+    """`ihl prepare` (run by every `dvc repro` whose data changed) and `ihl data` read and
+    check files only: they start in under a second instead of loading torch and torchvision."""
+    code = (
+        "import runpy, sys\n"
+        "sys.argv = ['ihl', *sys.argv[1:]]\n"
+        "try:\n"
+        "    runpy.run_module('ihl.cli.main', run_name='__main__')\n"
+        "except SystemExit as done:\n"
+        "    assert not done.code, done.code\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'torchvision'}))\n"
+    )
+    where = {"coco": COCO_SAMPLE, "mpii": MPII_SAMPLE, "out": tmp_path / "out"}
+    argv = [arg.format(**where) for arg in args]
+    done = subprocess.run(
+        [sys.executable, "-c", code, *argv], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.splitlines()[-1] == "[]"
 
 
 def _cycle(graph: dict[str, set[str]]) -> list[str] | None:

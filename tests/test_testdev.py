@@ -5,7 +5,8 @@ import json
 import pytest
 from sample_data import COCO_ANN, COCO_DETS, COCO_IMAGES
 
-from ihl.data.coco import CocoKeypoints, is_image_info
+from ihl.data.coco import CocoKeypoints
+from ihl.data.coco_format import is_image_info
 from ihl.data.errors import DatasetError
 
 

@@ -25,9 +25,9 @@ def data_check_cmd(
     ] = False,
 ) -> None:
     """List every problem in a dataset; exit 1 if there is any, 0 if it is clean."""
-    from ihl.data.coco import validate_coco
-    from ihl.data.crowdpose import validate_crowdpose
-    from ihl.data.mpii import validate_mpii
+    from ihl.data.coco_format import validate_coco
+    from ihl.data.crowdpose_format import validate_crowdpose
+    from ihl.data.mpii_format import validate_mpii
 
     if not root.is_dir():
         fail(f"dataset folder not found: {root}")
@@ -116,7 +116,7 @@ def data_version_cmd(
     ),
 ) -> None:
     """Print the data version (dataset and content fingerprint) recorded by `ihl prepare`."""
-    from ihl.data.coco import load_json
+    from ihl.data.coco_format import load_json
 
     try:
         summary = load_json(index)

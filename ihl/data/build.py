@@ -12,9 +12,11 @@ import cv2
 from torch.utils.data import Dataset
 
 from ihl.config import Config
-from ihl.data.coco import CocoKeypoints, coco_split_paths
-from ihl.data.crowdpose import SPLITS as CROWDPOSE_SPLITS
-from ihl.data.crowdpose import CrowdPoseKeypoints, crowdpose_split_paths
+from ihl.data.coco import CocoKeypoints
+from ihl.data.coco_format import coco_split_paths
+from ihl.data.crowdpose import CrowdPoseKeypoints
+from ihl.data.crowdpose_format import SPLITS as CROWDPOSE_SPLITS
+from ihl.data.crowdpose_format import crowdpose_split_paths
 from ihl.data.errors import DatasetError
 from ihl.data.keypoints import get_spec
 from ihl.data.mpii import MpiiKeypoints

@@ -1,30 +1,16 @@
-"""CrowdPose as a top-down dataset: COCO-format files with 14 joints and no 'area'.
-
-Layout as the reference trains and tests it: ``annotations/mmpose_crowdpose_<split>.json``
-(``trainval`` to train, ``test`` to evaluate), images under ``images/``, and the detector
-boxes ``annotations/det_for_crowd_test_0.1_0.5.json``. Every test image carries a
-``crowdIndex``, by which the CrowdPose protocol splits AP into easy, medium and hard.
+"""CrowdPose as a top-down dataset: ``CocoKeypoints`` with CrowdPose's 14 joints, its files
+read and checked by ``ihl.data.crowdpose_format``.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from .coco import CocoKeypoints, load_json, validate_coco
-from .errors import DatasetError
+from .coco import CocoKeypoints
+from .crowdpose_format import ANNOTATION_KEYS
 from .keypoints import CROWDPOSE
 
-SPLITS = {"train": "trainval", "val": "test"}
-DETECTIONS = "annotations/det_for_crowd_test_0.1_0.5.json"
-"""The reference's test boxes, relative to the dataset root."""
-
-ANNOTATION_KEYS = tuple(k for k in CocoKeypoints.annotation_keys if k != "area")
-
-
-def crowdpose_split_paths(root: str | Path, split: str) -> tuple[Path, Path]:
-    """(annotation file, image folder) of a CrowdPose split (trainval, test, ...)."""
-    root = Path(root)
-    return root / "annotations" / f"mmpose_crowdpose_{split}.json", root / "images"
+__all__ = ["CrowdPoseKeypoints"]
 
 
 class CrowdPoseKeypoints(CocoKeypoints):
@@ -36,52 +22,3 @@ class CrowdPoseKeypoints(CocoKeypoints):
     def __init__(self, ann_file: str | Path, image_dir: str | Path, **kwargs) -> None:
         kwargs.setdefault("spec", CROWDPOSE)
         super().__init__(ann_file, image_dir, **kwargs)
-
-
-def crowd_index_problems(ann_file: str | Path) -> list[str]:
-    """Images of an evaluation file without a numeric crowdIndex (the protocol needs one)."""
-    data = load_json(ann_file)
-    images = data.get("images") if isinstance(data, dict) else None
-    if not isinstance(images, list):
-        return [f"{ann_file}: missing top-level list 'images'"]
-    return [
-        f"{ann_file}: image id {image.get('id')}: missing or non-numeric 'crowdIndex'"
-        for image in images
-        if not isinstance(image, dict)
-        or not isinstance(image.get("crowdIndex"), int | float)
-        or isinstance(image.get("crowdIndex"), bool)
-    ]
-
-
-def validate_crowdpose(root: str | Path, *, decode_images: bool = True) -> list[str]:
-    """Scan a CrowdPose dataset in the layout above; every problem found (empty: all good)."""
-    root = Path(root)
-    problems: list[str] = []
-    for split in SPLITS.values():
-        ann_file, image_dir = crowdpose_split_paths(root, split)
-        if not ann_file.is_file():
-            problems.append(f"{ann_file}: file not found")
-            continue
-        detections = root / DETECTIONS if split == SPLITS["val"] else None
-        problems += validate_coco(
-            ann_file=ann_file,
-            image_dir=image_dir,
-            detections=detections if detections is not None and detections.is_file() else None,
-            decode_images=decode_images,
-            spec=CROWDPOSE,
-            annotation_keys=ANNOTATION_KEYS,
-        )
-        if split == SPLITS["val"]:
-            problems += crowd_index_problems(ann_file)
-    return problems
-
-
-__all__ = [
-    "DETECTIONS",
-    "SPLITS",
-    "CrowdPoseKeypoints",
-    "DatasetError",
-    "crowd_index_problems",
-    "crowdpose_split_paths",
-    "validate_crowdpose",
-]

@@ -10,7 +10,7 @@ import cv2
 from torch import nn
 
 from ihl.config import DetectorConfig
-from ihl.data.coco import coco_split_paths, load_json
+from ihl.data.coco_format import coco_split_paths, load_json
 from ihl.detection.detect import detect
 from ihl.detection.models import PERSON
 from ihl.distributed import Distributed, broadcast_from_main, gather_to_main, shard

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ihl.data.coco import coco_split_paths, load_json
+from ihl.data.coco_format import coco_split_paths, load_json
 from ihl.detection.detect import to_tensor
 from ihl.detection.models import PERSON
 from ihl.image_io import read_image_bgr

@@ -78,7 +78,7 @@ def evaluate_crowdpose(
     from xtcocotools.coco import COCO
     from xtcocotools.cocoeval import COCOeval
 
-    from ihl.data.crowdpose import crowd_index_problems
+    from ihl.data.crowdpose_format import crowd_index_problems
 
     validate_results(results, num_joints=CROWDPOSE.num_joints)
     problems = crowd_index_problems(ann_file)

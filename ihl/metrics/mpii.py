@@ -19,7 +19,7 @@ import os
 import numpy as np
 
 from ihl.data.keypoints import MPII
-from ihl.data.mpii import load_mpii_gt, load_mpii_joints
+from ihl.data.mpii_format import load_mpii_gt, load_mpii_joints
 
 SC_BIAS = 0.6
 """Head size = SC_BIAS x diagonal of the annotated head box."""

@@ -12,10 +12,12 @@ import scipy.io
 import torch
 from sample_data import COCO_ANN, COCO_DETS, COCO_IMAGES, COCO_SAMPLE, MPII_SAMPLE
 
-from ihl.data.coco import CocoKeypoints, coords_to_image, validate_coco
+from ihl.data.coco import CocoKeypoints, coords_to_image
+from ihl.data.coco_format import validate_coco
 from ihl.data.errors import DatasetError
 from ihl.data.keypoints import COCO, MPII
-from ihl.data.mpii import MpiiKeypoints, load_mpii_gt, validate_mpii
+from ihl.data.mpii import MpiiKeypoints
+from ihl.data.mpii_format import load_mpii_gt, validate_mpii
 from ihl.image_io import read_image_bgr
 
 COCO_ROOT = COCO_SAMPLE

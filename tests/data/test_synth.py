@@ -12,7 +12,7 @@ import scipy.io
 
 from ihl.data import synth
 from ihl.data.keypoints import COCO, MPII
-from ihl.data.mpii import load_mpii_gt, validate_mpii
+from ihl.data.mpii_format import load_mpii_gt, validate_mpii
 from ihl.data.synth import (
     MIN_KEYPOINT_AREA,
     MIN_VISIBLE_AREA,
