@@ -53,7 +53,10 @@ def installed(tmp_path_factory) -> Path:
 
 
 def _run(bin_dir: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("IHL_SERVING_DIR", "PYTHONPATH")}
+    """``args`` in the fresh environment. Python's default bytecode caching is kept on (the
+    first command writes the .pyc files, uv installs none) even where this shell turned it off."""
+    drop = ("IHL_SERVING_DIR", "PYTHONPATH", "PYTHONDONTWRITEBYTECODE")
+    env = {k: v for k, v in os.environ.items() if k not in drop}
     env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
     return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
 
