@@ -4,8 +4,11 @@ prepare fetching from a real DVC remote, train under torchrun."""
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -102,6 +105,8 @@ def test_train_under_torchrun(tmp_path, monkeypatch, capfd):
         "train.warmup_iters": 1, "train.lr_steps": [1], "loss.wasserstein": "none",
     }  # fmt: skip
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    # the component finds `ihl` on PATH, as in the image; also when pytest ran without `uv run`
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     model = Model(name="model", uri=str(tmp_path / "model"), metadata={})
     train.python_func(
         prepared=prepared, preset="sample", epochs=1, num_gpus=2, overrides=overrides,
